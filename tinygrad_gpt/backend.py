@@ -1,0 +1,173 @@
+"""The array backend: NumPy on the CPU, CuPy on CUDA GPUs.
+
+This is the only module that knows CuPy exists. Everything else asks an array
+for its module (``xp = get_array_module(x)``) and calls ``xp.exp``, ``xp.matmul``
+and so on, so the same op code runs on both devices.
+
+    >>> import numpy as np
+    >>> get_array_module(np.ones(3)) is np
+    True
+"""
+import contextlib
+import os
+
+import numpy as np
+
+try:  # CuPy is optional: without it only the "cpu" device exists.
+    import cupy as _cupy
+except Exception:  # ImportError, or a CuPy that cannot find its CUDA libraries
+    _cupy = None
+
+DEVICES = ("cpu", "cuda")
+
+
+class DeviceError(RuntimeError):
+    """Raised when a device is unknown, unavailable, or mixed inside one op."""
+
+
+def _check_device_name(device):
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}: expected one of {', '.join(DEVICES)}")
+    return device
+
+
+def cuda_available():
+    """True when CuPy is installed and sees at least one GPU."""
+    if _cupy is None:
+        return False
+    try:
+        return _cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def require_device(device):
+    """Check that ``device`` can be used here; return it, or raise DeviceError."""
+    _check_device_name(device)
+    if device == "cuda" and not cuda_available():
+        why = "CuPy is not installed (pip install 'tinygrad_gpt[cuda]')" if _cupy is None \
+            else "CuPy found no CUDA GPU"
+        raise DeviceError(f"device 'cuda' was requested but {why}")
+    return device
+
+
+_default_device = _check_device_name(os.environ.get("TINYGRAD_GPT_DEVICE", "cpu") or "cpu")
+
+
+def default_device():
+    """The device new tensors go to when none is given (env TINYGRAD_GPT_DEVICE, else "cpu")."""
+    return _default_device
+
+
+@contextlib.contextmanager
+def device(name):
+    """Context manager that changes the default device for new tensors.
+
+        >>> with device("cpu"):
+        ...     default_device()
+        'cpu'
+    """
+    global _default_device
+    previous, _default_device = _default_device, require_device(name)
+    try:
+        yield name
+    finally:
+        _default_device = previous
+
+
+def get_array_module(*arrays):
+    """NumPy or CuPy, whichever owns the arrays. Mixing the two is a DeviceError."""
+    modules = {_module_of(a) for a in arrays if a is not None}
+    if len(modules) > 1:
+        raise DeviceError("arrays on different devices (cpu and cuda) used in one op; "
+                          "move them with .to(device) first")
+    return modules.pop() if modules else np
+
+
+def _module_of(array):
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return _cupy
+    return np
+
+
+def device_of(array):
+    """"cuda" for a CuPy array, "cpu" for anything else."""
+    return "cuda" if _module_of(array) is not np else "cpu"
+
+
+def xp_for(device_name):
+    """The array module of a device."""
+    return _cupy if require_device(device_name) == "cuda" else np
+
+
+def to_device(array, device_name):
+    """Move an array to a device (a no-op when it is already there)."""
+    if device_of(array) == device_name:
+        return array
+    if require_device(device_name) == "cuda":
+        return _cupy.asarray(array)
+    return to_numpy(array)
+
+
+def to_numpy(array):
+    """A host NumPy array for any backend array (copies from the GPU)."""
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return _cupy.asnumpy(array)
+    return np.asarray(array)
+
+
+def is_array(obj):
+    """True for a NumPy or CuPy ndarray."""
+    return isinstance(obj, np.ndarray) or (_cupy is not None and isinstance(obj, _cupy.ndarray))
+
+
+def scatter_add(out, index, values):
+    """out[index] += values, adding up repeated indices, in place on either device."""
+    xp = get_array_module(out)
+    if xp is np:
+        np.add.at(out, index, values)
+    else:
+        import cupyx  # the scatter-add kernel for CuPy arrays
+        cupyx.scatter_add(out, index, values)
+    return out
+
+
+# ----------------------------------------------------------------------------- random numbers
+# One seeded NumPy generator drives everything random (init, dropout, batches),
+# so a run is reproducible and its state can be saved into a checkpoint.
+
+_rng = np.random.default_rng(1337)
+
+
+def manual_seed(seed):
+    """Reseed the generator behind init, dropout and sampling (and CuPy's, if present)."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+    if cuda_available():
+        _cupy.random.seed(seed)
+
+
+def rng():
+    """The global NumPy Generator."""
+    return _rng
+
+
+def rng_state():
+    """The generator's state as a JSON-friendly dict."""
+    return _rng.bit_generator.state
+
+
+def set_rng_state(state):
+    """Restore a state from ``rng_state()``."""
+    _rng.bit_generator.state = state
+
+
+def random_uniform(shape, dtype, device_name):
+    """Uniform [0, 1) numbers of ``dtype`` made on ``device_name``.
+
+    On the CPU they come from the global generator above; on the GPU from CuPy's
+    own generator (seeded by ``manual_seed``), so no host-to-device copy is needed.
+    """
+    if device_name == "cuda":
+        return _cupy.random.random(shape, dtype=dtype)
+    return _rng.random(shape, dtype=np.dtype(dtype))

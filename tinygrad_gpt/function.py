@@ -1,0 +1,57 @@
+"""The ``Function`` base class: one differentiable operation on raw arrays.
+
+A Function computes ``forward`` on backend arrays (NumPy or CuPy) and keeps what
+its ``backward`` needs. ``backward(g)`` receives the gradient of the loss with
+respect to the output and returns one gradient per input (``None`` where an
+input needs none). ``Tensor._apply`` is the one place that calls ``forward``
+and links the result into the graph.
+
+    >>> import numpy as np
+    >>> class Double(Function):
+    ...     def forward(self, x):
+    ...         return 2 * x
+    ...     def backward(self, g):
+    ...         return 2 * g  # d/dx 2x = 2
+    >>> Double().forward(np.ones(2))
+    array([2., 2.])
+"""
+
+
+class Function:
+    """Base class of every op. Subclasses define ``forward`` and ``backward``."""
+
+    def __init__(self, needs_grad=()):
+        # needs_grad[i] is True when input i requires a gradient; backward may
+        # skip the work for inputs that do not.
+        self.needs_grad = tuple(needs_grad)
+        self.parents = ()
+        self.saved = ()
+
+    @property
+    def name(self):
+        return type(self).__name__
+
+    def save_for_backward(self, *arrays):
+        self.saved = arrays
+
+    def forward(self, *arrays, **kwargs):
+        raise NotImplementedError
+
+    def backward(self, g):
+        raise NotImplementedError
+
+
+def sum_to(x, shape):
+    """Sum ``x`` down to ``shape``: the gradient of broadcasting ``shape`` up to x.shape.
+
+        >>> import numpy as np
+        >>> sum_to(np.ones((2, 3)), (1, 3))
+        array([[2., 2., 2.]])
+    """
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and x.shape[lead + i] != 1)
+    return x.sum(axis=axes, keepdims=True).reshape(shape)

@@ -1,0 +1,188 @@
+"""Neural-network functions on Tensors, imported as ``F``.
+
+Each fused function (backed by a Function in ``fused.py``) has a composed twin
+here, built only from primitive Tensor ops: ``softmax_composed``,
+``layer_norm_composed`` and so on. The composed versions are the readable
+definitions; the tests check that both give the same values and gradients.
+
+    >>> import numpy as np
+    >>> from tinygrad_gpt import Tensor
+    >>> x = Tensor([[1.0, 2.0, 3.0]])
+    >>> np.round(softmax(x).numpy(), 3)
+    array([[0.09 , 0.245, 0.665]], dtype=float32)
+"""
+import math
+
+import numpy as np
+
+from . import backend, fused
+from .backend import get_array_module, is_array
+from .tensor import Tensor
+
+
+def _int_array(ids, like, what):
+    """ids (Tensor, array or list) as an integer array on ``like``'s device, or ValueError."""
+    if isinstance(ids, Tensor):
+        ids = ids.data
+    xp = get_array_module(like)
+    if not is_array(ids):
+        ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"{what} must be integers, got dtype {ids.dtype}")
+    return xp.asarray(ids) if get_array_module(ids) is not xp else ids
+
+
+# ----------------------------------------------------------------------------- softmax
+
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along ``axis``, stable for large inputs."""
+    return x.softmax(axis)
+
+
+def log_softmax(x, axis=-1):
+    """x - log(sum(exp(x))) along ``axis``, stable for large inputs."""
+    return x.log_softmax(axis)
+
+
+def softmax_composed(x, axis=-1):
+    """Softmax from primitives. The max is a constant shift: softmax(x - c) = softmax(x)."""
+    e = (x - x.max(axis=axis, keepdims=True).detach()).exp()
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax_composed(x, axis=-1):
+    """Log-softmax from primitives."""
+    s = x - x.max(axis=axis, keepdims=True).detach()
+    return s - s.exp().sum(axis=axis, keepdims=True).log()
+
+
+# ----------------------------------------------------------------------------- cross-entropy
+
+def _flatten_targets(logits, targets, ignore_index):
+    """Check shapes and ids; return logits as (N, V) and targets as (N,)."""
+    t = _int_array(targets, logits.data, "cross_entropy targets")
+    if logits.ndim < 2 or tuple(t.shape) != logits.shape[:-1]:
+        raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
+                         f"{logits.shape[:-1]}, got {tuple(t.shape)}")
+    V = logits.shape[-1]
+    bad = ((t < 0) | (t >= V)) & (t != ignore_index)
+    if bool(bad.any()):
+        raise ValueError(f"cross_entropy: target ids must be in [0, {V}) or equal ignore_index="
+                         f"{ignore_index}; found {int(t[bad].ravel()[0])}")
+    return logits.reshape(-1, V), t.reshape(-1)
+
+
+def cross_entropy(logits, targets, ignore_index=-1):
+    """Mean negative log-likelihood of ``targets`` under softmax(logits).
+
+    logits: (N, V) or (B, T, V). targets: integers of shape (N,) or (B, T);
+    positions equal to ``ignore_index`` are left out of the mean.
+    """
+    logits2, t = _flatten_targets(logits, targets, ignore_index)
+    return Tensor._apply(fused.CrossEntropy, logits2, Tensor._wrap(t), ignore_index=ignore_index)
+
+
+def cross_entropy_composed(logits, targets, ignore_index=-1):
+    """Cross-entropy from primitives: pick -log p[target] and average the kept rows."""
+    logits2, t = _flatten_targets(logits, targets, ignore_index)
+    xp = get_array_module(t)
+    valid = t != ignore_index
+    logp = log_softmax_composed(logits2)[xp.arange(t.shape[0]), xp.where(valid, t, 0)]
+    weight = valid.astype(logits.dtype) / valid.sum()
+    return -(logp * weight).sum()
+
+
+# ----------------------------------------------------------------------------- layer norm
+
+def layer_norm(x, weight, bias=None, eps=1e-5):
+    """Normalise the last axis to zero mean and unit variance, then scale and shift."""
+    C = x.shape[-1]
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.shape != (C,):
+            raise ValueError(f"layer_norm: {name} must have shape ({C},) for input "
+                             f"of shape {x.shape}, got {p.shape}")
+    if bias is None:
+        return Tensor._apply(fused.LayerNorm, x, weight, eps=eps)
+    return Tensor._apply(fused.LayerNorm, x, weight, bias, eps=eps)
+
+
+def layer_norm_composed(x, weight, bias=None, eps=1e-5):
+    """Layer norm from primitives."""
+    mu = x.mean(axis=-1, keepdims=True)
+    xc = x - mu
+    var = (xc * xc).mean(axis=-1, keepdims=True)
+    out = xc / (var + eps).sqrt() * weight
+    return out if bias is None else out + bias
+
+
+# ----------------------------------------------------------------------------- GELU
+
+def gelu(x):
+    """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return x.gelu()
+
+
+def gelu_composed(x):
+    """GELU from primitives."""
+    return 0.5 * x * (1 + (math.sqrt(2 / math.pi) * (x + 0.044715 * (x * x * x))).tanh())
+
+
+# ----------------------------------------------------------------------------- embedding, dropout
+
+def embedding(idx, weight):
+    """Rows of ``weight`` (V, C) picked by integer ids of any shape: out[..., :] = weight[idx]."""
+    ids = _int_array(idx, weight.data, "embedding ids")
+    V = weight.shape[0]
+    if ids.size and bool(((ids < 0) | (ids >= V)).any()):
+        raise ValueError(f"embedding: ids must be in [0, {V}), got min {int(ids.min())} "
+                         f"and max {int(ids.max())}")
+    return weight[ids]
+
+
+def dropout(x, p, training=True):
+    """Zero each element with probability p and scale the rest by 1 / (1 - p)."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    if not training or p == 0:
+        return x
+    keep = backend.random_uniform(x.shape, x.dtype, x.device) >= p
+    return x * (keep * x.dtype.type(1 / (1 - p)))
+
+
+# ----------------------------------------------------------------------------- attention
+
+def _check_qkv(q, k, v, causal):
+    if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
+        raise ValueError(f"scaled_dot_product_attention: q, k, v need the same rank >= 2, "
+                         f"got shapes {q.shape}, {k.shape}, {v.shape}")
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: shapes {q.shape}, {k.shape}, {v.shape} "
+                         f"do not fit: need q (..., Tq, hs), k (..., Tk, hs), v (..., Tk, hv)")
+    if causal and q.shape[-2] > k.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: causal attention needs Tq <= Tk, "
+                         f"got Tq={q.shape[-2]} and Tk={k.shape[-2]}")
+
+
+def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, scale=None):
+    """softmax(q @ k^T / sqrt(hs) + mask) @ v, fused.
+
+    q: (..., Tq, hs), k, v: (..., Tk, hs). With ``causal``, query i sees keys up
+    to position Tk - Tq + i, so the queries are the newest Tq positions (as in a
+    KV cache; with Tq == Tk this is the usual lower-triangular mask).
+    """
+    _check_qkv(q, k, v, causal)
+    return Tensor._apply(fused.Attention, q, k, v, causal=causal, scale=scale, dropout_p=dropout_p)
+
+
+def scaled_dot_product_attention_composed(q, k, v, causal=True, scale=None):
+    """Attention from primitives: scores, mask, softmax, weighted sum of values."""
+    _check_qkv(q, k, v, causal)
+    Tq, Tk = q.shape[-2], k.shape[-2]
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    axes = list(range(k.ndim))
+    axes[-1], axes[-2] = axes[-2], axes[-1]
+    att = (q @ k.transpose(*axes)) * scale  # (..., Tq, Tk)
+    if causal:
+        xp = get_array_module(q.data)
+        att = att.masked_fill(xp.triu(xp.ones((Tq, Tk), dtype=bool), k=1 + Tk - Tq), -math.inf)
+    return softmax_composed(att) @ v

@@ -1,0 +1,173 @@
+"""Fused Functions of a transformer, each with a hand-derived backward.
+
+Every op here also exists as a composition of primitives in ``functional.py``
+(``softmax_composed`` and friends). The composed versions are the readable
+reference; these are faster and numerically steadier, and the tests check each
+against its composed twin. ``docs/`` derives every backward below.
+"""
+from .backend import get_array_module, random_uniform, device_of
+from .function import Function, sum_to
+
+
+def _softmax(x, axis):
+    """A numerically stable softmax on arrays (subtract the max before exp)."""
+    xp = get_array_module(x)
+    out = x - x.max(axis=axis, keepdims=True)
+    xp.exp(out, out=out)
+    out /= out.sum(axis=axis, keepdims=True)
+    return out
+
+
+class Softmax(Function):
+    def forward(self, x, axis=-1):
+        self.axis = axis
+        out = _softmax(x, axis)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, g):
+        (s,) = self.saved
+        # d softmax_i / d x_j = s_i (delta_ij - s_j)  =>  gx = s * (g - sum(g * s))
+        return s * (g - (g * s).sum(axis=self.axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    def forward(self, x, axis=-1):
+        xp = get_array_module(x)
+        self.axis = axis
+        shifted = x - x.max(axis=axis, keepdims=True)
+        out = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        (out,) = self.saved
+        # d logsoftmax_i / d x_j = delta_ij - softmax_j  =>  gx = g - softmax * sum(g)
+        return g - xp.exp(out) * g.sum(axis=self.axis, keepdims=True)
+
+
+class CrossEntropy(Function):
+    """Mean of -log softmax(logits)[target] over the rows whose target is not ignored.
+
+    logits: (N, V) floats; targets: (N,) integers, ``ignore_index`` marks rows to skip.
+    """
+
+    def forward(self, logits, targets, ignore_index=-1):
+        xp = get_array_module(logits, targets)
+        rows = xp.arange(logits.shape[0])
+        valid = targets != ignore_index
+        safe = xp.where(valid, targets, 0)  # any in-range id for the ignored rows
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        probs = xp.exp(shifted)
+        total = probs.sum(axis=-1)
+        probs /= total[:, None]
+        # log p[target] = shifted[target] - log(sum(exp(shifted)))
+        logp = shifted[rows, safe] - xp.log(total)
+        count = valid.sum()
+        self.save_for_backward(probs, safe, valid, count)
+        return (-(logp * valid).sum() / count).astype(logits.dtype)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        probs, safe, valid, count = self.saved
+        # d loss / d logits = (softmax - onehot(target)) / count, zero on ignored rows
+        gx = probs.copy()
+        gx[xp.arange(gx.shape[0]), safe] -= 1
+        gx *= (valid / count).astype(gx.dtype)[:, None]
+        gx *= g
+        return gx
+
+
+class LayerNorm(Function):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis; bias may be absent."""
+
+    def forward(self, x, weight, bias=None, eps=1e-5):
+        xp = get_array_module(x, weight, bias)
+        mu = x.mean(axis=-1, keepdims=True)
+        xc = x - mu
+        var = (xc * xc).mean(axis=-1, keepdims=True)
+        rstd = 1 / xp.sqrt(var + eps)
+        xhat = xc * rstd
+        self.save_for_backward(xhat, rstd, weight)
+        self.has_bias = bias is not None
+        out = xhat * weight
+        if bias is not None:
+            out += bias
+        return out
+
+    def backward(self, g):
+        xhat, rstd, weight = self.saved
+        C = xhat.shape[-1]
+        g2 = g.reshape(-1, C)
+        # d/dw = sum over rows of g * xhat, d/db = sum over rows of g
+        gw = (g2 * xhat.reshape(-1, C)).sum(axis=0) if self.needs_grad[1] else None
+        gb = g2.sum(axis=0) if self.has_bias and self.needs_grad[2] else None
+        gx = None
+        if self.needs_grad[0]:
+            # with gh = g * w: gx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat))
+            gh = g * weight
+            gx = gh - gh.mean(axis=-1, keepdims=True)
+            gx -= xhat * (gh * xhat).mean(axis=-1, keepdims=True)
+            gx *= rstd
+        return (gx, gw, gb) if self.has_bias else (gx, gw)
+
+
+_mask_cache = {}
+
+
+def causal_mask(xp, Tq, Tk, dtype):
+    """An additive (Tq, Tk) mask: 0 where query i may see key j, -inf after it.
+
+    Queries are the last Tq positions of the Tk keys, so with a KV cache
+    (Tq < Tk) query i sees keys 0 .. Tk - Tq + i. Cached per shape and device.
+    """
+    key = (xp.__name__, Tq, Tk, str(dtype))
+    mask = _mask_cache.get(key)
+    if mask is None:
+        above = xp.triu(xp.ones((Tq, Tk), dtype=bool), k=1 + Tk - Tq)
+        mask = xp.where(above, dtype.type(-float("inf")), dtype.type(0))
+        _mask_cache[key] = mask
+    return mask
+
+
+class Attention(Function):
+    """softmax(q k^T * scale + causal mask) @ v, with optional dropout on the weights.
+
+    q: (..., Tq, hs), k and v: (..., Tk, hs). Returns (..., Tq, hs).
+    """
+
+    def forward(self, q, k, v, causal=True, scale=None, dropout_p=0.0):
+        xp = get_array_module(q, k, v)
+        self.scale = q.shape[-1] ** -0.5 if scale is None else scale
+        att = q @ xp.swapaxes(k, -1, -2)  # (..., Tq, Tk)
+        att *= self.scale
+        if causal:
+            att += causal_mask(xp, q.shape[-2], k.shape[-2], att.dtype)
+        att = _softmax(att, axis=-1)
+        keep = None
+        att_d = att
+        if dropout_p > 0:
+            keep = random_uniform(att.shape, att.dtype, device_of(att)) >= dropout_p
+            att_d = att * keep * (1 / (1 - dropout_p))
+        self.dropout_p = dropout_p
+        self.save_for_backward(q, k, v, att, att_d, keep)
+        return att_d @ v
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        q, k, v, att, att_d, keep = self.saved
+        # out = A_d @ v:  gA_d = g @ v^T,  gv = A_d^T @ g
+        gv = sum_to(xp.swapaxes(att_d, -1, -2) @ g, v.shape)
+        ga = g @ xp.swapaxes(v, -1, -2)
+        if keep is not None:  # dropout: d/dA (A * keep / (1 - p)) = keep / (1 - p)
+            ga *= keep * (1 / (1 - self.dropout_p))
+        # softmax backward row by row: gs = A * (gA - sum(gA * A)); masked entries have A = 0
+        gs = ga
+        gs -= (ga * att).sum(axis=-1, keepdims=True)
+        gs *= att
+        gs *= self.scale
+        # s = q @ k^T:  gq = gs @ k,  gk = gs^T @ q
+        gq = sum_to(gs @ k, q.shape)
+        gk = sum_to(xp.swapaxes(gs, -1, -2) @ q, k.shape)
+        return gq, gk, gv

@@ -1,0 +1,426 @@
+"""``Tensor``: an array with a gradient, and the engine that computes gradients.
+
+A Tensor holds a backend array (``.data``), an optional gradient (``.grad``), and,
+when it was made by an op, the Function that made it (``._ctx``), which links it
+to its inputs. ``Tensor._apply`` is the one place that builds graph nodes;
+``Tensor.backward`` walks the graph in reverse topological order (iteratively, so
+deep graphs work) and adds up gradients of tensors used more than once.
+
+    >>> x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> (x * x).sum().backward()
+    >>> x.grad
+    array([2., 4., 6.], dtype=float32)
+"""
+import contextlib
+
+import numpy as np
+
+from . import backend
+from .backend import get_array_module, to_numpy, is_array
+from . import ops, fused
+from .function import Function
+
+_grad_enabled = True
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Inside ``with no_grad():`` ops build no graph and results need no gradient."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self.previous, _grad_enabled = _grad_enabled, False
+        return self
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self.previous
+        return False
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+class _Released:
+    """Marks a node whose graph was freed by backward(retain_graph=False)."""
+    parents = ()
+
+
+_RELEASED = _Released()
+
+
+def _as_array(data, device, dtype):
+    """Turn constructor input into a backend array on the right device."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if is_array(data):
+        array = data if dtype is None else data.astype(dtype, copy=False)
+        return backend.to_device(array, device or backend.device_of(array))
+    if isinstance(data, (np.generic,)) and dtype is None:
+        array = np.asarray(data)
+    else:  # Python numbers and (nested) lists: float32 unless told otherwise
+        array = np.asarray(data, dtype=np.float32 if dtype is None else dtype)
+    return backend.to_device(array, device or backend.default_device())
+
+
+class Tensor:
+    """An n-dimensional array that can record the ops applied to it and backpropagate."""
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
+    __array_ufunc__ = None  # make `ndarray + Tensor` call Tensor.__radd__
+
+    def __init__(self, data, requires_grad=False, device=None, dtype=None):
+        if device is not None:
+            backend.require_device(device)
+        self.data = _as_array(data, device, dtype)
+        self.grad = None
+        self._ctx = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _wrap(cls, array, requires_grad=False):
+        """A Tensor around an existing backend array, with no checks or copies."""
+        t = cls.__new__(cls)
+        t.data, t.grad, t._ctx, t.requires_grad = array, None, None, requires_grad
+        return t
+
+    def requires_grad_(self, flag=True):
+        if flag and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, "
+                            f"got dtype {self.data.dtype}")
+        self.requires_grad = bool(flag)
+        return self
+
+    # ------------------------------------------------------------------ attributes
+    shape = property(lambda self: tuple(self.data.shape))
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: int(self.data.size))
+    device = property(lambda self: backend.device_of(self.data))
+    is_leaf = property(lambda self: self._ctx is None)
+    T = property(lambda self: self.transpose())
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({to_numpy(self.data)!r}, device='{self.device}'{grad})"
+
+    def numpy(self):
+        """The values as a host NumPy array."""
+        return to_numpy(self.data)
+
+    def item(self):
+        """The value of a one-element tensor as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def detach(self):
+        """The same values, cut off from the graph."""
+        return Tensor._wrap(self.data)
+
+    def to(self, device):
+        """This tensor on ``device`` ("cpu" or "cuda"); gradients flow back across the move."""
+        backend.require_device(device)
+        if device == self.device:
+            return self
+        return Tensor._apply(ToDevice, self, device=device)
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def zeros(cls, *shape, dtype=np.float32, device=None, requires_grad=False):
+        xp = backend.xp_for(device or backend.default_device())
+        return cls(xp.zeros(_shape_arg(shape), dtype=dtype), requires_grad=requires_grad)
+
+    @classmethod
+    def ones(cls, *shape, dtype=np.float32, device=None, requires_grad=False):
+        xp = backend.xp_for(device or backend.default_device())
+        return cls(xp.ones(_shape_arg(shape), dtype=dtype), requires_grad=requires_grad)
+
+    @classmethod
+    def randn(cls, *shape, dtype=np.float32, device=None, requires_grad=False):
+        """Standard normal values from the global seeded generator."""
+        array = backend.rng().standard_normal(_shape_arg(shape)).astype(dtype)
+        return cls(array, device=device or backend.default_device(), requires_grad=requires_grad)
+
+    # ------------------------------------------------------------------ the graph
+    @staticmethod
+    def _apply(fn_cls, *inputs, **kwargs):
+        """Run ``fn_cls`` forward on the inputs' arrays and link the result into the graph.
+
+        This is the only place graph nodes are made.
+        """
+        arrays = [t.data if t is not None else None for t in inputs]
+        get_array_module(*arrays)  # raises if inputs live on different devices
+        needs = [t is not None and t.requires_grad for t in inputs]
+        fn = fn_cls(needs)
+        try:
+            out = fn.forward(*arrays, **kwargs)
+        except ValueError as e:
+            shapes = " and ".join(str(tuple(a.shape)) for a in arrays if a is not None)
+            raise ValueError(f"{fn.name}: bad input shapes {shapes}: {e}") from None
+        requires = _grad_enabled and any(needs)
+        t = Tensor._wrap(out, requires)
+        if requires:
+            fn.parents = inputs
+            t._ctx = fn
+        return t
+
+    def _topo(self):
+        """Tensors of the graph in topological order (inputs first), without recursion."""
+        order, seen, stack = [], set(), [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            if node._ctx is not None:
+                for p in node._ctx.parents:
+                    if p is not None and p.requires_grad and id(p) not in seen:
+                        stack.append((p, False))
+        return order
+
+    def backward(self, grad=None, retain_graph=False):
+        """Compute d self / d leaf for every leaf that requires grad, adding into ``.grad``.
+
+        ``grad`` is the gradient flowing into ``self``; it may be left out only
+        for a one-element tensor. The graph is freed afterwards unless
+        ``retain_graph=True``, which also keeps ``.grad`` on intermediate tensors.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad "
+                               "(no input had requires_grad=True, or it was made under no_grad)")
+        xp = get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward() without a grad argument needs a one-element tensor, "
+                                   f"got shape {self.shape}; pass grad= of the same shape")
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            if tuple(grad.shape) != self.shape:
+                raise ValueError(f"backward(): grad has shape {tuple(grad.shape)} "
+                                 f"but the tensor has shape {self.shape}")
+        grads = {id(self): grad}
+        for t in reversed(self._topo()):
+            g = grads.pop(id(t), None)
+            if g is None:
+                continue
+            ctx = t._ctx
+            if ctx is None or retain_graph:
+                t._accumulate_grad(g)
+            if ctx is None:
+                continue
+            if ctx is _RELEASED:
+                raise RuntimeError("backward() through a graph that was already freed; "
+                                   "call the first backward with retain_graph=True")
+            _propagate(ctx, g, grads)
+            if not retain_graph:
+                t._ctx = _RELEASED
+
+    def _accumulate_grad(self, g):
+        if self.grad is None:  # a fresh, writable array the tensor owns
+            self.grad = g.astype(self.dtype, copy=True)
+        else:
+            self.grad = self.grad + g
+
+    def zero_grad(self):
+        self.grad = None
+
+    # ------------------------------------------------------------------ arithmetic
+    def _lift(self, other):
+        """Turn a Python number or array into a constant Tensor beside self."""
+        if isinstance(other, Tensor):
+            return other
+        if is_array(other):
+            return Tensor._wrap(other)
+        xp = get_array_module(self.data)
+        if isinstance(other, (bool, int, float, np.number)) and self.dtype.kind == "f":
+            return Tensor._wrap(xp.asarray(other, dtype=self.dtype))
+        return Tensor._wrap(xp.asarray(other))
+
+    def __add__(self, other): return Tensor._apply(ops.Add, self, self._lift(other))
+    def __radd__(self, other): return Tensor._apply(ops.Add, self._lift(other), self)
+    def __sub__(self, other): return Tensor._apply(ops.Sub, self, self._lift(other))
+    def __rsub__(self, other): return Tensor._apply(ops.Sub, self._lift(other), self)
+    def __mul__(self, other): return Tensor._apply(ops.Mul, self, self._lift(other))
+    def __rmul__(self, other): return Tensor._apply(ops.Mul, self._lift(other), self)
+    def __truediv__(self, other): return Tensor._apply(ops.Div, self, self._lift(other))
+    def __rtruediv__(self, other): return Tensor._apply(ops.Div, self._lift(other), self)
+    def __matmul__(self, other): return Tensor._apply(ops.MatMul, self, self._lift(other))
+    def __rmatmul__(self, other): return Tensor._apply(ops.MatMul, self._lift(other), self)
+    def __neg__(self): return Tensor._apply(ops.Neg, self)
+
+    def __pow__(self, other):
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            return Tensor._apply(ops.PowConst, self, p=other)
+        return Tensor._apply(ops.Pow, self, self._lift(other))
+
+    def __rpow__(self, other):
+        return Tensor._apply(ops.Pow, self._lift(other), self)
+
+    # ------------------------------------------------------------------ elementwise
+    def exp(self): return Tensor._apply(ops.Exp, self)
+    def log(self): return Tensor._apply(ops.Log, self)
+    def sqrt(self): return Tensor._apply(ops.Sqrt, self)
+    def tanh(self): return Tensor._apply(ops.Tanh, self)
+    def sigmoid(self): return Tensor._apply(ops.Sigmoid, self)
+    def relu(self): return Tensor._apply(ops.Relu, self)
+
+    def gelu(self):
+        """GELU, tanh approximation (as in GPT-2)."""
+        return Tensor._apply(ops.Gelu, self)
+
+    def masked_fill(self, mask, value):
+        """A copy with ``value`` where the boolean ``mask`` (broadcastable) is True."""
+        mask = mask.data if isinstance(mask, Tensor) else mask
+        if not is_array(mask) or mask.dtype != bool:
+            mask = get_array_module(self.data).asarray(mask, dtype=bool)
+        return Tensor._apply(ops.MaskedFill, self, mask=mask, value=value)
+
+    # ------------------------------------------------------------------ reductions
+    def sum(self, axis=None, keepdims=False):
+        return Tensor._apply(ops.Sum, self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return Tensor._apply(ops.Max, self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        axes = ops._axes(axis, self.ndim)
+        n = int(np.prod([self.shape[a] for a in axes])) if axes else 1
+        return self.sum(axis=axis, keepdims=keepdims) * (1.0 / n)
+
+    # ------------------------------------------------------------------ softmax family
+    def softmax(self, axis=-1):
+        return Tensor._apply(fused.Softmax, self, axis=axis)
+
+    def log_softmax(self, axis=-1):
+        return Tensor._apply(fused.LogSoftmax, self, axis=axis)
+
+    # ------------------------------------------------------------------ movement
+    def reshape(self, *shape):
+        return Tensor._apply(ops.Reshape, self, shape=_shape_arg(shape))
+
+    def view(self, *shape):
+        return self.reshape(*shape)
+
+    def transpose(self, *axes):
+        """Permute the axes; with none given, reverse them (like NumPy)."""
+        axes = _shape_arg(axes) or tuple(reversed(range(self.ndim)))
+        if sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)):
+            raise ValueError(f"transpose: axes {axes} are not a permutation of a "
+                             f"{self.ndim}-dimensional tensor's axes (shape {self.shape})")
+        return Tensor._apply(ops.Transpose, self, axes=tuple(a % self.ndim for a in axes))
+
+    def permute(self, *axes):
+        return self.transpose(*axes)
+
+    def __getitem__(self, index):
+        return Tensor._apply(ops.GetItem, self, index=_index_arg(index, self.data))
+
+    @staticmethod
+    def cat(tensors, axis=0):
+        """Join tensors along an existing axis."""
+        tensors = list(tensors)
+        if not tensors:
+            raise ValueError("cat: needs at least one tensor")
+        return Tensor._apply(ops.Cat, *tensors, axis=axis)
+
+    @staticmethod
+    def stack(tensors, axis=0):
+        """Join same-shaped tensors along a new axis."""
+        tensors = list(tensors)
+        if not tensors:
+            raise ValueError("stack: needs at least one tensor")
+        shape = tensors[0].shape
+        for t in tensors:
+            if t.shape != shape:
+                raise ValueError(f"stack: all tensors need one shape, got {shape} and {t.shape}")
+        axis = axis % (len(shape) + 1)
+        new = shape[:axis] + (1,) + shape[axis:]
+        return Tensor.cat([t.reshape(new) for t in tensors], axis=axis)
+
+    def split(self, split_size_or_sections, axis=0):
+        """Cut into pieces along ``axis``: equal pieces of a given size (the last may be
+        smaller), or a list of sizes that add up to the axis length. Returns a tuple."""
+        n = self.shape[axis]
+        if isinstance(split_size_or_sections, int):
+            if split_size_or_sections <= 0:
+                raise ValueError(f"split: size must be positive, got {split_size_or_sections}")
+            sizes = [min(split_size_or_sections, n - s) for s in range(0, n, split_size_or_sections)]
+        else:
+            sizes = list(split_size_or_sections)
+            if sum(sizes) != n:
+                raise ValueError(f"split: sizes {sizes} do not add up to {n} (axis {axis} of {self.shape})")
+        pieces, start = [], 0
+        for size in sizes:
+            index = [slice(None)] * self.ndim
+            index[axis] = slice(start, start + size)
+            pieces.append(self[tuple(index)])
+            start += size
+        return tuple(pieces)
+
+
+def _propagate(ctx, g, grads):
+    """Run one node's backward and add each input's gradient into ``grads``."""
+    gxs = ctx.backward(g)
+    if not isinstance(gxs, tuple):
+        gxs = (gxs,)
+    for p, gx in zip(ctx.parents, gxs):
+        if p is None or gx is None or not p.requires_grad:
+            continue
+        if tuple(gx.shape) != p.shape:
+            raise RuntimeError(f"{ctx.name}.backward returned a gradient of shape "
+                               f"{tuple(gx.shape)} for an input of shape {p.shape}")
+        if gx.dtype != p.dtype:
+            gx = gx.astype(p.dtype)
+        key = id(p)
+        grads[key] = gx if key not in grads else grads[key] + gx
+
+
+def _shape_arg(shape):
+    """Accept f(2, 3) and f((2, 3)) alike."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def _index_arg(index, like):
+    """Indices may hold Tensors, lists and arrays; make them arrays on the data's device."""
+    xp = get_array_module(like)
+
+    def convert(i):
+        if isinstance(i, Tensor):
+            i = i.data
+        if isinstance(i, list) or (is_array(i) and get_array_module(i) is not xp):
+            i = xp.asarray(i)
+        if is_array(i) and i.dtype.kind == "f":
+            raise TypeError(f"indices must be integers or booleans, got dtype {i.dtype}")
+        return i
+
+    if isinstance(index, tuple):
+        return tuple(convert(i) for i in index)
+    return convert(index)
+
+
+class ToDevice(Function):
+    """Move values to another device; the gradient moves back."""
+
+    def forward(self, x, device):
+        self.source = backend.device_of(x)
+        return backend.to_device(x, device)
+
+    def backward(self, g):
+        # the move is the identity on values: d/dx = 1, on the source device
+        return backend.to_device(g, self.source)
