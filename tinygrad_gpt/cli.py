@@ -1,0 +1,123 @@
+"""Command line: ``python -m tinygrad_gpt {train,sample} --key=value ...``.
+
+Flags are nanoGPT's ``--key=value``, typed from the config dataclasses: ints,
+floats, booleans written True/False, strings, and None for optional values.
+Mistakes get one line on stderr and exit code 2; nothing else is printed.
+"""
+import dataclasses
+import difflib
+import sys
+import typing
+
+from .backend import DeviceError
+from .data import DataError
+from .serialization import CheckpointError
+from .train import ConfigError, TrainConfig, TrainingError, train
+from .sample import SampleConfig, sample
+
+COMMANDS = {"train": (TrainConfig, train, "train a GPT (the main job)"),
+            "sample": (SampleConfig, sample, "generate text from a trained checkpoint")}
+
+
+class UsageError(ValueError):
+    """A bad command line."""
+
+
+def _field_type(field):
+    """The base type of a config field and whether it may be None."""
+    hint = field.type if not isinstance(field.type, str) else eval_type(field.type)
+    args = typing.get_args(hint)
+    if args and type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return hint, False
+
+
+def eval_type(name):
+    """Resolve the few annotation strings the configs use, without eval."""
+    table = {"int": int, "float": float, "bool": bool, "str": str,
+             "Optional[int]": typing.Optional[int], "Optional[float]": typing.Optional[float],
+             "Optional[str]": typing.Optional[str]}
+    return table[name]
+
+
+def parse_value(key, text, field):
+    """Turn the text of ``--key=text`` into the field's type, or raise UsageError."""
+    kind, optional = _field_type(field)
+    if optional and text == "None":
+        return None
+    if kind is bool:
+        if text not in ("True", "False"):
+            raise UsageError(f"--{key} takes True or False, got {text!r}")
+        return text == "True"
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise UsageError(f"--{key} takes an integer, got {text!r}") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise UsageError(f"--{key} takes a number, got {text!r}") from None
+    return text
+
+
+def parse_flags(config_cls, argv):
+    """Build ``config_cls`` from ``--key=value`` strings."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    values = {}
+    for arg in argv:
+        if not arg.startswith("--") or "=" not in arg:
+            raise UsageError(f"unexpected argument {arg!r}: flags look like --key=value")
+        key, text = arg[2:].split("=", 1)
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean --{close[0]}?)" if close else ""
+            raise UsageError(f"unknown flag --{key}{hint}")
+        values[key] = parse_value(key, text, fields[key])
+    return config_cls(**values)
+
+
+def help_text(command):
+    config_cls, _, about = COMMANDS[command]
+    lines = [f"usage: python -m tinygrad_gpt {command} [--key=value ...]", "", about, "", "flags:"]
+    defaults = config_cls()
+    for f in dataclasses.fields(config_cls):
+        lines.append(f"  --{f.name}={getattr(defaults, f.name)!r}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Entry point of ``python -m tinygrad_gpt`` and the ``tinygrad-gpt`` script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m tinygrad_gpt {" + ",".join(COMMANDS) + "} [--key=value ...]\n")
+        for name, (_, _, about) in COMMANDS.items():
+            print(f"  {name:8s} {about}")
+        return 0
+    command, flags = argv[0], argv[1:]
+    if command not in COMMANDS:
+        return _fail(f"unknown command {command!r}: expected one of {', '.join(COMMANDS)}", 2)
+    if "-h" in flags or "--help" in flags:
+        print(help_text(command))
+        return 0
+    config_cls, run, _ = COMMANDS[command]
+    try:
+        cfg = parse_flags(config_cls, flags)
+        cfg.validate()
+    except (UsageError, ConfigError) as e:
+        return _fail(str(e), 2)
+    try:
+        run(cfg)
+    except ConfigError as e:
+        return _fail(str(e), 2)
+    except (DataError, CheckpointError, DeviceError, TrainingError) as e:
+        return _fail(str(e), 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    return 0
+
+
+def _fail(message, code):
+    print(f"error: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,71 @@
+"""Sampling from a trained checkpoint: ``python -m tinygrad_gpt sample --out_dir=out``."""
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from . import backend
+from .checkpoint import load_checkpoint
+from .data import read_text_file
+from .tokenizer import CharTokenizer
+from .train import ConfigError
+
+
+@dataclass
+class SampleConfig:
+    out_dir: str = "out"
+    start: str = "\n"               # the prompt, or FILE:path to read it from a file
+    num_samples: int = 3
+    max_new_tokens: int = 300
+    temperature: float = 0.8        # 0: always the likeliest token
+    top_k: Optional[int] = 200      # keep only the k likeliest tokens (None: all)
+    top_p: Optional[float] = None   # keep the smallest set with this much probability
+    seed: int = 1337
+    device: str = backend.default_device()
+    use_cache: bool = True          # the KV cache (same tokens, faster)
+
+    def validate(self):
+        for name in ("num_samples", "max_new_tokens"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name} must be positive, got {getattr(self, name)}")
+        if not self.temperature >= 0:
+            raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"--top_k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ConfigError(f"--top_p must be in (0, 1], got {self.top_p}")
+        if self.device not in backend.DEVICES:
+            raise ConfigError(f"--device must be one of {', '.join(backend.DEVICES)}, got {self.device!r}")
+        return self
+
+
+def prompt_text(start):
+    """The prompt itself, or the contents of a file for ``FILE:path``."""
+    return read_text_file(start[len("FILE:"):]) if start.startswith("FILE:") else start
+
+
+def sample(cfg, print_fn=print):
+    """Print ``num_samples`` continuations of the prompt; returns them as a list of strings."""
+    cfg.validate()
+    backend.require_device(cfg.device)
+    ckpt = load_checkpoint(os.path.join(cfg.out_dir, "ckpt.safetensors"))
+    if "tokenizer" not in ckpt.extra:
+        raise ConfigError(f"{ckpt.path}: the checkpoint holds no tokenizer, so text cannot be encoded")
+    tokenizer = CharTokenizer.from_dict(ckpt.extra["tokenizer"])
+    model = ckpt.build_model(device=cfg.device)
+    model.eval()
+    text = prompt_text(cfg.start)
+    if not text:
+        raise ConfigError("--start is empty: give at least one character of prompt")
+    try:
+        ids = np.asarray([tokenizer.encode(text)] * cfg.num_samples, dtype=np.int64)
+    except ValueError as e:
+        raise ConfigError(f"--start: {e}") from None
+    out = model.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                         top_p=cfg.top_p, use_cache=cfg.use_cache, seed=cfg.seed)
+    samples = [tokenizer.decode(row.tolist()) for row in out]
+    for s in samples:
+        print_fn(s)
+        print_fn("---------------")
+    return samples
