@@ -17,7 +17,7 @@ import numpy as np
 
 from . import backend
 from .checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
-from .data import Dataset, load_text
+from .data import DataError, Dataset, load_text
 from .model import GPT, GPTConfig
 from .optim import clip_grad_norm_, cosine_lr
 from .tensor import no_grad
@@ -147,7 +147,11 @@ def _prepare_out_dir(out_dir):
 def _load_data(cfg, tokenizer=None):
     text, name = load_text(cfg.dataset, cfg.data)
     tokenizer = tokenizer or CharTokenizer.from_text(text)
-    return Dataset(tokenizer.encode_array(text), cfg.block_size), tokenizer, name
+    try:
+        ids = tokenizer.encode_array(text)
+    except ValueError as e:  # resuming on text with characters the checkpoint's tokenizer lacks
+        raise DataError(f"{name}: {e}") from None
+    return Dataset(ids, cfg.block_size), tokenizer, name
 
 
 def train(cfg, print_fn=print):
