@@ -161,7 +161,8 @@ class Attention(Function):
         gv = sum_to(xp.swapaxes(att_d, -1, -2) @ g, v.shape)
         ga = g @ xp.swapaxes(v, -1, -2)
         if keep is not None:  # dropout: d/dA (A * keep / (1 - p)) = keep / (1 - p)
-            ga *= keep * (1 / (1 - self.dropout_p))
+            ga *= keep
+            ga *= 1 / (1 - self.dropout_p)
         # softmax backward row by row: gs = A * (gA - sum(gA * A)); masked entries have A = 0
         gs = ga
         gs -= (ga * att).sum(axis=-1, keepdims=True)

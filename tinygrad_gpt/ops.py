@@ -267,7 +267,7 @@ class Max(Function):
         x, out = self.saved
         # d/dx_i max(x) = 1 at the maximum (shared equally between ties), 0 elsewhere
         hit = x == out
-        count = hit.sum(axis=self.axes, keepdims=True)
+        count = hit.sum(axis=self.axes, keepdims=True).astype(g.dtype)
         return hit * (g.reshape(out.shape) / count)
 
 
