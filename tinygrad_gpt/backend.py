@@ -171,3 +171,9 @@ def random_uniform(shape, dtype, device_name):
     if device_name == "cuda":
         return _cupy.random.random(shape, dtype=dtype)
     return _rng.random(shape, dtype=np.dtype(dtype))
+
+
+def synchronize(device_name=None):
+    """Wait for queued GPU work to finish (for timing); a no-op on the CPU."""
+    if (device_name or _default_device) == "cuda" and _cupy is not None:
+        _cupy.cuda.Device().synchronize()
