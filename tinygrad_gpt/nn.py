@@ -109,6 +109,8 @@ class Module:
         leaves the module as it was.
         """
         params = dict(self.named_parameters())
+        state_dict = {k: v.data if isinstance(v, Tensor) else v if backend.is_array(v) else np.asarray(v)
+                      for k, v in state_dict.items()}
         missing = sorted(set(params) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(params))
         problems = []
@@ -127,7 +129,6 @@ class Module:
             raise ValueError(f"load_state_dict ({type(self).__name__}): " + "; ".join(problems))
         for name, p in params.items():
             value = state_dict[name]
-            value = value.data if isinstance(value, Tensor) else value
             value = backend.to_device(to_numpy(value).astype(p.dtype), p.device)
             p.data = value
             p.grad = None
