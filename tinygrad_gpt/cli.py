@@ -1,4 +1,4 @@
-"""Command line: ``python -m tinygrad_gpt {train,sample} --key=value ...``.
+"""Command line: ``python -m tinygrad_gpt {train,sample,gradcheck,plot,attention} --key=value ...``.
 
 Flags are nanoGPT's ``--key=value``, typed from the config dataclasses: ints,
 floats, booleans written True/False, strings, and None for optional values.
@@ -14,9 +14,14 @@ from .data import DataError
 from .serialization import CheckpointError
 from .train import ConfigError, TrainConfig, TrainingError, train
 from .sample import SampleConfig, sample
+from .gradcheck_cli import GradcheckConfig, GradcheckFailure, gradcheck
+from .viz import AttentionConfig, PlotConfig, VizError, attention, plot
 
 COMMANDS = {"train": (TrainConfig, train, "train a GPT (the main job)"),
-            "sample": (SampleConfig, sample, "generate text from a trained checkpoint")}
+            "sample": (SampleConfig, sample, "generate text from a trained checkpoint"),
+            "gradcheck": (GradcheckConfig, gradcheck, "check every op's backward against central differences"),
+            "plot": (PlotConfig, plot, "draw out_dir/loss.png from out_dir/log.jsonl"),
+            "attention": (AttentionConfig, attention, "draw out_dir/attention.png: a checkpoint's attention on --text")}
 
 
 class UsageError(ValueError):
@@ -93,7 +98,7 @@ def main(argv=None):
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: python -m tinygrad_gpt {" + ",".join(COMMANDS) + "} [--key=value ...]\n")
         for name, (_, _, about) in COMMANDS.items():
-            print(f"  {name:8s} {about}")
+            print(f"  {name:10s} {about}")
         return 0
     command, flags = argv[0], argv[1:]
     if command not in COMMANDS:
@@ -111,7 +116,7 @@ def main(argv=None):
         run(cfg)
     except ConfigError as e:
         return _fail(str(e), 2)
-    except (DataError, CheckpointError, DeviceError, TrainingError) as e:
+    except (DataError, CheckpointError, DeviceError, TrainingError, GradcheckFailure, VizError) as e:
         return _fail(str(e), 1)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)

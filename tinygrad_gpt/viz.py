@@ -1,0 +1,311 @@
+"""Pictures: computation graphs (Graphviz), loss curves and attention maps (matplotlib).
+
+``to_dot`` needs nothing: it returns the DOT text of a tensor's graph. ``draw``
+turns that text into an SVG or PNG with the Graphviz ``dot`` program. The plots
+need matplotlib (``pip install 'tinygrad_gpt[plot]'``), imported only when a
+plot is made, and drawn with the Agg backend so no window ever opens.
+
+    >>> from tinygrad_gpt import Tensor
+    >>> a = Tensor([1.0, 2.0], requires_grad=True)
+    >>> print(to_dot((a * a).sum(), names={"a": a}).splitlines()[0])
+    digraph tinygrad_gpt {
+
+``backward()`` frees the graph as it goes, so call ``to_dot`` before backward,
+or after ``backward(retain_graph=True)``, which keeps the graph and gives every
+intermediate tensor a ``.grad`` too, so the picture shows all gradient norms.
+"""
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import backend, functional as F
+from .backend import get_array_module, to_numpy
+from .checkpoint import CKPT_NAME, load_checkpoint
+from .serialization import CheckpointError
+from .tensor import Tensor, no_grad, _RELEASED
+from .tokenizer import CharTokenizer
+from .train import ConfigError
+
+
+class VizError(RuntimeError):
+    """A picture cannot be made: a missing program or library, or unusable input."""
+
+
+# ----------------------------------------------------------------------------- computation graphs
+
+def _graph_nodes(tensor):
+    """Every tensor reachable through ``_ctx.parents``, inputs first (iterative, no recursion)."""
+    order, seen, stack = [], set(), [(tensor, False)]
+    while stack:
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if t._ctx is _RELEASED:
+            raise VizError("this graph was freed by backward(); build it again and call to_dot "
+                           "before backward, or run backward(retain_graph=True)")
+        stack.append((t, True))
+        parents = () if t._ctx is None else t._ctx.parents
+        stack.extend((p, False) for p in reversed(parents) if p is not None and id(p) not in seen)
+    return order
+
+
+def _grad_norm(t):
+    g = t.grad
+    return None if g is None else float(np.sqrt((to_numpy(g).astype(np.float64) ** 2).sum()))
+
+
+def _escape(text):
+    """Text made safe inside a double-quoted DOT string."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def to_dot(tensor, names=None, rankdir="LR"):
+    """Graphviz DOT text of the graph that computed ``tensor``.
+
+    One node per tensor. A tensor made by an op is labelled with the op's name
+    (``Mul``, ``Softmax``, ...) and its shape; a leaf with its name, if ``names``
+    (a dict name -> tensor, such as ``dict(model.named_parameters())``) has one,
+    else ``leaf`` (needs a gradient) or ``const``. Tensors holding a ``.grad``
+    show its L2 norm. Edges run from each input to the tensor computed from it.
+    """
+    label_of = {id(t): name for name, t in (names or {}).items()}
+    nodes = _graph_nodes(tensor)
+    index = {id(t): i for i, t in enumerate(nodes)}
+    lines = ["digraph tinygrad_gpt {", f"  rankdir={rankdir};",
+             '  node [fontname="Helvetica", fontsize=10];']
+    for i, t in enumerate(nodes):
+        if t._ctx is not None:
+            head, style = t._ctx.name, 'shape=box, style="rounded,filled", fillcolor="#dbe8f6"'
+        elif t.requires_grad:
+            head, style = label_of.get(id(t), "leaf"), 'shape=box, style=filled, fillcolor="#fbe3c0"'
+        else:
+            head, style = label_of.get(id(t), "const"), 'shape=box, style=filled, fillcolor="#eeeeee"'
+        parts = [head, str(t.shape)]
+        if t._ctx is None and not t.requires_grad and t.size == 1 and id(t) not in label_of:
+            parts[0] = f"const {to_numpy(t.data).item():.4g}"  # a lifted Python number
+        norm = _grad_norm(t)
+        if norm is not None:
+            parts.append(f"|grad| = {norm:.4g}")
+        label = "\\n".join(_escape(part) for part in parts)  # \n: a line break inside a DOT label
+        lines.append(f'  n{i} [label="{label}", {style}];')
+    for t in nodes:
+        if t._ctx is not None:
+            for p in t._ctx.parents:
+                if p is not None:
+                    lines.append(f"  n{index[id(p)]} -> n{index[id(t)]};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def draw(tensor, path, names=None, rankdir="LR"):
+    """Write the graph of ``tensor`` to ``path``: .svg, .png or .pdf through Graphviz, .dot as text.
+
+    Raises VizError (a RuntimeError) when the ``dot`` program is not installed.
+    Returns ``path``.
+    """
+    text = to_dot(tensor, names, rankdir)
+    fmt = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if fmt == "dot":
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+    if fmt not in ("svg", "png", "pdf"):
+        raise ValueError(f"draw: {path} should end in .svg, .png, .pdf or .dot")
+    exe = shutil.which("dot")
+    if exe is None:
+        raise VizError("Graphviz is not installed: the `dot` program was not found on PATH "
+                       "(install the graphviz package, or save to_dot(...) text to a .dot file)")
+    result = subprocess.run([exe, f"-T{fmt}", "-o", os.fspath(path)], input=text.encode(),
+                            capture_output=True, timeout=120)
+    if result.returncode != 0:
+        raise VizError(f"dot failed: {result.stderr.decode(errors='replace').strip()}")
+    return path
+
+
+# ----------------------------------------------------------------------------- matplotlib
+
+def _figure(width, height):
+    """A matplotlib Figure on an Agg canvas (no pyplot, no window, no global state)."""
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    except ImportError:
+        raise VizError("plots need matplotlib: pip install 'tinygrad_gpt[plot]' "
+                       "(the `plot` extra)") from None
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def read_log(path):
+    """The records of a ``log.jsonl``; a half-written last line (a run in progress) is skipped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line for line in f.read().splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise VizError(f"{path}: no training log there (train first with "
+                       f"`python -m tinygrad_gpt train --out_dir=...`)") from None
+    records = []
+    for n, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n < len(lines):
+                raise VizError(f"{path}, line {n}: not a JSON record") from None
+    return records
+
+
+def plot_losses(log_jsonl_path, out_png):
+    """Train and val loss against iteration from a training log; returns ``out_png``.
+
+    Step records ``{"iter", "loss", ...}`` draw the per-step training loss (thin);
+    evaluation records ``{"iter", "train_loss", "val_loss"}`` draw the estimates.
+    """
+    records = read_log(log_jsonl_path)
+    steps = [(r["iter"], r["loss"]) for r in records if "loss" in r]
+    evals = [(r["iter"], r["train_loss"], r["val_loss"]) for r in records if "val_loss" in r]
+    if not steps and not evals:
+        raise VizError(f"{log_jsonl_path}: no loss records in the log")
+    fig = _figure(8, 4.5)
+    ax = fig.add_subplot()
+    if steps:
+        it, loss = zip(*steps)
+        ax.plot(it, loss, color="#9ab8d8", linewidth=0.8, label="train loss (each step)")
+    if evals:
+        it, tr, va = zip(*evals)
+        ax.plot(it, tr, "o-", color="#1f5fa8", markersize=4, label="train loss (estimate)")
+        ax.plot(it, va, "s-", color="#d9534f", markersize=4, label="val loss (estimate)")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("cross-entropy loss (nats per token)")
+    ax.set_title("training progress")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png)
+    return out_png
+
+
+# ----------------------------------------------------------------------------- attention maps
+
+def attention_weights(model, idx):
+    """The softmax attention weights of every layer: a list of (B, nh, T, T) host arrays.
+
+    The model's own code hands only the attended values onward, so the weights are
+    recomputed here from its parameters, under no_grad and in eval mode, with the
+    same formula as ``fused.Attention``: softmax(q k^T / sqrt(hs) + causal mask).
+    """
+    tr = model.transformer
+    idx = model._check_idx(idx)
+    B, T = idx.shape
+    maps = []
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            x = F.embedding(idx, tr.wte.weight) + tr.wpe.weight[0:T]  # (B, T, C)
+            for block in tr.h:
+                attn = block.attn
+                C = x.shape[-1]
+                nh, hs = attn.n_head, C // attn.n_head
+                qkv = attn.c_attn(block.ln_1(x)).reshape(B, T, 3, nh, hs).transpose(2, 0, 3, 1, 4)
+                q, k = qkv[0], qkv[1]                          # (B, nh, T, hs)
+                att = (q @ k.transpose(0, 1, 3, 2)) * (hs ** -0.5)  # (B, nh, T, T)
+                xp = get_array_module(att.data)
+                future = xp.triu(xp.ones((T, T), dtype=bool), k=1)  # key j > query i
+                maps.append(att.masked_fill(future, -np.inf).softmax(-1).numpy())
+                x = block(x)                                   # on to the next layer
+    finally:
+        model.train(was_training)
+    return maps
+
+
+def plot_attention(model, tokenizer, text, out_png):
+    """Heatmaps of attention weights for ``text``: one panel per (layer, head); returns ``out_png``.
+
+    Row i of a panel is the query at character i, column j the key at character j;
+    text longer than the model's block size is cut to its last ``block_size`` characters.
+    """
+    ids = tokenizer.encode(text)[-model.config.block_size:]
+    if not ids:
+        raise ValueError("plot_attention needs at least one character of text")
+    maps = attention_weights(model, np.asarray([ids], dtype=np.int64))
+    chars = ["\u2423" if c == " " else repr(c)[1:-1] for c in tokenizer.decode(ids)]  # show a space as ␣
+    L, nh, T = len(maps), maps[0].shape[1], len(ids)
+    panel = 1.2 + 0.12 * T
+    fig = _figure(min(3 + panel * nh, 40), min(1 + panel * L, 40))
+    axes = fig.subplots(L, nh, squeeze=False)
+    for layer, att in enumerate(maps):
+        for head in range(nh):
+            ax = axes[layer][head]
+            im = ax.imshow(att[0, head], cmap="viridis", vmin=0.0, vmax=1.0)
+            ax.set_title(f"layer {layer}, head {head}", fontsize=9)
+            if T <= 48:
+                ax.set_xticks(range(T), chars, fontsize=6, rotation=90)
+                ax.set_yticks(range(T), chars, fontsize=6)
+            else:
+                ax.set_xticks([])
+                ax.set_yticks([])
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="attention weight")
+    fig.suptitle("causal self-attention: rows are queries, columns the keys they read")
+    fig.savefig(out_png)
+    return out_png
+
+
+# ----------------------------------------------------------------------------- commands
+
+@dataclass
+class PlotConfig:
+    out_dir: str = "out"            # reads out_dir/log.jsonl, writes out_dir/loss.png
+
+    def validate(self):
+        return self
+
+
+def plot(cfg, print_fn=print):
+    """The ``plot`` command: out_dir/log.jsonl -> out_dir/loss.png."""
+    cfg.validate()
+    out = plot_losses(os.path.join(cfg.out_dir, "log.jsonl"), os.path.join(cfg.out_dir, "loss.png"))
+    print_fn(f"wrote {out}")
+    return out
+
+
+@dataclass
+class AttentionConfig:
+    out_dir: str = "out"            # reads out_dir/ckpt.safetensors, writes out_dir/attention.png
+    text: str = "The quick brown fox"
+    device: str = backend.default_device()
+
+    def validate(self):
+        if not self.text:
+            raise ConfigError("--text is empty: give at least one character")
+        if self.device not in backend.DEVICES:
+            raise ConfigError(f"--device must be one of {', '.join(backend.DEVICES)}, got {self.device!r}")
+        return self
+
+
+def attention(cfg, print_fn=print):
+    """The ``attention`` command: a checkpoint and a text -> out_dir/attention.png."""
+    cfg.validate()
+    backend.require_device(cfg.device)
+    ckpt = load_checkpoint(os.path.join(cfg.out_dir, CKPT_NAME))
+    if "tokenizer" not in ckpt.extra:
+        raise CheckpointError(f"{ckpt.path}: the checkpoint holds no tokenizer")
+    tokenizer = CharTokenizer.from_dict(ckpt.extra["tokenizer"])
+    try:
+        tokenizer.encode(cfg.text)
+    except ValueError as e:
+        raise ConfigError(f"--text: {e}") from None
+    if len(cfg.text) > ckpt.config.block_size:
+        print_fn(f"note: the text is cut to its last {ckpt.config.block_size} characters (the block size)")
+    model = ckpt.build_model(device=cfg.device)
+    out = plot_attention(model, tokenizer, cfg.text, os.path.join(cfg.out_dir, "attention.png"))
+    print_fn(f"wrote {out}")
+    return out
