@@ -1,0 +1,261 @@
+"""GPT-2 checkpoints in the Hugging Face layout: load them into our GPT, and write them back.
+
+A Hugging Face GPT-2 folder holds ``config.json`` (sizes), ``model.safetensors``
+(weights; big models split it into shards listed in ``model.safetensors.index.json``)
+and the tokenizer's ``vocab.json`` and ``merges.txt``. GPT-2 stores its linear
+weights as (in, out), as ours are, and its names are ours, so loading is a renaming
+(``h.0.attn.c_attn.weight`` -> ``transformer.h.0.attn.c_attn.weight``) and no transpose.
+
+    >>> model = from_pretrained("gpt2")                    # doctest: +SKIP
+    >>> tokenizer = load_hf_tokenizer("gpt2")              # doctest: +SKIP
+    >>> save_pretrained(model, "gpt2-mine", tokenizer)     # doctest: +SKIP
+
+Weights are read with our safetensors reader, never with pickle: a ``pytorch_model.bin``
+is refused, because unpickling a file can run any code it contains.
+"""
+import contextlib
+import json
+import os
+import re
+import threading
+
+import numpy as np
+
+from . import backend, nn
+from .bpe import BPETokenizer, ENDOFTEXT
+from .checkpoint import expected_shapes
+from .model import GPT, GPTConfig
+from .serialization import CheckpointError, load_file, save_file
+
+CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", "model.safetensors.index.json"
+PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # all tanh-approximate GELU, as ours is
+# buffers that older exports store beside the weights: the causal mask, not parameters
+_BUFFER = re.compile(r"(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)")
+
+PICKLE_MESSAGE = (
+    "{folder} has no model.safetensors, only {found}. That is a pickle file, and loading a pickle "
+    "can run arbitrary code hidden in it, so tinygrad_gpt does not read it. Get the safetensors "
+    "weights instead: the Hugging Face hub offers model.safetensors for GPT-2 (e.g. `huggingface-cli "
+    "download gpt2 config.json model.safetensors vocab.json merges.txt --local-dir gpt2`), or, "
+    "where you trust the file, convert it once with transformers: "
+    "`GPT2LMHeadModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)`.")
+
+
+# ----------------------------------------------------------------------------- config
+
+def config_from_hf(hf, dropout=0.0):
+    """A Hugging Face GPT-2 ``config.json`` dict -> (GPTConfig, layer-norm epsilon).
+
+    Raises CheckpointError for GPT-2 variants this model cannot express.
+
+        >>> config_from_hf({"n_positions": 8, "n_embd": 4, "n_layer": 1, "n_head": 2, "vocab_size": 10})
+        (GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=4, dropout=0.0, bias=True), 1e-05)
+    """
+    def unsupported(what):
+        return CheckpointError(f"{CONFIG_NAME}: {what}; tinygrad_gpt's GPT cannot run this model")
+
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise unsupported(f"model_type is {hf['model_type']!r}, not 'gpt2'")
+    if hf.get("activation_function", "gelu_new") not in TANH_GELUS:
+        raise unsupported(f"activation_function is {hf['activation_function']!r} (the tanh GELU is "
+                          f"one of {', '.join(TANH_GELUS)})")
+    n_embd = hf.get("n_embd")
+    if hf.get("n_inner") not in (None, 4 * n_embd if isinstance(n_embd, int) else None):
+        raise unsupported(f"n_inner is {hf['n_inner']}, not 4 * n_embd")
+    for key, ok in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
+                    ("add_cross_attention", False), ("tie_word_embeddings", True)):
+        if hf.get(key, ok) != ok:
+            raise unsupported(f"{key} is {hf[key]}")
+    block_size = hf.get("n_positions", hf.get("n_ctx"))
+    try:
+        config = GPTConfig(block_size=block_size, vocab_size=hf.get("vocab_size"), n_layer=hf.get("n_layer"),
+                           n_head=hf.get("n_head"), n_embd=n_embd, dropout=dropout, bias=True)
+    except ValueError as e:
+        raise CheckpointError(f"{CONFIG_NAME}: {e} (it needs n_positions, n_embd, n_layer, n_head and "
+                              f"vocab_size)") from None
+    return config, float(hf.get("layer_norm_epsilon", 1e-5))
+
+
+def config_to_hf(model, eos_token_id=None):
+    """The ``config.json`` dict that makes ``transformers`` build this model as GPT2LMHeadModel."""
+    c = model.config
+    if not c.bias:
+        raise ValueError("save_pretrained: GPT-2 has biases in every Linear and LayerNorm; a model "
+                         "built with bias=False has no GPT-2 equivalent")
+    dtype = str(model.transformer.wte.weight.dtype)
+    return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+            "vocab_size": c.vocab_size, "n_positions": c.block_size, "n_ctx": c.block_size,
+            "n_embd": c.n_embd, "n_layer": c.n_layer, "n_head": c.n_head, "n_inner": None,
+            "activation_function": "gelu_new", "layer_norm_epsilon": model.transformer.ln_f.eps,
+            "resid_pdrop": c.dropout, "embd_pdrop": c.dropout, "attn_pdrop": c.dropout,
+            "initializer_range": 0.02, "scale_attn_weights": True, "tie_word_embeddings": True,
+            "bos_token_id": eos_token_id, "eos_token_id": eos_token_id,
+            "torch_dtype": dtype, "dtype": dtype}
+
+
+def _read_config(folder):
+    path = os.path.join(folder, CONFIG_NAME)
+    try:
+        with open(path, encoding="utf-8") as f:
+            hf = json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder}: no {CONFIG_NAME} there (is it a Hugging Face GPT-2 folder?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read it ({e})") from None
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return hf
+
+
+# ----------------------------------------------------------------------------- weights
+
+def _weight_files(folder):
+    """The safetensors file(s) of a folder, or a CheckpointError that explains a pickle."""
+    single, index = os.path.join(folder, WEIGHTS_NAME), os.path.join(folder, INDEX_NAME)
+    if os.path.isfile(single):
+        return [single]
+    if os.path.isfile(index):  # sharded: {"weight_map": {tensor name: shard file}}
+        try:
+            with open(index, encoding="utf-8") as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{index}: cannot read the shard list ({e})") from None
+        return [os.path.join(folder, os.path.basename(s)) for s in shards]
+    found = [n for n in PICKLE_NAMES if os.path.exists(os.path.join(folder, n))]
+    if found:
+        raise CheckpointError(PICKLE_MESSAGE.format(folder=folder, found=", ".join(found)))
+    raise CheckpointError(f"{folder}: no {WEIGHTS_NAME} there")
+
+
+def _our_name(key):
+    """A Hugging Face tensor name -> ours; None for buffers and the (tied) output head."""
+    if _BUFFER.fullmatch(key) or key == "lm_head.weight":
+        return None
+    return key if key.startswith("transformer.") else "transformer." + key
+
+
+def _read_weights(files, config, dtype):
+    """Every parameter of ``config``'s GPT, as host arrays of ``dtype`` keyed by our names."""
+    state, head = {}, None
+    for path in files:
+        tensors, _ = load_file(path)
+        for key in list(tensors):
+            x = tensors.pop(key)  # pop as we go: a cast never holds two copies of the whole model
+            name = _our_name(key)
+            if key == "lm_head.weight":
+                head = x
+            elif name is not None:
+                state[name] = x if x.dtype == dtype else x.astype(dtype)
+    _check_names(state, config, files[0])
+    wte = state["transformer.wte.weight"]
+    if head is not None and (head.shape != wte.shape or not np.array_equal(head.astype(dtype), wte)):
+        raise CheckpointError(f"{files[0]}: lm_head.weight differs from the token embedding; this GPT "
+                              f"ties its output head to the embedding and cannot hold a separate one")
+    return state
+
+
+def _check_names(state, config, path):
+    expected = expected_shapes(config)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: the weights do not match config.json (missing: "
+                              f"{', '.join(missing[:8]) or 'none'}; unexpected: {', '.join(unexpected[:8]) or 'none'})")
+    for name, shape in expected.items():
+        if tuple(state[name].shape) != shape:
+            raise CheckpointError(f"{path}: {name} has shape {tuple(state[name].shape)}, config.json "
+                                  f"needs {shape}")
+
+
+# ----------------------------------------------------------------------------- loading
+
+_building = threading.Lock()
+
+
+@contextlib.contextmanager
+def _no_random_init():
+    """Inside, new layers get placeholder parameters (a read-only broadcast zero, no memory)
+    instead of random values: a model that is about to be overwritten needs no init."""
+    with _building:
+        real = nn._init
+        nn._init = lambda shape, **_: np.broadcast_to(np.zeros((), np.float32), shape)
+        try:
+            yield
+        finally:
+            nn._init = real
+
+
+def empty_gpt(config):
+    """A GPT of this shape whose parameters are placeholders, to be assigned before use.
+
+    Building it draws no random numbers and allocates no weights, so loading a checkpoint
+    into it needs memory for the checkpoint's weights alone.
+    """
+    model = GPT.__new__(GPT)
+    model._init_weights = lambda: None  # shadow the random init for this one construction
+    with _no_random_init():
+        GPT.__init__(model, config)
+    del model._init_weights
+    return model
+
+
+def from_pretrained(folder, dtype="float32", device=None, dropout=0.0):
+    """Load a Hugging Face GPT-2 folder (``config.json`` + safetensors weights) as our GPT.
+
+    ``dtype`` is the parameters' dtype (float16 and bfloat16 files are widened);
+    ``device`` moves the model (e.g. "cuda"); ``dropout`` is for fine-tuning.
+    Peak memory is about one copy of the weights.
+
+        >>> model = from_pretrained("gpt2")  # doctest: +SKIP
+        >>> model.config.n_layer, model.config.vocab_size  # doctest: +SKIP
+        (12, 50257)
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise CheckpointError(f"{folder}: not a folder (from_pretrained wants a Hugging Face GPT-2 folder "
+                              f"holding {CONFIG_NAME} and {WEIGHTS_NAME})")
+    config, eps = config_from_hf(_read_config(folder), dropout)
+    dtype = np.dtype(dtype)
+    state = _read_weights(_weight_files(folder), config, dtype)
+    model = empty_gpt(config)
+    for name, p in model.named_parameters():
+        p.data = state.pop(name)  # the loaded array itself: no copy
+    for m in model.modules():
+        if isinstance(m, nn.LayerNorm):
+            m.eps = eps
+    if device is not None:
+        model.to(device=device)
+    return model
+
+
+def load_hf_tokenizer(folder):
+    """The BPE tokenizer of a Hugging Face GPT-2 folder (its ``vocab.json`` and ``merges.txt``)."""
+    folder = os.fspath(folder)
+    vocab, merges = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
+    if not (os.path.isfile(vocab) and os.path.isfile(merges)):
+        raise CheckpointError(f"{folder}: no vocab.json and merges.txt there (GPT-2's tokenizer files)")
+    return BPETokenizer.from_files(vocab, merges)
+
+
+# ----------------------------------------------------------------------------- saving
+
+def save_pretrained(model, folder, tokenizer=None):
+    """Write ``model`` (and a BPE ``tokenizer``, if given) as a Hugging Face GPT-2 folder, which
+    ``transformers.GPT2LMHeadModel.from_pretrained(folder)`` loads with the same logits."""
+    folder = os.fspath(folder)
+    eos = None
+    if tokenizer is not None:
+        if tokenizer.vocab_size != model.config.vocab_size:
+            raise ValueError(f"save_pretrained: the tokenizer has {tokenizer.vocab_size} tokens but the "
+                             f"model's vocab_size is {model.config.vocab_size}")
+        eos = tokenizer.special_tokens.get(ENDOFTEXT)
+    hf = config_to_hf(model, eos)
+    os.makedirs(folder, exist_ok=True)
+    tensors = {name: backend.to_numpy(p.data) for name, p in model.named_parameters()}
+    save_file(tensors, os.path.join(folder, WEIGHTS_NAME), {"format": "pt"})  # "pt": transformers wants it
+    with open(os.path.join(folder, CONFIG_NAME), "w", encoding="utf-8") as f:
+        json.dump(hf, f, indent=2)
+        f.write("\n")
+    if tokenizer is not None:
+        tokenizer.save(folder)
