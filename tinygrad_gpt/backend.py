@@ -140,11 +140,9 @@ _rng = np.random.default_rng(1337)
 
 
 def manual_seed(seed):
-    """Reseed the generator behind init, dropout and sampling (and CuPy's, if present)."""
+    """Reseed the generator behind init, dropout and sampling."""
     global _rng
     _rng = np.random.default_rng(seed)
-    if cuda_available():
-        _cupy.random.seed(seed)
 
 
 def rng():
@@ -165,11 +163,14 @@ def set_rng_state(state):
 def random_uniform(shape, dtype, device_name):
     """Uniform [0, 1) numbers of ``dtype`` made on ``device_name``.
 
-    On the CPU they come from the global generator above; on the GPU from CuPy's
-    own generator (seeded by ``manual_seed``), so no host-to-device copy is needed.
+    On the CPU they come from the global generator above. On the GPU they are made
+    by CuPy, seeded with a number drawn from the global generator, so the host
+    generator's state alone decides every random number, on either device (and a
+    checkpoint that saves it resumes exactly), with no host-to-device copy.
     """
     if device_name == "cuda":
-        return _cupy.random.random(shape, dtype=dtype)
+        seed = int(_rng.integers(2 ** 63))
+        return _cupy.random.RandomState(seed).random_sample(shape, dtype=dtype)
     return _rng.random(shape, dtype=np.dtype(dtype))
 
 

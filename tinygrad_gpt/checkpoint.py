@@ -144,12 +144,14 @@ def _optimizer_state(info, tensors, path):
     try:
         groups, steps = info["param_groups"], info["steps"]
         state = {int(i): {"step": int(s)} for i, s in steps.items()}
-    except (KeyError, TypeError, ValueError) as e:
+        if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+            raise TypeError("param_groups is not a list of dicts")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path}: bad optimizer metadata ({e})") from None
     for name, array in tensors.items():
         if name.startswith("optim."):
-            _, i, key = name.split(".", 2)
-            if not i.isdigit() or int(i) not in state:
+            parts = name.split(".", 2)
+            if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) not in state:
                 raise CheckpointError(f"{path}: optimizer tensor {name} has no step count")
-            state[int(i)][key] = array
+            state[int(parts[1])][parts[2]] = array
     return {"type": info.get("type"), "state": state, "param_groups": groups}

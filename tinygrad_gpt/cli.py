@@ -78,7 +78,7 @@ def parse_flags(config_cls, argv):
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f" (did you mean --{close[0]}?)" if close else ""
-            raise UsageError(f"unknown flag --{key}{hint}")
+            raise UsageError(f"unknown flag {'--' + key!r}{hint}")
         values[key] = parse_value(key, text, fields[key])
     return config_cls(**values)
 

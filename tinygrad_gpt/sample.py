@@ -7,6 +7,7 @@ import numpy as np
 
 from . import backend
 from .checkpoint import load_checkpoint
+from .serialization import CheckpointError
 from .data import read_text_file
 from .tokenizer import CharTokenizer
 from .train import ConfigError
@@ -51,8 +52,11 @@ def sample(cfg, print_fn=print):
     backend.require_device(cfg.device)
     ckpt = load_checkpoint(os.path.join(cfg.out_dir, "ckpt.safetensors"))
     if "tokenizer" not in ckpt.extra:
-        raise ConfigError(f"{ckpt.path}: the checkpoint holds no tokenizer, so text cannot be encoded")
-    tokenizer = CharTokenizer.from_dict(ckpt.extra["tokenizer"])
+        raise CheckpointError(f"{ckpt.path}: the checkpoint holds no tokenizer, so text cannot be encoded")
+    try:
+        tokenizer = CharTokenizer.from_dict(ckpt.extra["tokenizer"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{ckpt.path}: the saved tokenizer is unreadable ({e})") from None
     model = ckpt.build_model(device=cfg.device)
     model.eval()
     text = prompt_text(cfg.start)

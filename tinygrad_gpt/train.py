@@ -17,6 +17,7 @@ import numpy as np
 
 from . import backend
 from .checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
+from .serialization import CheckpointError
 from .data import DataError, Dataset, load_text
 from .model import GPT, GPTConfig
 from .optim import clip_grad_norm_, cosine_lr
@@ -135,6 +136,23 @@ class Progress:
             self.stream.flush()
 
 
+RESUME_KEYS = ("iter", "best_val_loss", "tokenizer", "batch_rng", "rng")
+
+
+def _check_resumable(ckpt):
+    """A checkpoint can resume training only with optimizer state, RNG states and a tokenizer."""
+    missing = [k for k in RESUME_KEYS if k not in ckpt.extra]
+    if ckpt.optimizer_state is None:
+        missing.append("optimizer state")
+    if missing:
+        raise CheckpointError(f"{ckpt.path}: cannot resume training from this checkpoint; "
+                              f"it lacks {', '.join(missing)}")
+    try:
+        CharTokenizer.from_dict(ckpt.extra["tokenizer"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{ckpt.path}: the saved tokenizer is unreadable ({e})") from None
+
+
 def _prepare_out_dir(out_dir):
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -166,6 +184,7 @@ def train(cfg, print_fn=print):
     ckpt = None
     if cfg.init_from == "resume":
         ckpt = load_checkpoint(ckpt_path)
+        _check_resumable(ckpt)
         tokenizer = CharTokenizer.from_dict(ckpt.extra["tokenizer"])
         model_config = ckpt.config
         cfg.block_size = model_config.block_size  # the model's shape comes from the checkpoint
@@ -184,7 +203,10 @@ def train(cfg, print_fn=print):
     start_iter, best_val = 0, float("inf")
     if ckpt is not None:
         model.load_state_dict(ckpt.model_state)
-        optimizer.load_state_dict(ckpt.optimizer_state)
+        try:
+            optimizer.load_state_dict(ckpt.optimizer_state)
+        except (ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"{ckpt_path}: the optimizer state does not fit the model: {e}") from None
         start_iter, best_val = ckpt.extra["iter"], ckpt.extra["best_val_loss"]
         batch_rng.bit_generator.state = ckpt.extra["batch_rng"]
         backend.set_rng_state(ckpt.extra["rng"])
