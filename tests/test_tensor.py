@@ -1,0 +1,462 @@
+"""Engine tests for ``Tensor``: construction, the graph, backward, no_grad, dtypes, devices."""
+import gc
+import math
+import weakref
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import tinygrad_gpt as tg
+from tinygrad_gpt import Tensor, no_grad, is_grad_enabled, functional as F
+from tinygrad_gpt.backend import cuda_available, to_numpy, is_array
+from tinygrad_gpt.function import Function
+
+import strategies as S
+
+
+def leaf(xp, values, dtype=np.float64):
+    return Tensor(xp.asarray(np.asarray(values, dtype=dtype)), requires_grad=True)
+
+
+# ============================================================================ construction
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, np.int64, np.int32, np.bool_])
+def test_array_keeps_its_dtype(xp, dtype):
+    a = np.arange(6).reshape(2, 3).astype(dtype)
+    t = Tensor(xp.asarray(a))
+    assert t.dtype == dtype
+    assert t.shape == (2, 3)
+    np.testing.assert_array_equal(t.numpy(), a)
+
+
+@pytest.mark.parametrize("data,shape", [
+    (1.5, ()), (3, ()), ([1, 2, 3], (3,)), ([1.0, 2.0], (2,)), ([[1, 2], [3, 4]], (2, 2)),
+    ([[0.5], [1.5]], (2, 1)), (True, ()),
+])
+def test_python_numbers_and_lists_become_float32(device, data, shape):
+    t = Tensor(data)
+    assert t.dtype == np.float32
+    assert t.shape == shape
+    assert t.device == device
+    np.testing.assert_array_equal(t.numpy(), np.asarray(data, dtype=np.float32))
+
+
+def test_dtype_argument_and_numpy_scalars(xp):
+    assert Tensor([1, 2], dtype=np.float64).dtype == np.float64
+    assert Tensor(xp.asarray(np.ones(2)), dtype=np.float32).dtype == np.float32
+    assert Tensor(np.float64(2.5)).dtype == np.float64
+    assert Tensor(np.float32(2.5)).dtype == np.float32
+    assert Tensor(np.int64(2)).dtype == np.int64
+
+
+def test_attributes(xp, device):
+    a = np.arange(6.0).reshape(2, 3)
+    t = Tensor(xp.asarray(a), requires_grad=True)
+    assert is_array(t.data) and isinstance(t.data, xp.ndarray)
+    assert t.grad is None
+    assert t.shape == (2, 3) and isinstance(t.shape, tuple)
+    assert t.dtype == np.float64
+    assert t.device == device
+    assert t.requires_grad is True
+    assert Tensor(xp.asarray(a)).requires_grad is False
+    assert t.ndim == 2 and t.size == 6 and len(t) == 2
+    assert t.is_leaf
+    assert "Tensor(" in repr(t) and "requires_grad=True" in repr(t)
+    assert t.tolist() == a.tolist()
+
+
+def test_numpy_item_detach_to(xp, device):
+    t = Tensor(xp.asarray(np.array([[2.5]])), requires_grad=True)
+    n = t.numpy()
+    assert isinstance(n, np.ndarray) and n.dtype == np.float64
+    np.testing.assert_array_equal(n, [[2.5]])
+    assert t.item() == 2.5 and isinstance(t.item(), float)
+    with pytest.raises(ValueError, match="one element"):
+        Tensor(xp.zeros(3)).item()
+
+    y = t * 2
+    d = y.detach()
+    assert d.requires_grad is False and d.is_leaf
+    np.testing.assert_array_equal(d.numpy(), [[5.0]])
+
+    moved = t.to(device)
+    assert moved is t  # already there
+    on_cpu = t.to("cpu")
+    assert on_cpu.device == "cpu"
+    assert isinstance(on_cpu.data, np.ndarray)
+    np.testing.assert_array_equal(on_cpu.numpy(), t.numpy())
+
+
+def test_constructors(device):
+    z = Tensor.zeros(2, 3)
+    o = Tensor.ones((4,), requires_grad=True)
+    assert z.shape == (2, 3) and z.dtype == np.float32 and z.device == device
+    assert o.shape == (4,) and o.requires_grad and np.all(o.numpy() == 1)
+    assert np.all(z.numpy() == 0)
+    tg.manual_seed(3)
+    r1 = Tensor.randn(3, 2)
+    tg.manual_seed(3)
+    r2 = Tensor.randn((3, 2), dtype=np.float64)
+    assert r1.dtype == np.float32 and r2.dtype == np.float64 and r1.shape == (3, 2)
+    np.testing.assert_allclose(r1.numpy(), r2.numpy(), rtol=1e-6)
+
+
+def test_tensor_from_tensor_shares_values(xp):
+    a = Tensor(xp.asarray(np.arange(3.0)))
+    b = Tensor(a, requires_grad=True)
+    assert b.requires_grad and b.is_leaf
+    np.testing.assert_array_equal(b.numpy(), a.numpy())
+
+
+# ============================================================================ gradients of reused tensors
+
+def test_tensor_used_twice_accumulates(xp):
+    x = leaf(xp, [1.0, -2.0, 3.0])
+    (x * x).sum().backward()
+    np.testing.assert_allclose(to_numpy(x.grad), [2.0, -4.0, 6.0])
+
+    y = leaf(xp, [1.0, -2.0, 3.0])
+    (y + y).sum().backward()
+    np.testing.assert_allclose(to_numpy(y.grad), [2.0, 2.0, 2.0])
+
+    # x feeds two branches that meet again: d/dx (e^x * x + e^x) = e^x (x + 2)
+    z = leaf(xp, [0.5, -1.0])
+    e = z.exp()
+    (e * z + e).sum().backward()
+    zv = np.array([0.5, -1.0])
+    np.testing.assert_allclose(to_numpy(z.grad), np.exp(zv) * (zv + 2), rtol=1e-14)
+
+
+def test_weight_tying_gradient_is_the_sum_of_both_uses(xp):
+    """An embedding matrix reused as the output projection (as in GPT-2) gets the sum of
+    the gradients of both uses."""
+    rng = np.random.default_rng(0)
+    V, C = 5, 3
+    w = rng.standard_normal((V, C))
+    ids = np.array([[0, 3, 3], [1, 4, 0]])
+    targets = np.array([[3, 3, 1], [0, 2, 2]])
+
+    def loss(w_in, w_out):
+        h = F.embedding(xp.asarray(ids), w_in).tanh()        # (B, T, C)
+        logits = h @ w_out.T                                  # (B, T, V)
+        return F.cross_entropy(logits, xp.asarray(targets))
+
+    tied = leaf(xp, w)
+    loss(tied, tied).backward()
+    w_in, w_out = leaf(xp, w), leaf(xp, w)
+    loss(w_in, w_out).backward()
+    np.testing.assert_allclose(to_numpy(tied.grad), to_numpy(w_in.grad) + to_numpy(w_out.grad), rtol=1e-12)
+    assert np.abs(to_numpy(w_in.grad)).sum() > 0 and np.abs(to_numpy(w_out.grad)).sum() > 0
+
+
+def test_ten_thousand_op_chain_backward(xp):
+    """Backward is iterative: a chain far deeper than Python's recursion limit works."""
+    x = leaf(xp, [1.0, 2.0])
+    c = 1.0001
+    y = x
+    for i in range(10_000):
+        y = y * c if i % 2 == 0 else y + 0.5
+    y.sum().backward()
+    # d/dx of the chain is c^5000 (the additions contribute 1)
+    np.testing.assert_allclose(to_numpy(x.grad), [c ** 5000] * 2, rtol=1e-10)
+
+
+# ============================================================================ no_grad and detach
+
+def test_no_grad_builds_no_graph(xp):
+    x = leaf(xp, [1.0, 2.0])
+    with no_grad():
+        assert is_grad_enabled() is False
+        y = (x * 2).exp().sum()
+    assert is_grad_enabled() is True
+    assert y.requires_grad is False and y.is_leaf
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        y.backward()
+
+
+def test_no_grad_restores_state_after_an_exception():
+    with pytest.raises(KeyError):
+        with no_grad():
+            raise KeyError("boom")
+    assert is_grad_enabled() is True
+
+
+def test_no_grad_as_decorator(xp):
+    x = leaf(xp, [1.0])
+
+    @no_grad()
+    def f(t):
+        assert is_grad_enabled() is False
+        return t * 3
+
+    y = f(x)
+    assert y.requires_grad is False
+    assert is_grad_enabled() is True
+    assert (x * 3).requires_grad is True
+
+
+def test_no_grad_nested_restores_outer_state(xp):
+    with no_grad():
+        with no_grad():
+            pass
+        assert is_grad_enabled() is False
+    assert is_grad_enabled() is True
+
+
+def test_no_grad_decorator_is_reentrant(xp):
+    """A recursive function decorated with @no_grad() must leave gradients enabled once
+    the outermost call returns (the decorator is one object shared by every call)."""
+    calls = []
+
+    @no_grad()
+    def walk(n):
+        calls.append(is_grad_enabled())
+        if n:
+            walk(n - 1)
+
+    try:
+        walk(2)
+        assert calls == [False, False, False]
+        assert is_grad_enabled() is True, "grad mode stayed disabled after a recursive @no_grad() call"
+    finally:
+        tg.tensor._grad_enabled = True  # do not leak a disabled grad mode into other tests
+
+
+def test_detach_stops_the_gradient(xp):
+    x = leaf(xp, [1.5, -2.0])
+    (x * x.detach()).sum().backward()
+    np.testing.assert_allclose(to_numpy(x.grad), [1.5, -2.0])  # not 2x
+
+
+# ============================================================================ backward: arguments and errors
+
+def test_backward_on_non_scalar_needs_a_grad(xp):
+    y = leaf(xp, [1.0, 2.0]) * 2
+    with pytest.raises(RuntimeError, match=r"one-element.*\(2,\)"):
+        y.backward()
+
+
+def test_backward_on_tensor_without_grad_is_runtime_error(xp):
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        Tensor(xp.ones(1)).backward()
+
+
+def test_backward_with_explicit_grad(xp):
+    x = leaf(xp, [[1.0, 2.0], [3.0, 4.0]])
+    g = np.array([[1.0, -1.0], [0.5, 2.0]])
+    (x * 3).backward(xp.asarray(g))
+    np.testing.assert_allclose(to_numpy(x.grad), 3 * g)
+    x2 = leaf(xp, [[1.0, 2.0], [3.0, 4.0]])
+    (x2 ** 2).backward(Tensor(xp.asarray(g)))
+    np.testing.assert_allclose(to_numpy(x2.grad), 2 * np.array([[1, 2], [3, 4]]) * g)
+    x3 = leaf(xp, [1.0, 2.0])
+    (x3 * 1.0).backward([1.0, 1.0])  # a list works too
+    np.testing.assert_allclose(to_numpy(x3.grad), [1.0, 1.0])
+    with pytest.raises(ValueError, match=r"\(3,\).*\(2,\)"):
+        (x3 * 1.0).backward(xp.ones(3))
+
+
+def test_backward_on_a_leaf(xp):
+    x = leaf(xp, [1.0, 2.0])
+    x.backward(xp.asarray(np.array([3.0, 4.0])))
+    np.testing.assert_allclose(to_numpy(x.grad), [3.0, 4.0])
+
+
+def test_shape_mismatch_names_the_op_and_both_shapes(xp):
+    with pytest.raises(ValueError) as e:
+        Tensor(xp.zeros((2, 3))) + Tensor(xp.zeros(4))
+    assert "Add" in str(e.value) and "(2, 3)" in str(e.value) and "(4,)" in str(e.value)
+    with pytest.raises(ValueError) as e:
+        Tensor(xp.zeros((2, 3))) @ Tensor(xp.zeros((4, 5)))
+    assert "MatMul" in str(e.value) and "(2, 3)" in str(e.value) and "(4, 5)" in str(e.value)
+    with pytest.raises(ValueError) as e:
+        Tensor(xp.zeros((2, 3))) * Tensor(xp.zeros((3, 2)))
+    assert "Mul" in str(e.value)
+
+
+def test_integer_tensor_cannot_require_grad(xp):
+    with pytest.raises(TypeError, match="floating"):
+        Tensor(xp.asarray(np.array([1, 2])), requires_grad=True)
+    t = Tensor(xp.asarray(np.array([1, 2], dtype=np.int32)))
+    with pytest.raises(TypeError, match="int32"):
+        t.requires_grad_()
+    assert t.requires_grad is False
+
+
+class _WrongShape(Function):
+    def forward(self, x):
+        return x * 2
+
+    def backward(self, g):
+        return g.sum(axis=0)  # wrong: drops a dimension
+
+
+def test_engine_rejects_gradient_of_wrong_shape(xp):
+    x = leaf(xp, np.ones((2, 3)))
+    with pytest.raises(RuntimeError, match=r"_WrongShape.*\(3,\).*\(2, 3\)"):
+        Tensor._apply(_WrongShape, x).sum().backward()
+
+
+@S.SETTINGS
+@given(data=st.data())
+def test_every_grad_has_its_tensors_shape_and_dtype(xp, data):
+    (sa, sb) = data.draw(S.broadcastable_shapes(), label="ab")
+    sc = data.draw(S.shapes(max_dims=2), label="c")
+    dtypes = [data.draw(st.sampled_from([np.float32, np.float64]), label=f"dt{i}") for i in range(3)]
+    arrays = [data.draw(S.float_arrays(s, bound=2.0), label=f"x{i}").astype(dt)
+              for i, (s, dt) in enumerate(zip((sa, sb, sc), dtypes))]
+    a, b, c = (Tensor(xp.asarray(v), requires_grad=True) for v in arrays)
+    out = ((a * b).tanh() - a).sum() + (c.exp() / 2.0).mean() * (a.sum() + 1.0)
+    out.backward()
+    for t in (a, b, c):
+        assert t.grad.shape == t.shape
+        assert t.grad.dtype == t.dtype
+        assert np.all(np.isfinite(to_numpy(t.grad)))
+
+
+def test_grads_accumulate_across_backward_calls(xp):
+    x = leaf(xp, [1.0, 2.0, 3.0])
+    for _ in range(2):
+        (x * x).sum().backward()
+    np.testing.assert_allclose(to_numpy(x.grad), 2 * 2 * np.array([1.0, 2.0, 3.0]))
+    x.zero_grad()
+    assert x.grad is None
+
+
+def test_grad_is_a_fresh_writable_array(xp):
+    x = leaf(xp, [1.0, 2.0])
+    y = x.sum()
+    y.backward()
+    g = x.grad
+    g += 1  # the engine hands out an array the tensor owns
+    np.testing.assert_array_equal(to_numpy(x.grad), [2.0, 2.0])
+
+
+# ============================================================================ graph release
+
+def test_backward_frees_the_graph(xp):
+    x = leaf(xp, [0.1, 0.2, 0.3])
+    e = x.exp()
+    saved = weakref.ref(e.data)    # Exp keeps its output for backward
+    node = weakref.ref(e)
+    loss = (e * 2.0).sum()
+    del e
+    gc.collect()
+    assert saved() is not None and node() is not None  # the graph holds them
+    loss.backward()
+    gc.collect()
+    assert saved() is None, "the saved arrays outlived backward"
+    assert node() is None, "an intermediate tensor outlived backward"
+    np.testing.assert_allclose(to_numpy(x.grad), 2 * np.exp([0.1, 0.2, 0.3]), rtol=1e-14)
+
+
+def test_second_backward_is_a_clear_error(xp):
+    x = leaf(xp, [1.0, 2.0])
+    loss = (x.exp() * x).sum()
+    loss.backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        loss.backward()
+
+
+def test_retain_graph_allows_a_second_backward(xp):
+    x = leaf(xp, [1.0, 2.0])
+    e = x.exp()
+    saved = weakref.ref(e.data)
+    loss = (e * x).sum()
+    del e
+    loss.backward(retain_graph=True)
+    gc.collect()
+    assert saved() is not None
+    first = to_numpy(x.grad).copy()
+    loss.backward()
+    np.testing.assert_allclose(to_numpy(x.grad), 2 * first, rtol=1e-14)
+    with pytest.raises(RuntimeError, match="freed"):
+        loss.backward()
+
+
+def test_retain_graph_keeps_intermediate_grads(xp):
+    x = leaf(xp, [1.0, 2.0])
+    h = x * 3.0
+    (h * h).sum().backward(retain_graph=True)
+    np.testing.assert_allclose(to_numpy(h.grad), 2 * np.array([3.0, 6.0]))
+    np.testing.assert_allclose(to_numpy(x.grad), 18 * np.array([1.0, 2.0]))
+
+
+# ============================================================================ dtype discipline
+
+@pytest.mark.parametrize("expr", [
+    "x * 2.0", "2.0 * x", "x + 1.5", "1.5 + x", "x - 0.5", "0.5 - x", "x / 3.0", "2.0 / x",
+    "x ** 3", "x ** 2", "x ** 0.5", "x ** -1", "x ** 1.7", "2.0 ** x", "x.mean()", "x.mean(axis=0)",
+    "x * 2", "x / 2", "-x", "x.sqrt() * math.pi",
+])
+def test_float32_stays_float32_with_python_scalars(xp, expr):
+    x = Tensor(xp.asarray(np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)), requires_grad=True)
+    out = eval(expr, {"x": x, "math": math})
+    assert out.dtype == np.float32, f"{expr} gave {out.dtype}"
+    out.sum().backward()
+    assert x.grad.dtype == np.float32
+
+
+def test_ndarray_on_the_left(xp):
+    x = leaf(xp, [1.0, 2.0])
+    a = xp.asarray(np.array([10.0, 20.0]))
+    results = {"+": a + x, "-": a - x, "*": a * x, "/": a / x}
+    for op, out in results.items():
+        assert isinstance(out, Tensor), f"ndarray {op} Tensor did not give a Tensor"
+    np.testing.assert_allclose(results["+"].numpy(), [11.0, 22.0])
+    np.testing.assert_allclose(results["-"].numpy(), [9.0, 18.0])
+    np.testing.assert_allclose(results["/"].numpy(), [10.0, 10.0])
+    (results["+"] + results["*"]).sum().backward()
+    np.testing.assert_allclose(to_numpy(x.grad), [11.0, 21.0])
+
+
+# ============================================================================ devices
+
+@pytest.mark.skipif(cuda_available(), reason="checks the error raised without a GPU")
+def test_cuda_without_gpu_is_a_device_error():
+    with pytest.raises(tg.DeviceError, match="cuda"):
+        Tensor([1.0], device="cuda")
+    with pytest.raises(tg.DeviceError, match="CuPy"):
+        Tensor([1.0]).to("cuda")
+    with pytest.raises(tg.DeviceError):
+        with tg.device("cuda"):
+            pass
+    with pytest.raises(tg.DeviceError):
+        Tensor.zeros(2, device="cuda")
+
+
+@pytest.mark.parametrize("name", ["tpu", "gpu", "CUDA", ""])
+def test_unknown_device_is_a_device_error(name):
+    with pytest.raises(tg.DeviceError, match="unknown device"):
+        Tensor([1.0], device=name)
+    with pytest.raises(tg.DeviceError, match="unknown device"):
+        Tensor([1.0]).to(name)
+    with pytest.raises(tg.DeviceError, match="unknown device"):
+        with tg.device(name):
+            pass
+
+
+def test_device_error_is_a_runtime_error():
+    assert issubclass(tg.DeviceError, RuntimeError)
+
+
+@pytest.mark.gpu
+def test_mixing_devices_is_a_device_error():
+    a = Tensor([1.0, 2.0], device="cpu", requires_grad=True)
+    b = Tensor([1.0, 2.0], device="cuda", requires_grad=True)
+    for op in (lambda: a + b, lambda: b * a, lambda: a @ b, lambda: Tensor.cat([a, b])):
+        with pytest.raises(tg.DeviceError, match="different devices"):
+            op()
+
+
+@pytest.mark.gpu
+def test_to_cuda_and_back_carries_the_gradient():
+    x = Tensor(np.array([1.0, 2.0, 3.0]), device="cpu", requires_grad=True)
+    y = x.to("cuda")
+    assert y.device == "cuda" and y.requires_grad
+    (y * y).sum().backward()
+    assert isinstance(x.grad, np.ndarray)
+    np.testing.assert_allclose(x.grad, [2.0, 4.0, 6.0])
+    z = Tensor([1.0], device="cuda")
+    assert z.to("cpu").device == "cpu" and z.to("cuda") is z
