@@ -93,7 +93,7 @@ def main():
         print(f"same ids as tokenizers on the whole file (its merges): "
               f"{theirs.encode(text) == hf_trained.encode(text).ids}")
     print(f"{n:,} tokens ({len(text.encode()) / n:.2f} bytes per token); median of {args.repeats}")
-    print(f"{'encoder':28s} {'seconds':>8s} {'tokens/s':>12s} {"speed vs ours cold":>19s}")
+    print(f"{'encoder':28s} {'seconds':>8s} {'tokens/s':>12s} {'speed vs ours cold':>19s}")
     for name, seconds in rows:
         print(f"{name:28s} {seconds:8.3f} {n / seconds:12,.0f} {cold / seconds:18.2f}x")
 
