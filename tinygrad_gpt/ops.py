@@ -215,13 +215,13 @@ class MaskedFill(Function):
 
     def forward(self, x, mask, value):
         xp = get_array_module(x, mask)
-        self.mask = mask
+        self.mask, self.shape = mask, x.shape
         return xp.where(mask, x.dtype.type(value), x)
 
     def backward(self, g):
         xp = get_array_module(g)
         # d/dx = 1 where the mask is False, 0 where the value was written
-        return xp.where(self.mask, g.dtype.type(0), g)
+        return sum_to(xp.where(self.mask, g.dtype.type(0), g), self.shape)
 
 
 # ----------------------------------------------------------------------------- reductions

@@ -26,6 +26,9 @@ _grad_enabled = True
 class no_grad(contextlib.ContextDecorator):
     """Inside ``with no_grad():`` ops build no graph and results need no gradient."""
 
+    def _recreate_cm(self):  # a fresh object per decorated call, so recursion restores correctly
+        return type(self)()
+
     def __enter__(self):
         global _grad_enabled
         self.previous, _grad_enabled = _grad_enabled, False
@@ -285,8 +288,9 @@ class Tensor:
     def masked_fill(self, mask, value):
         """A copy with ``value`` where the boolean ``mask`` (broadcastable) is True."""
         mask = mask.data if isinstance(mask, Tensor) else mask
-        if not is_array(mask) or mask.dtype != bool:
-            mask = get_array_module(self.data).asarray(mask, dtype=bool)
+        xp = get_array_module(self.data)
+        if not is_array(mask) or mask.dtype != bool or get_array_module(mask) is not xp:
+            mask = xp.asarray(mask, dtype=bool)  # a mask, like an index, goes where the data is
         return Tensor._apply(ops.MaskedFill, self, mask=mask, value=value)
 
     # ------------------------------------------------------------------ reductions
