@@ -37,7 +37,7 @@ class VizError(RuntimeError):
 
 # ----------------------------------------------------------------------------- computation graphs
 
-def _graph_nodes(tensor):
+def graph_nodes(tensor):
     """Every tensor reachable through ``_ctx.parents``, inputs first (iterative, no recursion)."""
     order, seen, stack = [], set(), [(tensor, False)]
     while stack:
@@ -77,7 +77,7 @@ def to_dot(tensor, names=None, rankdir="LR"):
     show its L2 norm. Edges run from each input to the tensor computed from it.
     """
     label_of = {id(t): name for name, t in (names or {}).items()}
-    nodes = _graph_nodes(tensor)
+    nodes = graph_nodes(tensor)
     index = {id(t): i for i, t in enumerate(nodes)}
     lines = ["digraph tinygrad_gpt {", f"  rankdir={rankdir};",
              '  node [fontname="Helvetica", fontsize=10];']
@@ -248,8 +248,9 @@ def plot_attention(model, tokenizer, text, out_png):
             im = ax.imshow(att[0, head], cmap="viridis", vmin=0.0, vmax=1.0)
             ax.set_title(f"layer {layer}, head {head}", fontsize=9)
             if T <= 48:
-                ax.set_xticks(range(T), chars, fontsize=6, rotation=90)
-                ax.set_yticks(range(T), chars, fontsize=6)
+                size = 8 if T <= 24 else 6
+                ax.set_xticks(range(T), chars, fontsize=size, rotation=90)
+                ax.set_yticks(range(T), chars, fontsize=size)
             else:
                 ax.set_xticks([])
                 ax.set_yticks([])
