@@ -255,3 +255,12 @@ def test_missing_byte_is_a_clear_error():
     assert tok.encode("abab") == [2, 2]
     with pytest.raises(ValueError, match="no token for byte 0x63"):
         tok.encode("abc")
+
+
+def test_tokenizer_from_dict(ours):
+    from tinygrad_gpt.bpe import tokenizer_from_dict
+    from tinygrad_gpt.tokenizer import CharTokenizer
+    assert tokenizer_from_dict(ours.to_dict()).encode("speak") == ours.encode("speak")
+    assert isinstance(tokenizer_from_dict(CharTokenizer.from_text("ab").to_dict()), CharTokenizer)
+    with pytest.raises(ValueError, match="unknown tokenizer"):
+        tokenizer_from_dict({"type": "wordpiece"})

@@ -221,3 +221,25 @@ def test_kv_cache_sampling_on_loaded_model(hf, hf_dir):
     plain = model.generate(prompt, 30, top_k=20, seed=7, use_cache=False)
     np.testing.assert_array_equal(cached, plain)
     assert cached.shape == (1, 35)
+
+
+def test_crop_block_size(hf_dir, hf):
+    from tinygrad_gpt.pretrained import crop_block_size
+    model = crop_block_size(from_pretrained(hf_dir), 10)
+    assert model.config.block_size == 10 and model.transformer.wpe.weight.shape == (10, 32)
+    np.testing.assert_allclose(our_logits(model, ids(T_=10)), hf_logits(hf, ids(T_=10)), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="block_size"):
+        crop_block_size(model, 11)
+
+
+def test_export_training_checkpoint(tmp_path):
+    from tinygrad_gpt.checkpoint import save_checkpoint
+    from tinygrad_gpt.pretrained import export_checkpoint
+    tok = BPETokenizer.train("to be or not to be, that is the question " * 10, vocab_size=280)
+    model = GPT(GPTConfig(block_size=T, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=8))
+    save_checkpoint(tmp_path / "ckpt.safetensors", model, extra={"tokenizer": tok.to_dict()})
+    export_checkpoint(tmp_path, tmp_path / "hf")
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    x = tok.encode_array("to be or not")[None]
+    np.testing.assert_allclose(hf_logits(hf, x), our_logits(model, x), atol=1e-4, rtol=0)
+    assert load_hf_tokenizer(tmp_path / "hf").encode("question") == tok.encode("question")

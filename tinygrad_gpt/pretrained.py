@@ -22,8 +22,8 @@ import threading
 import numpy as np
 
 from . import backend, nn
-from .bpe import BPETokenizer, ENDOFTEXT
-from .checkpoint import expected_shapes
+from .bpe import BPETokenizer, ENDOFTEXT, tokenizer_from_dict
+from .checkpoint import expected_shapes, load_checkpoint
 from .model import GPT, GPTConfig
 from .serialization import CheckpointError, load_file, save_file
 
@@ -229,6 +229,18 @@ def from_pretrained(folder, dtype="float32", device=None, dropout=0.0):
     return model
 
 
+def crop_block_size(model, block_size):
+    """Shrink the context to ``block_size`` positions in place (fine-tuning with shorter windows
+    than GPT-2's 1024); returns the model. Only the position embedding depends on it."""
+    wpe = model.transformer.wpe.weight
+    if not 0 < block_size <= model.config.block_size:
+        raise ValueError(f"block_size must be in [1, {model.config.block_size}], got {block_size}")
+    wpe.data = wpe.data[:block_size].copy()
+    wpe.grad = None
+    model.config.block_size = block_size
+    return model
+
+
 def load_hf_tokenizer(folder):
     """The BPE tokenizer of a Hugging Face GPT-2 folder (its ``vocab.json`` and ``merges.txt``)."""
     folder = os.fspath(folder)
@@ -259,3 +271,14 @@ def save_pretrained(model, folder, tokenizer=None):
         f.write("\n")
     if tokenizer is not None:
         tokenizer.save(folder)
+
+
+def export_checkpoint(path, folder):
+    """Write a training checkpoint (file or out_dir) as a Hugging Face GPT-2 folder, with its
+    tokenizer when that is a BPE one (a character tokenizer has no GPT-2 file format)."""
+    ckpt = load_checkpoint(path)
+    tokenizer = ckpt.extra.get("tokenizer")
+    tokenizer = tokenizer_from_dict(tokenizer) if tokenizer is not None else None
+    model = ckpt.build_model()
+    save_pretrained(model, folder, tokenizer if isinstance(tokenizer, BPETokenizer) else None)
+    return folder
