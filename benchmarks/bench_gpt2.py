@@ -4,10 +4,10 @@
 
 The model is GPT-2 124M's shape (12 layers, 12 heads, 768 wide, vocab 50257,
 block 1024) with random weights, so nothing is downloaded. Ours and
-``GPT2LMHeadModel`` hold the same weights; both sample ``new_tokens`` tokens,
-batch 1, with their KV caches (``generate`` with ``use_cache=True``), and the
-median of ``repeats`` runs is compared. A greedy run checks that the two pick the
-same tokens.
+``GPT2LMHeadModel`` hold the same weights, and their logits are compared. Both
+sample ``new_tokens`` tokens, batch 1, with their KV caches (``generate`` with
+``use_cache=True``), and the median of ``repeats`` runs is compared. A greedy run
+checks that the two pick the same tokens.
 
 Memory is measured first, in a fresh process started while this one is still
 small (Linux carries a parent's peak RSS over into a forked child), that only loads
@@ -27,6 +27,7 @@ import numpy as np
 
 from tinygrad_gpt import backend
 from tinygrad_gpt.model import GPT, GPTConfig
+from tinygrad_gpt.tensor import no_grad
 
 GPT2_124M = dict(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)
 
@@ -71,13 +72,10 @@ def memory_child(folder, new_tokens, prompt_tokens):
         pass
 
 
-def timed(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def main():
@@ -110,20 +108,33 @@ def compare_speed(folder, args):
     hf = GPT2LMHeadModel(GPT2Config(**{**hf_config, "bos_token_id": 0, "eos_token_id": 0})).eval()
     hf.load_state_dict({k: torch.from_numpy(p.data) for k, p in model.named_parameters()}, strict=False)
 
+    x = np.random.default_rng(1).integers(0, GPT2_124M["vocab_size"], (1, 128))
+    with no_grad(), torch.no_grad():
+        diff = np.abs(model(x)[0].numpy() - hf(torch.tensor(x)).logits.numpy()).max()
+    print(f"logits of a 128-token sequence: max |ours - transformers| = {diff:.2e}")
+
     prompt = np.random.default_rng(0).integers(0, GPT2_124M["vocab_size"], (1, args.prompt_tokens))
     n = args.new_tokens
-    ours_greedy = model.generate(prompt, n, temperature=0)
+    ours_greedy = model.generate(prompt, n, temperature=0)  # also the warm-up of both
     with torch.no_grad():
         hf_greedy = hf.generate(torch.tensor(prompt), max_new_tokens=n, min_new_tokens=n, do_sample=False,
                                 pad_token_id=0).numpy()
     agree = int((ours_greedy == hf_greedy).all(axis=0).cumprod().sum()) - args.prompt_tokens
     print(f"greedy: the first {agree} of {n} new tokens are the same in both")
 
-    ours_s, _ = timed(lambda: model.generate(prompt, n, top_k=50, seed=1), args.repeats)
-    with torch.no_grad():
-        hf_s, _ = timed(lambda: hf.generate(torch.tensor(prompt), max_new_tokens=n, min_new_tokens=n,
-                                            do_sample=True, top_k=50, use_cache=True, pad_token_id=0),
-                        args.repeats)
+    def ours_run():
+        model.generate(prompt, n, top_k=50, seed=1)
+
+    def hf_run():
+        with torch.no_grad():
+            hf.generate(torch.tensor(prompt), max_new_tokens=n, min_new_tokens=n, do_sample=True, top_k=50,
+                        use_cache=True, pad_token_id=0)
+    # alternate the two, so that a busy machine slows both alike
+    ours_times, hf_times = [], []
+    for _ in range(args.repeats):
+        ours_times.append(timed(ours_run))
+        hf_times.append(timed(hf_run))
+    ours_s, hf_s = statistics.median(ours_times), statistics.median(hf_times)
     print(f"sampling {n} tokens after a {args.prompt_tokens}-token prompt, batch 1, KV cache, "
           f"median of {args.repeats}:")
     print(f"  ours          {ours_s:6.2f} s  {n / ours_s:7.1f} tokens/s")
