@@ -132,7 +132,7 @@ def draw(tensor, path, names=None, rankdir="LR"):
 
 # ----------------------------------------------------------------------------- matplotlib
 
-def _figure(width, height):
+def _figure(width, height, layout=None):
     """A matplotlib Figure on an Agg canvas (no pyplot, no window, no global state)."""
     try:
         from matplotlib.figure import Figure
@@ -140,7 +140,7 @@ def _figure(width, height):
     except ImportError:
         raise VizError("plots need matplotlib: pip install 'tinygrad_gpt[plot]' "
                        "(the `plot` extra)") from None
-    fig = Figure(figsize=(width, height), dpi=100)
+    fig = Figure(figsize=(width, height), dpi=100, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -240,7 +240,7 @@ def plot_attention(model, tokenizer, text, out_png):
     chars = ["\u2423" if c == " " else repr(c)[1:-1] for c in tokenizer.decode(ids)]  # show a space as ␣
     L, nh, T = len(maps), maps[0].shape[1], len(ids)
     panel = 1.2 + 0.12 * T
-    fig = _figure(min(3 + panel * nh, 40), min(1 + panel * L, 40))
+    fig = _figure(min(1.5 + panel * nh, 40), min(0.6 + panel * L, 40), layout="constrained")
     axes = fig.subplots(L, nh, squeeze=False)
     for layer, att in enumerate(maps):
         for head in range(nh):
