@@ -273,7 +273,7 @@ def test_attention_command(tiny, tmp_path, capsys):
     _checkpoint(tiny, tmp_path)
     assert main(["attention", f"--out_dir={tmp_path}", f"--text={TEXT}"]) == 0
     out = capsys.readouterr().out
-    assert "cut to its last 16 characters" in out and "attention.png" in out
+    assert "cut to its last 16 tokens" in out and "attention.png" in out
     check_png(tmp_path / "attention.png")
 
 

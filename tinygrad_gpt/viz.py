@@ -24,10 +24,10 @@ import numpy as np
 
 from . import backend, functional as F
 from .backend import get_array_module, to_numpy
+from .bpe import tokenizer_from_dict
 from .checkpoint import CKPT_NAME, load_checkpoint
 from .serialization import CheckpointError
 from .tensor import Tensor, no_grad, _RELEASED
-from .tokenizer import CharTokenizer
 from .train import ConfigError
 
 
@@ -205,6 +205,8 @@ def attention_weights(model, idx):
     tr = model.transformer
     idx = model._check_idx(idx)
     B, T = idx.shape
+    if T > model.config.block_size:
+        raise ValueError(f"attention_weights: {T} tokens is more than block_size={model.config.block_size}")
     maps = []
     was_training = model.training
     model.eval()
@@ -230,14 +232,15 @@ def attention_weights(model, idx):
 def plot_attention(model, tokenizer, text, out_png):
     """Heatmaps of attention weights for ``text``: one panel per (layer, head); returns ``out_png``.
 
-    Row i of a panel is the query at character i, column j the key at character j;
-    text longer than the model's block size is cut to its last ``block_size`` characters.
+    Row i of a panel is the query at token i, column j the key at token j; text
+    longer than the model's block size is cut to its last ``block_size`` tokens.
     """
     ids = tokenizer.encode(text)[-model.config.block_size:]
     if not ids:
         raise ValueError("plot_attention needs at least one character of text")
     maps = attention_weights(model, np.asarray([ids], dtype=np.int64))
-    chars = ["\u2423" if c == " " else repr(c)[1:-1] for c in tokenizer.decode(ids)]  # show a space as ␣
+    # one label per token (a character, or a piece of a word), spaces shown as ␣
+    labels = [repr(tokenizer.decode([i]))[1:-1].replace(" ", "\u2423") for i in ids]
     L, nh, T = len(maps), maps[0].shape[1], len(ids)
     panel = 1.2 + 0.12 * T
     fig = _figure(min(1.5 + panel * nh, 40), min(0.6 + panel * L, 40), layout="constrained")
@@ -249,8 +252,8 @@ def plot_attention(model, tokenizer, text, out_png):
             ax.set_title(f"layer {layer}, head {head}", fontsize=9)
             if T <= 48:
                 size = 8 if T <= 24 else 6
-                ax.set_xticks(range(T), chars, fontsize=size, rotation=90)
-                ax.set_yticks(range(T), chars, fontsize=size)
+                ax.set_xticks(range(T), labels, fontsize=size, rotation=90)
+                ax.set_yticks(range(T), labels, fontsize=size)
             else:
                 ax.set_xticks([])
                 ax.set_yticks([])
@@ -297,15 +300,16 @@ def attention(cfg, print_fn=print):
     cfg.validate()
     backend.require_device(cfg.device)
     ckpt = load_checkpoint(os.path.join(cfg.out_dir, CKPT_NAME))
-    if "tokenizer" not in ckpt.extra:
-        raise CheckpointError(f"{ckpt.path}: the checkpoint holds no tokenizer")
-    tokenizer = CharTokenizer.from_dict(ckpt.extra["tokenizer"])
     try:
-        tokenizer.encode(cfg.text)
+        tokenizer = tokenizer_from_dict(ckpt.extra["tokenizer"])  # characters, or BPE
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{ckpt.path}: no usable tokenizer in the checkpoint ({e})") from None
+    try:
+        n = len(tokenizer.encode(cfg.text))
     except ValueError as e:
         raise ConfigError(f"--text: {e}") from None
-    if len(cfg.text) > ckpt.config.block_size:
-        print_fn(f"note: the text is cut to its last {ckpt.config.block_size} characters (the block size)")
+    if n > ckpt.config.block_size:
+        print_fn(f"note: the text is cut to its last {ckpt.config.block_size} tokens (the block size)")
     model = ckpt.build_model(device=cfg.device)
     out = plot_attention(model, tokenizer, cfg.text, os.path.join(cfg.out_dir, "attention.png"))
     print_fn(f"wrote {out}")
