@@ -243,3 +243,16 @@ def test_export_training_checkpoint(tmp_path):
     x = tok.encode_array("to be or not")[None]
     np.testing.assert_allclose(hf_logits(hf, x), our_logits(model, x), atol=1e-4, rtol=0)
     assert load_hf_tokenizer(tmp_path / "hf").encode("question") == tok.encode("question")
+
+
+def test_export_command(tmp_path):
+    from tinygrad_gpt.checkpoint import save_checkpoint
+    from tinygrad_gpt.pretrained import ExportConfig, export
+    from tinygrad_gpt.tokenizer import CharTokenizer
+    model = GPT(GPTConfig(block_size=T, vocab_size=3, n_layer=1, n_head=2, n_embd=8))
+    save_checkpoint(tmp_path / "ckpt.safetensors", model, extra={"tokenizer": CharTokenizer.from_text("abc").to_dict()})
+    lines = []
+    export(ExportConfig(out_dir=str(tmp_path), hf_dir=str(tmp_path / "hf")), print_fn=lines.append)
+    assert "from_pretrained" in lines[0]
+    assert (tmp_path / "hf" / "model.safetensors").exists()
+    assert not (tmp_path / "hf" / "vocab.json").exists()  # a character tokenizer has no GPT-2 files

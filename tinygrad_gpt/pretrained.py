@@ -18,6 +18,7 @@ import json
 import os
 import re
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -282,3 +283,18 @@ def export_checkpoint(path, folder):
     model = ckpt.build_model()
     save_pretrained(model, folder, tokenizer if isinstance(tokenizer, BPETokenizer) else None)
     return folder
+
+
+@dataclass
+class ExportConfig:
+    out_dir: str = "out"        # the training run whose checkpoint is exported
+    hf_dir: str = "out-hf"      # the Hugging Face GPT-2 folder to write
+
+    def validate(self):
+        return self
+
+
+def export(cfg, print_fn=print):
+    """The ``export`` command: ``out_dir``'s checkpoint -> a folder ``transformers`` loads."""
+    export_checkpoint(cfg.out_dir, cfg.hf_dir)
+    print_fn(f"wrote {cfg.hf_dir}: load it with transformers.GPT2LMHeadModel.from_pretrained({cfg.hf_dir!r})")
