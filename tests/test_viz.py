@@ -91,6 +91,7 @@ def test_parameter_names_from_a_module():
     out = layer(Tensor(np.ones((4, 3), dtype=np.float32)))
     labels, edges = parse_dot(to_dot(out, names=dict(layer.named_parameters())))
     assert ("weight", "MatMul") in edges and ("bias", "Add") in edges
+    assert to_dot(out, names=layer.named_parameters()) == to_dot(out, names=dict(layer.named_parameters()))
 
 
 def test_names_are_escaped():

@@ -72,11 +72,11 @@ def to_dot(tensor, names=None, rankdir="LR"):
 
     One node per tensor. A tensor made by an op is labelled with the op's name
     (``Mul``, ``Softmax``, ...) and its shape; a leaf with its name, if ``names``
-    (a dict name -> tensor, such as ``dict(model.named_parameters())``) has one,
+    (a dict name -> tensor, or pairs such as ``model.named_parameters()``) has one,
     else ``leaf`` (needs a gradient) or ``const``. Tensors holding a ``.grad``
     show its L2 norm. Edges run from each input to the tensor computed from it.
     """
-    label_of = {id(t): name for name, t in (names or {}).items()}
+    label_of = {id(t): name for name, t in dict(names or {}).items()}
     nodes = graph_nodes(tensor)
     index = {id(t): i for i, t in enumerate(nodes)}
     lines = ["digraph tinygrad_gpt {", f"  rankdir={rankdir};",
