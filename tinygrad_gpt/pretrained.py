@@ -37,8 +37,8 @@ _BUFFER = re.compile(r"(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)")
 PICKLE_MESSAGE = (
     "{folder} has no model.safetensors, only {found}. That is a pickle file, and loading a pickle "
     "can run arbitrary code hidden in it, so tinygrad_gpt does not read it. Get the safetensors "
-    "weights instead: the Hugging Face hub offers model.safetensors for GPT-2 (e.g. `huggingface-cli "
-    "download gpt2 config.json model.safetensors vocab.json merges.txt --local-dir gpt2`), or, "
+    "weights instead: the Hugging Face hub offers model.safetensors for GPT-2 (e.g. `hf download "
+    "openai-community/gpt2 config.json model.safetensors vocab.json merges.txt --local-dir gpt2`), or, "
     "where you trust the file, convert it once with transformers: "
     "`GPT2LMHeadModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)`.")
 
