@@ -195,19 +195,43 @@ GELU_C = math.sqrt(2.0 / math.pi)
 
 
 class Gelu(Function):
-    """GELU with GPT-2's tanh approximation: 0.5 x (1 + tanh(c (x + 0.044715 x^3)))."""
+    """GELU with GPT-2's tanh approximation: 0.5 x (1 + tanh(u)), u = c (x + 0.044715 x^3).
+
+    Written with in-place steps: on large activations the temporaries, not the
+    arithmetic, are what costs (``gelu_composed`` in functional.py is the plain form).
+    """
 
     def forward(self, x):
         xp = get_array_module(x)
-        t = xp.tanh(GELU_C * (x + 0.044715 * (x * x * x)))
+        self.shape = x.shape
+        x = x.reshape(-1)       # flat, so the in-place ufuncs below also work for 0-d input
+        t = x * x
+        t *= 0.044715 * GELU_C
+        t += GELU_C
+        t *= x                  # u = c x (1 + 0.044715 x^2)
+        xp.tanh(t, out=t)       # t = tanh(u)
+        out = t + 1
+        out *= 0.5
+        out *= x
         self.save_for_backward(x, t)
-        return 0.5 * x * (1 + t)
+        return out.reshape(self.shape)
 
     def backward(self, g):
         x, t = self.saved
-        # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 * 0.044715 x^2)
-        dt = GELU_C * (1 + 0.134145 * (x * x))
-        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dt)
+        xp = get_array_module(x)
+        # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) u',  u' = c (1 + 3 * 0.044715 x^2)
+        d = x * x
+        d *= 3 * 0.044715 * GELU_C
+        d += GELU_C             # u'
+        w = t * t
+        xp.subtract(1, w, out=w)
+        w *= x                  # x (1 - t^2)
+        d *= w
+        d += t
+        d += 1
+        d *= 0.5
+        d *= g.reshape(-1)
+        return d.reshape(self.shape)
 
 
 class MaskedFill(Function):
