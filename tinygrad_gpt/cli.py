@@ -14,11 +14,13 @@ from .data import DataError
 from .serialization import CheckpointError
 from .train import ConfigError, TrainConfig, TrainingError, train
 from .sample import SampleConfig, sample
+from .pretrained import ExportConfig, export
 from .gradcheck_cli import GradcheckConfig, GradcheckFailure, gradcheck
 from .viz import AttentionConfig, PlotConfig, VizError, attention, plot
 
 COMMANDS = {"train": (TrainConfig, train, "train a GPT (the main job)"),
             "sample": (SampleConfig, sample, "generate text from a trained checkpoint"),
+            "export": (ExportConfig, export, "write a checkpoint as a Hugging Face GPT-2 folder"),
             "gradcheck": (GradcheckConfig, gradcheck, "check every op's backward against central differences"),
             "plot": (PlotConfig, plot, "draw out_dir/loss.png from out_dir/log.jsonl"),
             "attention": (AttentionConfig, attention, "draw out_dir/attention.png: a checkpoint's attention on --text")}

@@ -9,13 +9,15 @@ from . import backend
 from .checkpoint import load_checkpoint
 from .serialization import CheckpointError
 from .data import read_text_file
-from .tokenizer import CharTokenizer
+from .bpe import tokenizer_from_dict
+from .pretrained import from_pretrained, load_hf_tokenizer
 from .train import ConfigError
 
 
 @dataclass
 class SampleConfig:
     out_dir: str = "out"
+    init_from: str = "resume"       # resume (out_dir's checkpoint) | a Hugging Face GPT-2 folder
     start: str = "\n"               # the prompt, or FILE:path to read it from a file
     num_samples: int = 3
     max_new_tokens: int = 300
@@ -36,6 +38,8 @@ class SampleConfig:
             raise ConfigError(f"--top_k must be >= 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ConfigError(f"--top_p must be in (0, 1], got {self.top_p}")
+        if self.init_from != "resume" and not os.path.isdir(self.init_from):
+            raise ConfigError(f"--init_from must be resume or a Hugging Face GPT-2 folder, got {self.init_from!r}")
         if self.device not in backend.DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(backend.DEVICES)}, got {self.device!r}")
         return self
@@ -46,18 +50,25 @@ def prompt_text(start):
     return read_text_file(start[len("FILE:"):]) if start.startswith("FILE:") else start
 
 
-def sample(cfg, print_fn=print):
-    """Print ``num_samples`` continuations of the prompt; returns them as a list of strings."""
-    cfg.validate()
-    backend.require_device(cfg.device)
+def _from_checkpoint(cfg):
     ckpt = load_checkpoint(os.path.join(cfg.out_dir, "ckpt.safetensors"))
     if "tokenizer" not in ckpt.extra:
         raise CheckpointError(f"{ckpt.path}: the checkpoint holds no tokenizer, so text cannot be encoded")
     try:
-        tokenizer = CharTokenizer.from_dict(ckpt.extra["tokenizer"])
+        tokenizer = tokenizer_from_dict(ckpt.extra["tokenizer"])
     except (ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"{ckpt.path}: the saved tokenizer is unreadable ({e})") from None
-    model = ckpt.build_model(device=cfg.device)
+    return ckpt.build_model(device=cfg.device), tokenizer
+
+
+def sample(cfg, print_fn=print):
+    """Print ``num_samples`` continuations of the prompt; returns them as a list of strings."""
+    cfg.validate()
+    backend.require_device(cfg.device)
+    if cfg.init_from != "resume":  # a Hugging Face GPT-2 folder, with its own tokenizer
+        model, tokenizer = from_pretrained(cfg.init_from, device=cfg.device), load_hf_tokenizer(cfg.init_from)
+    else:
+        model, tokenizer = _from_checkpoint(cfg)
     model.eval()
     text = prompt_text(cfg.start)
     if not text:

@@ -23,6 +23,8 @@ from .model import GPT, GPTConfig
 from .optim import clip_grad_norm_, cosine_lr
 from .tensor import no_grad
 from .tokenizer import CharTokenizer
+from .bpe import BPETokenizer, tokenizer_from_dict
+from .pretrained import crop_block_size, from_pretrained, load_hf_tokenizer
 
 
 class ConfigError(ValueError):
@@ -63,7 +65,9 @@ class TrainConfig:
     eval_iters: int = 50
     log_interval: int = 10
     always_save_checkpoint: bool = True
-    init_from: str = "scratch"      # scratch | resume
+    init_from: str = "scratch"      # scratch | resume | a Hugging Face GPT-2 folder (fine-tune it)
+    tokenizer: str = "char"         # char | bpe (trained on the data first; scratch runs only)
+    vocab_size: int = 1024          # the BPE's size for --tokenizer=bpe
     # system
     device: str = backend.default_device()
     dtype: str = "float32"          # float32 | float64
@@ -90,7 +94,12 @@ class TrainConfig:
                 raise ConfigError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
         if self.n_embd % self.n_head:
             raise ConfigError(f"--n_embd={self.n_embd} is not divisible by --n_head={self.n_head}")
-        choices = {"init_from": ("scratch", "resume"), "device": backend.DEVICES,
+        if self.init_from not in ("scratch", "resume") and not os.path.isdir(self.init_from):
+            raise ConfigError(f"--init_from must be scratch, resume or a Hugging Face GPT-2 folder, "
+                              f"got {self.init_from!r}")
+        if self.tokenizer == "bpe" and self.vocab_size < 257:
+            raise ConfigError(f"--vocab_size must be at least 257 for --tokenizer=bpe, got {self.vocab_size}")
+        choices = {"tokenizer": ("char", "bpe"), "device": backend.DEVICES,
                    "dtype": ("float32", "float64"), "dataset": ("pydoc", "shakespeare")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -148,7 +157,7 @@ def _check_resumable(ckpt):
         raise CheckpointError(f"{ckpt.path}: cannot resume training from this checkpoint; "
                               f"it lacks {', '.join(missing)}")
     try:
-        CharTokenizer.from_dict(ckpt.extra["tokenizer"])
+        tokenizer_from_dict(ckpt.extra["tokenizer"])
     except (ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"{ckpt.path}: the saved tokenizer is unreadable ({e})") from None
 
@@ -164,7 +173,9 @@ def _prepare_out_dir(out_dir):
 
 def _load_data(cfg, tokenizer=None):
     text, name = load_text(cfg.dataset, cfg.data)
-    tokenizer = tokenizer or CharTokenizer.from_text(text)
+    if tokenizer is None:
+        tokenizer = (BPETokenizer.train(text, cfg.vocab_size) if cfg.tokenizer == "bpe"
+                     else CharTokenizer.from_text(text))
     try:
         ids = tokenizer.encode_array(text)
     except ValueError as e:  # resuming on text with characters the checkpoint's tokenizer lacks
@@ -181,23 +192,26 @@ def train(cfg, print_fn=print):
     log_path = os.path.join(cfg.out_dir, "log.jsonl")
     dtype = np.dtype(cfg.dtype)
 
-    ckpt = None
+    ckpt = pretrained = tokenizer = None
     if cfg.init_from == "resume":
         ckpt = load_checkpoint(ckpt_path)
         _check_resumable(ckpt)
-        tokenizer = CharTokenizer.from_dict(ckpt.extra["tokenizer"])
+        tokenizer = tokenizer_from_dict(ckpt.extra["tokenizer"])
         model_config = ckpt.config
         cfg.block_size = model_config.block_size  # the model's shape comes from the checkpoint
-    else:
-        tokenizer = None
+    elif cfg.init_from != "scratch":  # a GPT-2 folder: its weights and its own BPE tokenizer
+        pretrained = from_pretrained(cfg.init_from, dtype=cfg.dtype, dropout=cfg.dropout)
+        cfg.block_size = min(cfg.block_size, pretrained.config.block_size)
+        model_config = crop_block_size(pretrained, cfg.block_size).config
+        tokenizer = load_hf_tokenizer(cfg.init_from)
     dataset, tokenizer, data_name = _load_data(cfg, tokenizer)
-    if ckpt is None:
+    if ckpt is None and pretrained is None:
         model_config = GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size,
                                  n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                                  dropout=cfg.dropout, bias=cfg.bias)
 
     backend.manual_seed(cfg.seed)
-    model = GPT(model_config).to(device=cfg.device, dtype=dtype)
+    model = (pretrained if pretrained is not None else GPT(model_config)).to(device=cfg.device, dtype=dtype)
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
     batch_rng = np.random.default_rng(cfg.seed)
     start_iter, best_val = 0, float("inf")
@@ -258,7 +272,7 @@ def train(cfg, print_fn=print):
 
     if cfg.sample_tokens:
         print_fn(f"\nA sample from the trained model ({cfg.sample_tokens} tokens):\n")
-        start = "\n" if "\n" in tokenizer.stoi else tokenizer.chars[0]
+        start = "\n" if isinstance(tokenizer, BPETokenizer) or "\n" in tokenizer.stoi else tokenizer.chars[0]
         print_fn(sample_text(model, tokenizer, start, cfg.sample_tokens, seed=cfg.seed))
     return losses
 
