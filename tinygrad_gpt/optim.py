@@ -141,16 +141,20 @@ class AdamW(Optimizer):
         t = state["step"]
         if wd:
             p.data *= 1 - lr * wd
-        m *= b1                      # m = b1 m + (1 - b1) g
-        m += (1 - b1) * g
-        v *= b2                      # v = b2 v + (1 - b2) g^2
-        v += (1 - b2) * (g * g)
-        denom = xp.sqrt(v)
-        denom *= 1 / math.sqrt(1 - b2 ** t)
-        denom += eps
-        step = m / denom
-        step *= lr / (1 - b1 ** t)
-        p.data -= step
+        tmp = xp.empty_like(g)        # one scratch array, reused below
+        xp.multiply(g, 1 - b1, out=tmp)
+        m *= b1                       # m = b1 m + (1 - b1) g
+        m += tmp
+        xp.multiply(g, g, out=tmp)
+        tmp *= 1 - b2
+        v *= b2                       # v = b2 v + (1 - b2) g^2
+        v += tmp
+        xp.sqrt(v, out=tmp)           # denom = sqrt(v) / sqrt(1 - b2^t) + eps
+        tmp *= 1 / math.sqrt(1 - b2 ** t)
+        tmp += eps
+        xp.divide(m, tmp, out=tmp)    # p -= lr / (1 - b1^t) * m / denom
+        tmp *= lr / (1 - b1 ** t)
+        p.data -= tmp
 
 
 def clip_grad_norm_(params, max_norm):
