@@ -367,11 +367,20 @@ class MatMul(Function):
 
     def forward(self, x, y):
         self.save_for_backward(x, y)
+        if x.ndim > 2 and y.ndim == 2:  # (..., n, k) @ (k, m) as one big matrix product
+            return (x.reshape(-1, x.shape[-1]) @ y).reshape(*x.shape[:-1], y.shape[1])
         return x @ y
 
     def backward(self, g):
         x, y = self.saved
         xp = get_array_module(g)
+        if x.ndim > 2 and y.ndim == 2:  # a weight matrix shared by every row: 2-D products
+            k, m = y.shape
+            g2 = g.reshape(-1, m)
+            # d/dX (X @ W) = G @ W^T, d/dW (X @ W) = X^T @ G
+            gx = (g2 @ y.T).reshape(x.shape) if self.needs_grad[0] else None
+            gy = x.reshape(-1, k).T @ g2 if self.needs_grad[1] else None
+            return gx, gy
         if x.ndim == 1 and y.ndim == 1:  # dot product: d/dx x.y = y, d/dy x.y = x
             return g * y, g * x
         # promote 1-D operands to matrices, as the forward did implicitly
@@ -384,9 +393,5 @@ class MatMul(Function):
         if self.needs_grad[0]:
             gx = sum_to(g2 @ xp.swapaxes(y2, -1, -2), x2.shape).reshape(x.shape)
         if self.needs_grad[1]:
-            if y2.ndim == 2:  # a weight matrix shared by every row: one big matmul
-                k, m = y2.shape
-                gy = (x2.reshape(-1, k).T @ g2.reshape(-1, m)).reshape(y.shape)
-            else:
-                gy = sum_to(xp.swapaxes(x2, -1, -2) @ g2, y2.shape).reshape(y.shape)
+            gy = sum_to(xp.swapaxes(x2, -1, -2) @ g2, y2.shape).reshape(y.shape)
         return gx, gy
