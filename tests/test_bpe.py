@@ -258,7 +258,7 @@ def test_missing_byte_is_a_clear_error():
 
 
 def test_tokenizer_from_dict(ours):
-    from tinygrad_gpt.bpe import tokenizer_from_dict
+    from tinygrad_gpt.tokenizer import tokenizer_from_dict
     from tinygrad_gpt.tokenizer import CharTokenizer
     assert tokenizer_from_dict(ours.to_dict()).encode("speak") == ours.encode("speak")
     assert isinstance(tokenizer_from_dict(CharTokenizer.from_text("ab").to_dict()), CharTokenizer)

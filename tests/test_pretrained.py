@@ -256,3 +256,13 @@ def test_export_command(tmp_path):
     assert "from_pretrained" in lines[0]
     assert (tmp_path / "hf" / "model.safetensors").exists()
     assert not (tmp_path / "hf" / "vocab.json").exists()  # a character tokenizer has no GPT-2 files
+
+
+def test_gpt_methods_round_trip_a_folder(tmp_path):
+    backend.manual_seed(3)
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=16))
+    model.save_pretrained(tmp_path / "mine")
+    again = GPT.from_pretrained(tmp_path / "mine")
+    assert again.config == model.config
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(again.state_dict()[name], value, err_msg=name)

@@ -27,8 +27,6 @@ import os
 
 import numpy as np
 
-from .tokenizer import CharTokenizer
-
 try:
     import regex
 except ImportError:  # pragma: no cover - regex is a dependency; this names it when it is missing
@@ -320,21 +318,6 @@ class BPETokenizer:
 
     def __repr__(self):
         return f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)})"
-
-
-def tokenizer_from_dict(d):
-    """A CharTokenizer or BPETokenizer from its ``to_dict()`` output (its "type" decides), as
-    checkpoints store it.
-
-        >>> tokenizer_from_dict({"type": "char", "chars": ["a", "b"]})
-        CharTokenizer(vocab_size=2)
-    """
-    kind = d.get("type") if isinstance(d, dict) else None
-    if kind == "bpe":
-        return BPETokenizer.from_dict(d)
-    if kind == "char":
-        return CharTokenizer.from_dict(d)
-    raise ValueError(f"unknown tokenizer description: expected type 'char' or 'bpe', got {str(d)[:80]}")
 
 
 def _spelling_bytes(spelling, source):

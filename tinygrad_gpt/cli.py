@@ -11,6 +11,7 @@ import typing
 
 from .backend import DeviceError
 from .data import DataError
+from .lock import LockError
 from .serialization import CheckpointError
 from .train import ConfigError, TrainConfig, TrainingError, train
 from .sample import SampleConfig, sample
@@ -118,7 +119,7 @@ def main(argv=None):
         run(cfg)
     except ConfigError as e:
         return _fail(str(e), 2)
-    except (DataError, CheckpointError, DeviceError, TrainingError, GradcheckFailure, VizError) as e:
+    except (DataError, CheckpointError, DeviceError, LockError, TrainingError, GradcheckFailure, VizError) as e:
         return _fail(str(e), 1)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)

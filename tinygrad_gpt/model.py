@@ -137,6 +137,17 @@ class GPT(Module):
                 value = rng.standard_normal(p.shape) * std
             p.data = backend.to_device(value.astype(p.dtype), p.device)
 
+    @classmethod
+    def from_pretrained(cls, folder, dtype="float32", device=None, dropout=0.0):
+        """A GPT with the weights of a Hugging Face GPT-2 folder (config.json + model.safetensors)."""
+        from .pretrained import from_pretrained  # pretrained.py builds on this module
+        return from_pretrained(folder, dtype=dtype, device=device, dropout=dropout)
+
+    def save_pretrained(self, folder, tokenizer=None):
+        """Write a folder that Hugging Face ``GPT2LMHeadModel.from_pretrained`` loads."""
+        from .pretrained import save_pretrained
+        return save_pretrained(self, folder, tokenizer)
+
     def num_parameters(self, non_embedding=True):
         """Parameter count; by default without the position embeddings (as nanoGPT reports it)."""
         n = super().num_parameters()

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backend, nn
-from .bpe import BPETokenizer, ENDOFTEXT, tokenizer_from_dict
+from .bpe import BPETokenizer, ENDOFTEXT
+from .tokenizer import tokenizer_from_dict
 from .checkpoint import expected_shapes, load_checkpoint
 from .model import GPT, GPTConfig
 from .serialization import CheckpointError, load_file, save_file

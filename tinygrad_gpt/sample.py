@@ -9,7 +9,7 @@ from . import backend
 from .checkpoint import load_checkpoint
 from .serialization import CheckpointError
 from .data import read_text_file
-from .bpe import tokenizer_from_dict
+from .tokenizer import tokenizer_from_dict
 from .pretrained import from_pretrained, load_hf_tokenizer
 from .train import ConfigError
 

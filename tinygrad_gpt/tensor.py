@@ -21,6 +21,9 @@ from . import ops, fused
 from .function import Function
 
 _grad_enabled = True
+# anomaly.detect_anomaly() sets this to a checker whose forward(fn, inputs, out) and
+# backward(fn, g, gxs) run after each op; None (anomaly mode off) costs one test per op.
+_anomaly_hook = None
 
 
 class no_grad(contextlib.ContextDecorator):
@@ -169,6 +172,8 @@ class Tensor:
         except ValueError as e:
             shapes = " and ".join(str(tuple(a.shape)) for a in arrays if a is not None)
             raise ValueError(f"{fn.name}: bad input shapes {shapes}: {e}") from None
+        if _anomaly_hook is not None:
+            _anomaly_hook.forward(fn, inputs, out)
         requires = _grad_enabled and any(needs)
         t = Tensor._wrap(out, requires)
         if requires:
@@ -381,6 +386,8 @@ def _propagate(ctx, g, grads):
     gxs = ctx.backward(g)
     if not isinstance(gxs, tuple):
         gxs = (gxs,)
+    if _anomaly_hook is not None:
+        _anomaly_hook.backward(ctx, g, gxs)
     for p, gx in zip(ctx.parents, gxs):
         if p is None or gx is None or not p.requires_grad:
             continue

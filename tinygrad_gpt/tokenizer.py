@@ -15,6 +15,8 @@ import json
 
 import numpy as np
 
+from .bpe import BPETokenizer  # byte-level BPE, as GPT-2 does it (in bpe.py)
+
 
 class CharTokenizer:
     """Maps each character of a fixed alphabet to an id in ``range(vocab_size)``."""
@@ -150,3 +152,18 @@ class CharTokenizer:
 
     def __repr__(self):
         return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+
+def tokenizer_from_dict(d):
+    """A CharTokenizer or BPETokenizer from its ``to_dict()`` output (its "type" decides), as
+    checkpoints store it.
+
+        >>> tokenizer_from_dict({"type": "char", "chars": ["a", "b"]})
+        CharTokenizer(vocab_size=2)
+    """
+    kind = d.get("type") if isinstance(d, dict) else None
+    if kind == "bpe":
+        return BPETokenizer.from_dict(d)
+    if kind == "char":
+        return CharTokenizer.from_dict(d)
+    raise ValueError(f"unknown tokenizer description: expected type 'char' or 'bpe', got {str(d)[:80]}")

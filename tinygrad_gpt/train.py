@@ -4,7 +4,12 @@
 and runs AdamW with warmup + cosine decay, gradient clipping and gradient
 accumulation. Every ``eval_interval`` it estimates train and val loss and saves
 a checkpoint; it logs to ``out_dir/log.jsonl``; it can resume exactly.
+
+A run locks its ``out_dir`` (``lock.RunLock``), stops on a NaN or infinite loss or
+gradient norm without saving bad weights (or skips such steps with
+``--skip_nonfinite=True``), and can name the op that made a NaN (``--detect_anomaly=True``).
 """
+import contextlib
 import json
 import math
 import os
@@ -16,6 +21,8 @@ from typing import Optional
 import numpy as np
 
 from . import backend
+from .anomaly import AnomalyError, detect_anomaly
+from .backend import get_array_module
 from .checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
 from .serialization import CheckpointError
 from .data import DataError, Dataset, load_text
@@ -23,8 +30,10 @@ from .model import GPT, GPTConfig
 from .optim import clip_grad_norm_, cosine_lr
 from .tensor import no_grad
 from .tokenizer import CharTokenizer
-from .bpe import BPETokenizer, tokenizer_from_dict
+from .bpe import BPETokenizer
+from .tokenizer import tokenizer_from_dict
 from .pretrained import crop_block_size, from_pretrained, load_hf_tokenizer
+from .lock import RunLock
 
 
 class ConfigError(ValueError):
@@ -74,6 +83,8 @@ class TrainConfig:
     seed: int = 1337
     sample_tokens: int = 300        # tokens printed at the end (0: none)
     progress: bool = True           # a progress bar when writing to a terminal
+    skip_nonfinite: bool = False    # drop a step whose loss or gradient is NaN/inf, count it, go on
+    detect_anomaly: bool = False    # name the op that makes the first NaN/inf (slow: for debugging)
 
     def validate(self):
         positive = ("batch_size", "block_size", "n_layer", "n_head", "n_embd", "max_iters",
@@ -184,14 +195,64 @@ def _load_data(cfg, tokenizer=None):
 
 
 def train(cfg, print_fn=print):
-    """Run training as ``cfg`` says; returns the final {"train": loss, "val": loss} estimate."""
+    """Run training as ``cfg`` says; returns the final {"train": loss, "val": loss} estimate.
+
+    The run holds a lock on ``out_dir``, so a second run there is refused. Every step's
+    loss and gradient norm are checked: a non-finite one stops the run (or, with
+    ``skip_nonfinite``, drops that step), and weights that are not finite are never saved.
+    """
     cfg.validate()
     backend.require_device(cfg.device)
     _prepare_out_dir(cfg.out_dir)
-    ckpt_path = os.path.join(cfg.out_dir, CKPT_NAME)
-    log_path = os.path.join(cfg.out_dir, "log.jsonl")
-    dtype = np.dtype(cfg.dtype)
+    with RunLock(cfg.out_dir) as lock:
+        if lock.stale_pid is not None:
+            print_fn(f"taking over {lock.path}, left by a run that no longer exists (process {lock.stale_pid})")
+        _remove_partial_writes(cfg.out_dir)
+        run = _setup(cfg, print_fn)
+        anomaly = detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
+        # non-finite values are caught by the checks below, so NumPy's warnings would only repeat them
+        with anomaly, np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            losses = _loop(run, print_fn)
+    if cfg.skip_nonfinite:
+        print_fn(f"{run.skipped} steps skipped for a non-finite loss or gradient")
+    if cfg.sample_tokens:
+        tokenizer = run.tokenizer
+        print_fn(f"\nA sample from the trained model ({cfg.sample_tokens} tokens):\n")
+        start = "\n" if isinstance(tokenizer, BPETokenizer) or "\n" in tokenizer.stoi else tokenizer.chars[0]
+        print_fn(sample_text(run.model, tokenizer, start, cfg.sample_tokens, seed=cfg.seed))
+    return losses
 
+
+def _remove_partial_writes(out_dir):
+    """Delete temporary checkpoint files a killed run left half-written (the lock is ours)."""
+    for name in os.listdir(out_dir):
+        if name.startswith(f".{CKPT_NAME}.") and name.endswith(".tmp"):
+            try:
+                os.remove(os.path.join(out_dir, name))
+            except OSError:
+                pass
+
+
+@dataclass
+class _Run:
+    """Everything one training run carries from iteration to iteration."""
+    cfg: TrainConfig
+    model: GPT
+    optimizer: object
+    dataset: Dataset
+    tokenizer: object
+    batch_rng: np.random.Generator
+    ckpt_path: str
+    start_iter: int = 0
+    best_val: float = float("inf")
+    saved_iter: Optional[int] = None  # the iteration of the last good checkpoint on disk
+    skipped: int = 0                  # steps dropped for a non-finite loss or gradient
+    resumed: bool = False
+
+
+def _setup(cfg, print_fn):
+    """Data, tokenizer, model and optimizer: from scratch, a GPT-2 folder, or the checkpoint."""
+    ckpt_path = os.path.join(cfg.out_dir, CKPT_NAME)
     ckpt = pretrained = tokenizer = None
     if cfg.init_from == "resume":
         ckpt = load_checkpoint(ckpt_path)
@@ -211,74 +272,131 @@ def train(cfg, print_fn=print):
                                  dropout=cfg.dropout, bias=cfg.bias)
 
     backend.manual_seed(cfg.seed)
-    model = (pretrained if pretrained is not None else GPT(model_config)).to(device=cfg.device, dtype=dtype)
+    model = (pretrained if pretrained is not None else GPT(model_config)).to(device=cfg.device,
+                                                                             dtype=np.dtype(cfg.dtype))
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
-    batch_rng = np.random.default_rng(cfg.seed)
-    start_iter, best_val = 0, float("inf")
+    run = _Run(cfg, model, optimizer, dataset, tokenizer, np.random.default_rng(cfg.seed), ckpt_path)
     if ckpt is not None:
-        model.load_state_dict(ckpt.model_state)
-        try:
-            optimizer.load_state_dict(ckpt.optimizer_state)
-        except (ValueError, TypeError, KeyError) as e:
-            raise CheckpointError(f"{ckpt_path}: the optimizer state does not fit the model: {e}") from None
-        start_iter, best_val = ckpt.extra["iter"], ckpt.extra["best_val_loss"]
-        batch_rng.bit_generator.state = ckpt.extra["batch_rng"]
-        backend.set_rng_state(ckpt.extra["rng"])
-    lr_decay_iters = cfg.lr_decay_iters or cfg.max_iters
-
+        _restore(run, ckpt)
     print_fn(f"data: {data_name}, {len(dataset.train):,} train and {len(dataset.val):,} val tokens, "
              f"vocab {tokenizer.vocab_size}")
     print_fn(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model_config.n_layer} layers, "
              f"{model_config.n_head} heads, {model_config.n_embd} wide, block {model_config.block_size}; "
              f"device {cfg.device}, {cfg.dtype}")
     if ckpt is not None:
-        print_fn(f"resuming from {ckpt_path} at iteration {start_iter}")
+        print_fn(f"resuming from {ckpt_path} at iteration {run.start_iter}")
+    return run
 
-    log = open(log_path, "a" if ckpt is not None else "w", encoding="utf-8")
-    progress = Progress(cfg.max_iters, start_iter, cfg.progress)
-    losses = None
+
+def _restore(run, ckpt):
+    """Weights, optimizer state, position and RNG states from a checkpoint (already validated)."""
+    run.model.load_state_dict(ckpt.model_state)
     try:
-        for it in range(start_iter, cfg.max_iters + 1):
+        run.optimizer.load_state_dict(ckpt.optimizer_state)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{ckpt.path}: the optimizer state does not fit the model: {e}") from None
+    run.start_iter, run.best_val = ckpt.extra["iter"], ckpt.extra["best_val_loss"]
+    run.saved_iter, run.skipped, run.resumed = run.start_iter, ckpt.extra.get("skipped", 0), True
+    run.batch_rng.bit_generator.state = ckpt.extra["batch_rng"]
+    backend.set_rng_state(ckpt.extra["rng"])
+
+
+def _loop(run, print_fn):
+    """Iterations start_iter .. max_iters: evaluate and save on schedule, then step."""
+    cfg = run.cfg
+    lr_decay_iters = cfg.lr_decay_iters or cfg.max_iters
+    log = open(os.path.join(cfg.out_dir, "log.jsonl"), "a" if run.resumed else "w", encoding="utf-8")
+    progress = Progress(cfg.max_iters, run.start_iter, cfg.progress)
+    losses, it = None, run.start_iter
+    try:
+        for it in range(run.start_iter, cfg.max_iters + 1):
             lr = cosine_lr(it, cfg.learning_rate, cfg.warmup_iters, lr_decay_iters, cfg.min_lr)
-            resumed_here = ckpt is not None and it == start_iter
+            resumed_here = run.resumed and it == run.start_iter
             if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not resumed_here:
-                losses = estimate_loss(model, dataset, cfg, np.random.default_rng([cfg.seed, it]))
                 progress.clear()
-                print_fn(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                log.write(json.dumps({"iter": it, "train_loss": losses["train"],
-                                      "val_loss": losses["val"]}) + "\n")
-                log.flush()
-                if losses["val"] < best_val or cfg.always_save_checkpoint:
-                    best_val = min(best_val, losses["val"])
-                    extra = {"iter": it, "best_val_loss": best_val, "train_config": asdict(cfg),
-                             "tokenizer": tokenizer.to_dict(), "batch_rng": batch_rng.bit_generator.state,
-                             "rng": backend.rng_state()}
-                    save_checkpoint(ckpt_path, model, optimizer, extra)
+                losses = _evaluate_and_save(run, it, log, print_fn)
             if it == cfg.max_iters:
                 break
             t0 = time.perf_counter()
-            loss = _train_step(model, optimizer, dataset, cfg, lr, batch_rng)
-            if not math.isfinite(loss):
-                raise TrainingError(f"the loss became {loss} at iteration {it}; the last good "
-                                    f"checkpoint is kept in {ckpt_path}")
-            ms = (time.perf_counter() - t0) * 1000
-            log.write(json.dumps({"iter": it, "loss": loss, "lr": lr, "ms": round(ms, 2)}) + "\n")
+            loss, norm = _train_step(run.model, run.optimizer, run.dataset, cfg, lr, run.batch_rng)
+            ms = round((time.perf_counter() - t0) * 1000, 2)
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                _nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn)
+                continue
+            log.write(json.dumps({"iter": it, "loss": loss, "lr": lr, "ms": ms}) + "\n")
+            log.flush()  # a killed run's log ends at its last finished step
             progress.update(it, loss)
             if it % cfg.log_interval == 0 and not progress.enabled:
                 print_fn(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {ms:.1f} ms")
+    except AnomalyError as e:
+        raise TrainingError(f"at iteration {it}: {e}") from None
     finally:
         progress.clear()
         log.close()
-
-    if cfg.sample_tokens:
-        print_fn(f"\nA sample from the trained model ({cfg.sample_tokens} tokens):\n")
-        start = "\n" if isinstance(tokenizer, BPETokenizer) or "\n" in tokenizer.stoi else tokenizer.chars[0]
-        print_fn(sample_text(model, tokenizer, start, cfg.sample_tokens, seed=cfg.seed))
     return losses
 
 
+def _kept(run):
+    """Where the last good checkpoint is, for an error message."""
+    if run.saved_iter is None:
+        return "no checkpoint was saved"
+    return f"the last good checkpoint (iteration {run.saved_iter}) is kept in {run.ckpt_path}"
+
+
+def _nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn):
+    """A step whose loss or gradient norm is NaN or infinite: stop, or count it and go on."""
+    fault = f"the loss became {loss}" if not math.isfinite(loss) else \
+        f"the gradient norm became {norm} (loss {loss:.4f})"
+    if not run.cfg.skip_nonfinite:
+        raise TrainingError(f"{fault} at iteration {it}; {_kept(run)} (--skip_nonfinite=True skips such "
+                            f"steps; --detect_anomaly=True names the op that made the first nan or inf)")
+    run.skipped += 1
+    log.write(json.dumps({"iter": it, "skipped": True, "fault": fault, "lr": lr, "ms": ms}) + "\n")
+    log.flush()
+    if run.skipped == 1 or it % run.cfg.log_interval == 0:
+        print_fn(f"iter {it}: step skipped, {fault} ({run.skipped} skipped so far)")
+
+
+def _evaluate_and_save(run, it, log, print_fn):
+    """Estimate both losses, log them, and save a checkpoint unless something is not finite."""
+    cfg = run.cfg
+    losses = estimate_loss(run.model, run.dataset, cfg, np.random.default_rng([cfg.seed, it]))
+    print_fn(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+    log.write(json.dumps({"iter": it, "train_loss": losses["train"], "val_loss": losses["val"]}) + "\n")
+    log.flush()
+    bad = _nonfinite_weight(run.model)
+    if bad is not None:  # only a change from outside the training step can do this
+        raise TrainingError(f"the weight {bad} is not finite at iteration {it}; {_kept(run)}")
+    if not (math.isfinite(losses["train"]) and math.isfinite(losses["val"])):
+        fault = f"the estimated losses are {losses['train']} (train) and {losses['val']} (val) at iteration {it}"
+        if not cfg.skip_nonfinite:
+            raise TrainingError(f"{fault}; {_kept(run)}")
+        print_fn(f"step {it}: no checkpoint saved, {fault}")
+        return losses
+    if losses["val"] < run.best_val or cfg.always_save_checkpoint:
+        run.best_val = min(run.best_val, losses["val"])
+        extra = {"iter": it, "best_val_loss": run.best_val, "train_config": asdict(cfg),
+                 "tokenizer": run.tokenizer.to_dict(), "batch_rng": run.batch_rng.bit_generator.state,
+                 "rng": backend.rng_state(), "skipped": run.skipped}
+        save_checkpoint(run.ckpt_path, run.model, run.optimizer, extra)
+        run.saved_iter = it
+    return losses
+
+
+def _nonfinite_weight(model):
+    """The name of the first parameter holding NaN or infinity, or None."""
+    for name, p in model.named_parameters():
+        if not bool(get_array_module(p.data).isfinite(p.data).all()):
+            return name
+    return None
+
+
 def _train_step(model, optimizer, dataset, cfg, lr, batch_rng):
-    """One optimizer step over ``gradient_accumulation_steps`` micro-batches; returns the mean loss."""
+    """One optimizer step over ``gradient_accumulation_steps`` micro-batches.
+
+    Returns (mean loss, gradient norm before clipping). When either is not finite the
+    update is not made: the gradients are dropped and the weights stay as they were.
+    """
     for group in optimizer.param_groups:
         group["lr"] = lr
     total = 0.0
@@ -288,11 +406,11 @@ def _train_step(model, optimizer, dataset, cfg, lr, batch_rng):
         _, loss = model(x, y)
         (loss * (1.0 / n)).backward() if n > 1 else loss.backward()
         total += loss.item() / n
-    if cfg.grad_clip:
-        clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    optimizer.step()
+    norm = clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)  # inf: measure, never clip
+    if math.isfinite(total) and math.isfinite(norm):
+        optimizer.step()
     model.zero_grad()
-    return total
+    return total, norm
 
 
 def sample_text(model, tokenizer, start, max_new_tokens, temperature=0.8, top_k=200, top_p=None, seed=None):

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import backend, functional as F
 from .backend import get_array_module, to_numpy
-from .bpe import tokenizer_from_dict
+from .tokenizer import tokenizer_from_dict
 from .checkpoint import CKPT_NAME, load_checkpoint
 from .serialization import CheckpointError
 from .tensor import Tensor, no_grad, _RELEASED
