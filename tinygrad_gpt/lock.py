@@ -7,7 +7,7 @@ process is gone (a run killed with ``kill -9``) is stale and is taken over. The 
 is removed when the ``with`` block ends, normally or by an exception.
 
     >>> with RunLock("out") as lock:  # doctest: +SKIP
-    ...     lock.stale_pid            # the pid of a dead run whose lock was taken over, or None
+    ...     lock.taken_over, lock.stale_pid  # (True, pid) when a dead run's lock was taken over
 """
 import os
 import socket
@@ -46,7 +46,8 @@ class RunLock:
     def __init__(self, folder):
         self.path = os.path.join(os.fspath(folder), LOCK_NAME)
         self.owner = f"{os.getpid()}\n{socket.gethostname()}\n"
-        self.stale_pid = None  # set when a dead run's lock was taken over
+        self.taken_over = False  # True when a dead run's lock was taken over
+        self.stale_pid = None    # that run's pid, when its lock file had one
 
     def __enter__(self):
         for _ in range(5):  # a stale lock is removed, then creation is tried again
@@ -95,4 +96,4 @@ class RunLock:
             os.remove(self.path)
         except FileNotFoundError:
             pass
-        self.stale_pid = pid if pid is not None else -1
+        self.taken_over, self.stale_pid = True, pid

@@ -205,8 +205,9 @@ def train(cfg, print_fn=print):
     backend.require_device(cfg.device)
     _prepare_out_dir(cfg.out_dir)
     with RunLock(cfg.out_dir) as lock:
-        if lock.stale_pid is not None:
-            print_fn(f"taking over {lock.path}, left by a run that no longer exists (process {lock.stale_pid})")
+        if lock.taken_over:
+            pid = f" (process {lock.stale_pid})" if lock.stale_pid is not None else ""
+            print_fn(f"taking over {lock.path}, left by a run that no longer exists{pid}")
         _remove_partial_writes(cfg.out_dir)
         run = _setup(cfg, print_fn)
         anomaly = detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
