@@ -16,11 +16,12 @@ Batches come back as NumPy int64 arrays; the caller moves them to a device.
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 
 import numpy as np
+
+from .serialization import write_atomic
 
 DATASETS = ("pydoc", "shakespeare")
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -121,7 +122,8 @@ def shakespeare_text(cache_dir=None):
         raise DataError(f"downloaded {SHAKESPEARE_URL} but its sha256 {_sha256(raw)} does not match "
                         f"the expected {SHAKESPEARE_SHA256}; nothing was saved. Pass a trusted "
                         f"copy with --data=PATH")
-    _write_atomic(path, raw)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    write_atomic(path, [raw])
     return raw.decode("utf-8")
 
 
@@ -138,23 +140,6 @@ def _download(url, path):
         reason = getattr(e, "reason", None) or e
         raise DataError(f"could not download {url} ({reason}); if you are offline, pass a local "
                         f"copy with --data=PATH or place it at {path}") from None
-
-
-def _write_atomic(path, raw):
-    """Write ``raw`` to ``path`` via a temporary file, fsync and rename, so no partial file remains."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # ----------------------------------------------------------------------------- batches

@@ -67,7 +67,7 @@ def save_file(tensors, path, metadata=None):
     header["__metadata__"] = {**metadata, SHA_KEY: sha.hexdigest()}
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     raw += b" " * (-len(raw) % 8)  # pad so the data section starts 8-byte aligned
-    _write_atomic(path, [struct.pack("<Q", len(raw)), raw, *blobs])
+    write_atomic(path, [struct.pack("<Q", len(raw)), raw, *blobs])
 
 
 def _check_tensors(tensors, path):
@@ -94,7 +94,7 @@ def _check_metadata(metadata, path):
     return dict(metadata)
 
 
-def _write_atomic(path, chunks):
+def write_atomic(path, chunks):
     """Write ``chunks`` to a temporary file beside ``path``, fsync it, and rename it over ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
