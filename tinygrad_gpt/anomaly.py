@@ -5,11 +5,12 @@ and every input gradient after its backward. The first op that turns finite
 values into non-finite ones raises ``AnomalyError`` with its name, the shapes
 involved and the line of code that applied it::
 
+    >>> from tinygrad_gpt.tensor import Tensor
     >>> x = Tensor([1.0, -1.0, 2.0])
-    >>> with detect_anomaly():
+    >>> with detect_anomaly():  # doctest: +ELLIPSIS
     ...     x.log()
     Traceback (most recent call last):
-    AnomalyError: Log.forward produced nan (1 of 3 values) from finite inputs of shape (3,); ...
+    tinygrad_gpt.anomaly.AnomalyError: Log.forward produced nan (1 of 3 values) from finite inputs of shape (3,) ...
 
 Outside the block nothing is checked and nothing is paid: the engine tests one
 global for ``None`` per op. Minus infinity written on purpose by ``masked_fill``
@@ -33,21 +34,25 @@ class AnomalyError(FloatingPointError):
     """An op produced NaN or infinity from finite values (raised only in anomaly mode)."""
 
 
+def _is_float(array):
+    return array is not None and getattr(array, "dtype", None) is not None and array.dtype.kind == "f"
+
+
 def _bad(array):
-    """'nan', 'inf' or '-inf' (the first kind found) with a count, or None for finite or non-float data."""
-    if array is None or getattr(array, "dtype", None) is None or array.dtype.kind not in "fc":
+    """'nan', 'inf' or '-inf' (nan first) with a count, or None for finite or non-float data."""
+    if not _is_float(array):
         return None
     xp = get_array_module(array)
     finite = xp.isfinite(array)
     if bool(finite.all()):
         return None
     n = int(array.size - int(finite.sum()))
-    kind = "nan" if bool(xp.isnan(array).any()) else ("inf" if bool((array > 0)[~finite].any()) else "-inf")
+    kind = "nan" if _has_nan(array) else ("inf" if bool((array[~finite] > 0).any()) else "-inf")
     return f"{kind} ({n} of {array.size} values)"
 
 
 def _has_nan(array):
-    return _bad(array) is not None and bool(get_array_module(array).isnan(array).any())
+    return _is_float(array) and bool(get_array_module(array).isnan(array).any())
 
 
 def _shapes(arrays):
@@ -57,13 +62,13 @@ def _shapes(arrays):
 
 
 def _site():
-    """'file.py:line in function' of the code that applied the op being made."""
+    """'applied at file.py:line in function': the code outside the engine that applied the op."""
     frame = sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename) in _ENGINE_FILES:
         frame = frame.f_back
     if frame is None:
-        return "an unknown place"
-    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
+        return "applied at an unknown place"
+    return f"applied at {os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
 class _Checker:
@@ -76,7 +81,7 @@ class _Checker:
             if t is not None and _has_nan(t.data):
                 raise AnomalyError(f"{fn.name}.forward got {_bad(t.data)} in an input of shape "
                                    f"{tuple(t.data.shape)} that no op made in anomaly mode (a parameter, "
-                                   f"the data, or a tensor made before); at {fn.anomaly_site}")
+                                   f"the data, or a tensor made before); op {fn.anomaly_site}")
         bad = _bad(out)
         if bad is None:
             return
@@ -90,10 +95,10 @@ class _Checker:
                        and _bad(a) is None), default=0.0)
         raise AnomalyError(f"{fn.name}.forward produced {bad} from {held} of {_shapes(arrays)} "
                            f"(largest finite input magnitude {largest:.3g}); output shape {tuple(out.shape)}; "
-                           f"at {fn.anomaly_site}")
+                           f"op {fn.anomaly_site}")
 
     def backward(self, fn, g, gxs):
-        site = getattr(fn, "anomaly_site", "a place outside anomaly mode")
+        site = getattr(fn, "anomaly_site", "applied outside anomaly mode")
         for p, gx in zip(fn.parents, gxs):
             bad = None if p is None or not p.requires_grad else _bad(gx)
             if bad is None:
@@ -101,12 +106,12 @@ class _Checker:
             if _bad(g) is not None:
                 raise AnomalyError(f"the gradient reaching {fn.name}.backward (output shape {tuple(g.shape)}) "
                                    f"is already {_bad(g)}: passed to backward(), or summed from several "
-                                   f"uses until it overflowed; op made at {site}")
+                                   f"uses until it overflowed; op {site}")
             arrays = [q.data if q is not None else None for q in fn.parents]
             held = " holding inf" if any(_bad(a) is not None for a in arrays) else ""
             raise AnomalyError(f"{fn.name}.backward produced {bad} in the gradient of an input of shape "
                                f"{tuple(gx.shape)} from a finite gradient of shape {tuple(g.shape)}; "
-                               f"forward inputs{held} of {_shapes(arrays)}; op made at {site}")
+                               f"forward inputs{held} of {_shapes(arrays)}; op {site}")
 
 
 _CHECKER = _Checker()
