@@ -49,7 +49,7 @@ def main():
         if match is None:
             return
         gc.collect()
-        tensors = sum(isinstance(o, Tensor) for o in gc.get_objects())
+        tensors = sum(issubclass(type(o), Tensor) for o in gc.get_objects())
         row = (int(match.group(1)), float(match.group(2)), proc_status("VmRSS"), proc_status("VmHWM"), tensors)
         rows.append(row)
         print(f"{row[0]:>7} {row[1]:>8.4f} {row[2]:>9.1f} {row[3]:>9.1f} {row[4]:>8}", flush=True)
