@@ -125,6 +125,8 @@ def causal_mask(xp, Tq, Tk, dtype):
     key = (xp.__name__, Tq, Tk, str(dtype))
     mask = _mask_cache.get(key)
     if mask is None:
+        if len(_mask_cache) >= 64:  # many shapes (generation): keep the cache small
+            _mask_cache.clear()
         above = xp.triu(xp.ones((Tq, Tk), dtype=bool), k=1 + Tk - Tq)
         mask = xp.where(above, dtype.type(-float("inf")), dtype.type(0))
         _mask_cache[key] = mask
@@ -142,7 +144,7 @@ class Attention(Function):
         self.scale = q.shape[-1] ** -0.5 if scale is None else scale
         att = q @ xp.swapaxes(k, -1, -2)  # (..., Tq, Tk)
         att *= self.scale
-        if causal:
+        if causal and q.shape[-2] > 1:  # a single (newest) query may see every key
             att += causal_mask(xp, q.shape[-2], k.shape[-2], att.dtype)
         att = _softmax(att, axis=-1)
         keep = None
