@@ -9,10 +9,10 @@ from .backend import get_array_module, random_uniform, device_of
 from .function import Function, sum_to
 
 
-def _softmax(x, axis):
-    """A numerically stable softmax on arrays (subtract the max before exp)."""
+def _softmax(x, axis, out=None):
+    """A numerically stable softmax on arrays (subtract the max before exp); ``out=x`` works in place."""
     xp = get_array_module(x)
-    out = x - x.max(axis=axis, keepdims=True)
+    out = xp.subtract(x, x.max(axis=axis, keepdims=True), out=out)
     xp.exp(out, out=out)
     out /= out.sum(axis=axis, keepdims=True)
     return out
@@ -142,33 +142,37 @@ class Attention(Function):
     def forward(self, q, k, v, causal=True, scale=None, dropout_p=0.0):
         xp = get_array_module(q, k, v)
         self.scale = q.shape[-1] ** -0.5 if scale is None else scale
+        self.dropout_p = dropout_p
         att = q @ xp.swapaxes(k, -1, -2)  # (..., Tq, Tk)
         att *= self.scale
         if causal and q.shape[-2] > 1:  # a single (newest) query may see every key
             att += causal_mask(xp, q.shape[-2], k.shape[-2], att.dtype)
-        att = _softmax(att, axis=-1)
+        _softmax(att, axis=-1, out=att)  # the scores are not needed again: reuse their memory
         keep = None
-        att_d = att
         if dropout_p > 0:
             keep = random_uniform(att.shape, att.dtype, device_of(att)) >= dropout_p
-            att_d = att * keep * (1 / (1 - dropout_p))
-        self.dropout_p = dropout_p
-        self.save_for_backward(q, k, v, att, att_d, keep)
-        return att_d @ v
+            out = (att * keep * (1 / (1 - dropout_p))) @ v
+        else:
+            out = att @ v
+        self.save_for_backward(q, k, v, att, keep, out)
+        return out
 
     def backward(self, g):
         xp = get_array_module(g)
-        q, k, v, att, att_d, keep = self.saved
-        # out = A_d @ v:  gA_d = g @ v^T,  gv = A_d^T @ g
+        q, k, v, att, keep, out = self.saved
+        # out = A_d @ v with A_d = A * keep / (1 - p):  gv = A_d^T @ g,  gA_d = g @ v^T
+        att_d = att if keep is None else att * keep * (1 / (1 - self.dropout_p))
         gv = sum_to(xp.swapaxes(att_d, -1, -2) @ g, v.shape)
+        del att_d
         ga = g @ xp.swapaxes(v, -1, -2)
         if keep is not None:  # dropout: d/dA (A * keep / (1 - p)) = keep / (1 - p)
             ga *= keep
             ga *= 1 / (1 - self.dropout_p)
-        # softmax backward row by row: gs = A * (gA - sum(gA * A)); masked entries have A = 0
+        # softmax backward row by row: gs = A * (gA - sum_j gA_j A_j). That row sum equals
+        # g . out (sum_j (g . v_j) A_d_j = g . out), a (..., Tq, 1) product over hs, not Tk.
         gs = ga
-        gs -= (ga * att).sum(axis=-1, keepdims=True)
-        gs *= att
+        gs -= (g * out).sum(axis=-1, keepdims=True)
+        gs *= att  # masked entries have A = 0, so their gradient is 0
         gs *= self.scale
         # s = q @ k^T:  gq = gs @ k,  gk = gs^T @ q
         gq = sum_to(gs @ k, q.shape)
