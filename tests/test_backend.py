@@ -189,3 +189,11 @@ def test_manual_seed_and_rng_state_round_trip():
     np.testing.assert_array_equal(b, c)
     np.testing.assert_array_equal(a, a2)
     assert not np.array_equal(a.astype(np.float64), b)
+
+
+def test_tune_allocator_reports_whether_it_applied():
+    import sys
+    applied = backend.tune_allocator()
+    assert isinstance(applied, bool)
+    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+        assert applied

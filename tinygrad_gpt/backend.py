@@ -10,6 +10,7 @@ and so on, so the same op code runs on both devices.
 """
 import contextlib
 import os
+import sys
 
 import numpy as np
 
@@ -50,6 +51,34 @@ def require_device(device):
         raise DeviceError(f"device 'cuda' was requested but {why}")
     return device
 
+
+def tune_allocator():
+    """Let the C heap keep freed blocks for reuse (glibc only); returns True if it did.
+
+    NumPy makes a fresh array for every intermediate result. By default glibc serves
+    blocks above 128 KiB with mmap and gives them back to the OS when freed, so each
+    new activation of a training step pays page faults on every 4 KiB page it touches.
+    Raising M_MMAP_THRESHOLD to 32 MiB (glibc's maximum) and M_TRIM_THRESHOLD to 512 MiB
+    keeps those blocks in the heap for the next step: on nanoGPT's CPU config a training
+    step takes about two thirds of the time (benchmarks/RESULTS.md). Peak memory is
+    unchanged; freed memory is kept rather than returned. It runs when this module is
+    imported, unless the environment sets TINYGRAD_GPT_TUNE_MALLOC=0.
+    """
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("c")
+    if not name or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 * 2 ** 20)) and bool(mallopt(M_TRIM_THRESHOLD, 512 * 2 ** 20))
+
+
+if os.environ.get("TINYGRAD_GPT_TUNE_MALLOC", "1") != "0":
+    tune_allocator()
 
 _default_device = _check_device_name(os.environ.get("TINYGRAD_GPT_DEVICE", "cpu") or "cpu")
 
