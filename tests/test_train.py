@@ -17,7 +17,7 @@ from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import cosine_lr
 from tinygrad_gpt.serialization import CheckpointError, load_file, save_file
 from tinygrad_gpt.tokenizer import CharTokenizer
-from tinygrad_gpt.train import ConfigError, TrainConfig, TrainingError, train
+from tinygrad_gpt.train import ConfigError, TrainConfig, TrainingError, stream, train
 
 TRAIN_KEYS = {"iter", "loss", "lr", "ms"}
 EVAL_KEYS = {"iter", "train_loss", "val_loss"}
@@ -198,7 +198,7 @@ def test_gradient_accumulation(tmp_path, text_file, monkeypatch):
     backend.manual_seed(cfg.seed)
     model = GPT(GPTConfig(block_size=16, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2,
                           n_embd=16)).to(device="cpu", dtype=np.float32)
-    batch_rng = np.random.default_rng(cfg.seed)
+    batch_rng = stream(cfg.seed, "batches")
     losses = [model(*get_batch(dataset, "train", cfg.batch_size, batch_rng))[1].item() for _ in range(2)]
     assert steps[0]["loss"] == pytest.approx(np.mean(losses), rel=1e-6)
 

@@ -156,6 +156,19 @@ class Progress:
             self.stream.flush()
 
 
+STREAMS = {"batches": 1, "eval": 2}
+
+
+def stream(seed, purpose, *more):
+    """A generator of its own for one purpose, derived from the seed.
+
+    The model's init and dropout draw from ``backend.rng()`` (seeded with ``seed``); the
+    training batches and the evaluation batches each get an independent stream, so no two
+    of them replay the same random numbers.
+    """
+    return np.random.default_rng([seed, STREAMS[purpose], *more])
+
+
 RESUME_KEYS = ("iter", "best_val_loss", "tokenizer", "batch_rng", "rng")
 
 
@@ -276,7 +289,7 @@ def _setup(cfg, print_fn):
     model = (pretrained if pretrained is not None else GPT(model_config)).to(device=cfg.device,
                                                                              dtype=np.dtype(cfg.dtype))
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
-    run = _Run(cfg, model, optimizer, dataset, tokenizer, np.random.default_rng(cfg.seed), ckpt_path)
+    run = _Run(cfg, model, optimizer, dataset, tokenizer, stream(cfg.seed, "batches"), ckpt_path)
     if ckpt is not None:
         _restore(run, ckpt)
     print_fn(f"data: {data_name}, {len(dataset.train):,} train and {len(dataset.val):,} val tokens, "
@@ -361,7 +374,7 @@ def _nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn):
 def _evaluate_and_save(run, it, log, print_fn):
     """Estimate both losses, log them, and save a checkpoint unless something is not finite."""
     cfg = run.cfg
-    losses = estimate_loss(run.model, run.dataset, cfg, np.random.default_rng([cfg.seed, it]))
+    losses = estimate_loss(run.model, run.dataset, cfg, stream(cfg.seed, "eval", it))
     print_fn(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     log.write(json.dumps({"iter": it, "train_loss": losses["train"], "val_loss": losses["val"]}) + "\n")
     log.flush()
