@@ -214,6 +214,25 @@ def test_matmul_random_shapes(xp, data):
     check_op(xp, lambda x, y: x @ y, [x, y], np.matmul, requires=requires)
 
 
+@S.SETTINGS
+@given(data=st.data())
+def test_linear_random_shapes(xp, data):
+    lead = data.draw(S.shapes(min_dims=1, max_dims=3), label="lead")
+    n_in, n_out = data.draw(st.integers(1, 4), label="in"), data.draw(st.integers(1, 4), label="out")
+    x = data.draw(S.float_arrays(lead + (n_in,), bound=2.0), label="x")
+    w = data.draw(S.float_arrays((n_in, n_out), bound=2.0), label="w")
+    b = data.draw(S.float_arrays((n_out,), bound=2.0), label="b")
+    check_op(xp, F.linear, [x, w, b], lambda x, w, b: x @ w + b)
+    check_op(xp, F.linear, [x, w], lambda x, w: x @ w)
+
+
+def test_linear_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="linear"):
+        F.linear(Tensor(np.ones((2, 3))), Tensor(np.ones((4, 5))))
+    with pytest.raises(ValueError, match="bias"):
+        F.linear(Tensor(np.ones((2, 3))), Tensor(np.ones((3, 5))), Tensor(np.ones(4)))
+
+
 MATMUL_CASES = [
     ((3,), (3,)),                 # dot product
     ((2, 3), (3,)),               # matrix @ vector
@@ -943,6 +962,7 @@ TWINS = {
     "layer_norm": (F.layer_norm, F.layer_norm_composed, [(3, 5), (5,), (5,)]),
     "layer_norm_nobias": (F.layer_norm, F.layer_norm_composed, [(3, 5), (5,)]),
     "gelu": (F.gelu, F.gelu_composed, [(3, 5)]),
+    "linear": (F.linear, F.linear_composed, [(2, 3, 4), (4, 5), (5,)]),
     "attention": (F.scaled_dot_product_attention, F.scaled_dot_product_attention_composed,
                   [(2, 4, 3), (2, 4, 3), (2, 4, 3)]),
 }

@@ -366,3 +366,12 @@ def test_random_compositions_match_torch(xp, data):
 
     compare(xp, lambda *ts: build(list(ts), 0), lambda *ts: build(list(ts), 1), leaves,
             rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("lead", [(5,), (2, 3), (2, 1, 3)])
+def test_linear(xp, lead):
+    rng = np.random.default_rng(11)
+    x, w, b = rng.standard_normal(lead + (4,)), rng.standard_normal((4, 6)), rng.standard_normal(6)
+    # torch's F.linear takes its weight as (out, in): ours is GPT-2's (in, out)
+    compare(xp, F.linear, lambda x, w, b: torch.nn.functional.linear(x, w.T, b), [x, w, b])
+    compare(xp, F.linear, lambda x, w: torch.nn.functional.linear(x, w.T), [x, w])

@@ -32,6 +32,26 @@ def _int_array(ids, like, what):
     return xp.asarray(ids) if get_array_module(ids) is not xp else ids
 
 
+# ----------------------------------------------------------------------------- linear
+
+def linear(x, weight, bias=None):
+    """x @ weight + bias, with weight of shape (in, out) (GPT-2's layout), fused."""
+    if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[0]:
+        raise ValueError(f"linear: input of shape {x.shape} does not fit a weight of shape {weight.shape} "
+                         f"(the input's last axis must equal the weight's first)")
+    if bias is not None and bias.shape != (weight.shape[1],):
+        raise ValueError(f"linear: bias must have shape ({weight.shape[1]},), got {bias.shape}")
+    if bias is None:
+        return Tensor._apply(fused.Linear, x, weight)
+    return Tensor._apply(fused.Linear, x, weight, bias)
+
+
+def linear_composed(x, weight, bias=None):
+    """The same from primitives: a matrix product and a broadcast add."""
+    out = x @ weight
+    return out if bias is None else out + bias
+
+
 # ----------------------------------------------------------------------------- softmax
 
 def softmax(x, axis=-1):

@@ -18,6 +18,30 @@ def _softmax(x, axis, out=None):
     return out
 
 
+class Linear(Function):
+    """x @ W + b for x of shape (..., in), W (in, out), b (out,) or absent: one matrix product
+    over all rows, with the bias added in place (``x @ W + b`` composed makes one more array)."""
+
+    def forward(self, x, weight, bias=None):
+        self.shape = x.shape
+        x2 = x.reshape(-1, x.shape[-1])  # (N, in)
+        self.save_for_backward(x2, weight)
+        self.has_bias = bias is not None
+        out = x2 @ weight  # (N, out)
+        if bias is not None:
+            out += bias
+        return out.reshape(*x.shape[:-1], weight.shape[1])
+
+    def backward(self, g):
+        x2, weight = self.saved
+        g2 = g.reshape(-1, weight.shape[1])
+        # d/dx = g @ W^T,  d/dW = x^T @ g,  d/db = sum of g over the rows
+        gx = (g2 @ weight.T).reshape(self.shape) if self.needs_grad[0] else None
+        gw = x2.T @ g2 if self.needs_grad[1] else None
+        gb = g2.sum(axis=0) if self.has_bias and self.needs_grad[2] else None
+        return (gx, gw, gb) if self.has_bias else (gx, gw)
+
+
 class Softmax(Function):
     def forward(self, x, axis=-1):
         self.axis = axis

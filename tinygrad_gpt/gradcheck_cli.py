@@ -170,6 +170,16 @@ def _embedding(rng):
     return (lambda w: F.embedding(ids, w)), [_values(rng, (V, C))]
 
 
+def _linear(bias):
+    def case(rng):
+        lead = _shape(rng, 1, 2)
+        n_in, n_out = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        arrays = [_values(rng, lead + (n_in,)), _values(rng, (n_in, n_out))]
+        arrays += [_values(rng, (n_out,))] if bias else []
+        return F.linear, arrays
+    return case
+
+
 def _residual_mlp(rng):
     """x + gelu(layer_norm(x) @ W1) @ W2: a residual branch, as in a transformer block."""
     T, C, H = int(rng.integers(1, 4)), int(rng.integers(2, 4)), int(rng.integers(2, 5))
@@ -207,6 +217,8 @@ CASES = {
     "matmul_batched": _matmul((2, 1), (3,)),
     "matmul_vec_mat": _matmul((), (), x_vec=True),
     "matmul_mat_vec": _matmul((2,), (), y_vec=True),
+    "linear": _linear(bias=True),
+    "linear_nobias": _linear(bias=False),
     "softmax": lambda rng: ((lambda x: x.softmax(-1)), [_values(rng, _shape(rng), -3, 3)]),
     "log_softmax": lambda rng: ((lambda x: x.log_softmax(0)), [_values(rng, _shape(rng), -3, 3)]),
     "cross_entropy": _cross_entropy,

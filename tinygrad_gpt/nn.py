@@ -173,8 +173,7 @@ class Linear(Module):
         self.bias = Parameter(_init((out_features,), bound=bound)) if bias else None
 
     def forward(self, x):
-        out = x @ self.weight
-        return out if self.bias is None else out + self.bias
+        return F.linear(x, self.weight, self.bias)
 
 
 class Embedding(Module):
