@@ -10,7 +10,9 @@ contenders (ours, torch with manual attention, torch with fused SDPA attention)
 alternate within one process after a warm-up; the table gives medians and the
 ratio ours/torch. MFU is model FLOPs per second over the measured float32 matmul peak.
 Peak memory (``--memory``) runs each contender in a fresh subprocess and reports
-the growth of its peak resident set over the model's own footprint.
+the growth of its peak resident set over the model's own footprint. ``--isolated`` also
+times each contender alone in a fresh process: alternating in one process is fairer to
+machine drift, but one framework's idle worker threads can slow the other down.
 """
 import argparse
 import os
@@ -170,6 +172,40 @@ def run_memory_child(args):
     print(base, _status_mib("VmHWM") - base)
 
 
+def run_isolated_child(args):
+    """In a fresh process: time one contender alone (no other framework's threads around)."""
+    c = CONFIGS[args.config]
+    x, y = batch(c)
+    if args.isolated_child == "ours":
+        _, step = make_ours(c, "cpu")
+    else:
+        import torch
+        _, step = make_torch(c, "cpu", None, args.isolated_child == "torch sdpa")
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(args.warmup):
+        step(x, y)
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step(x, y)
+        times.append((time.perf_counter() - t0) / args.steps)
+    print(statistics.median(times))
+
+
+def run_isolated(args):
+    print("\n| contender, alone in its own process | ms/step | ours/this |")
+    print("|---|---|---|")
+    out = {}
+    for name in ("ours", "torch manual", "torch sdpa"):
+        cmd = [sys.executable, os.path.abspath(__file__), f"--config={args.config}",
+               f"--isolated_child={name}", f"--warmup={args.warmup}", f"--repeats={args.repeats}",
+               f"--steps={args.steps}"]
+        out[name] = float(subprocess.check_output(cmd, text=True).split()[-1])
+    for name, t in out.items():
+        print(f"| {name} | {t * 1e3:.1f} | {out['ours'] / t:.2f} |")
+
+
 def run_memory(args):
     print("\n| contender | RSS before training, MiB | peak RSS growth over training steps, MiB |")
     print("|---|---|---|")
@@ -192,12 +228,19 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--tf32", type=lambda s: s == "True", default=False, help="True or False")
     p.add_argument("--memory", action="store_true", help="also measure peak memory (CPU)")
+    p.add_argument("--isolated", action="store_true",
+                   help="also time each contender alone in a fresh process (CPU)")
     p.add_argument("--memory_child", help=argparse.SUPPRESS)
+    p.add_argument("--isolated_child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:
         return run_memory_child(args)
+    if args.isolated_child:
+        return run_isolated_child(args)
     backend.require_device(args.device)
     run_speed(args)
+    if args.isolated:
+        run_isolated(args)
     if args.memory:
         run_memory(args)
 
