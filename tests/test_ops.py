@@ -1045,3 +1045,36 @@ def test_no_backward_silently_upcasts_float32(xp, name, monkeypatch):
     assert seen, "no backward ran"
     upcast = sorted({n for n, d in seen if d != np.float32})
     assert not upcast, f"float32 backward computed float64 gradients in {upcast}"
+
+
+def test_gelu_on_inputs_large_enough_to_be_chunked(xp):
+    """Big inputs go through backend.for_chunks (several chunks, two threads): same values and
+    gradients as the composed form."""
+    from tinygrad_gpt.backend import CHUNKED_MIN
+    x0 = rand(CHUNKED_MIN // 2 + 7, 2, seed=5)  # not a multiple of the chunk size
+    g0 = rand(*x0.shape, seed=6)
+    x1, x2 = Tensor(xp.asarray(x0), requires_grad=True), Tensor(xp.asarray(x0), requires_grad=True)
+    y1, y2 = F.gelu(x1), F.gelu_composed(x2)
+    np.testing.assert_allclose(y1.numpy(), y2.numpy(), rtol=1e-12, atol=1e-14)
+    y1.backward(xp.asarray(g0))
+    y2.backward(xp.asarray(g0))
+    np.testing.assert_allclose(to_numpy(x1.grad), to_numpy(x2.grad), rtol=1e-10, atol=1e-12)
+
+
+def test_layer_norm_on_inputs_large_enough_to_be_chunked(xp):
+    """Many rows go through backend.for_chunks in blocks of rows: same values and gradients
+    as the composed form, with and without bias."""
+    from tinygrad_gpt.backend import CHUNKED_MIN
+    C = 16
+    rows = CHUNKED_MIN // C + 5  # many blocks of rows, the last one short
+    x0, w0, b0, g0 = rand(rows, C, seed=7), rand(C, seed=8), rand(C, seed=9), rand(rows, C, seed=10)
+    for with_bias in (True, False):
+        results = []
+        for fn in (F.layer_norm, F.layer_norm_composed):
+            x, w, b = (Tensor(xp.asarray(a), requires_grad=True) for a in (x0, w0, b0))
+            y = fn(x, w, b if with_bias else None)
+            y.backward(xp.asarray(g0))
+            results.append([y.numpy(), to_numpy(x.grad), to_numpy(w.grad)]
+                           + ([to_numpy(b.grad)] if with_bias else []))
+        for a, e in zip(*results):
+            np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-10)

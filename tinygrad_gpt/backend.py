@@ -203,6 +203,38 @@ def random_uniform(shape, dtype, device_name):
     return _rng.random(shape, dtype=np.dtype(dtype))
 
 
+# ----------------------------------------------------------------------------- elementwise work in chunks
+
+CHUNK = 1 << 16  # elements (256 KiB of float32): a chunk and its temporaries stay in cache
+CHUNKED_MIN = 1 << 20  # smaller arrays fit the caches anyway, and threads would cost more than they save
+_pool = None
+
+
+def for_chunks(fn, n, array, chunk=CHUNK):
+    """Call ``fn(s)`` for slices ``s`` that cover range(n); return the list of results.
+
+    On the CPU, work on arrays of CHUNKED_MIN elements or more is cut into cache-sized
+    chunks shared between two threads (NumPy releases the GIL inside its loops), so an
+    op that makes several passes over its data reads it from cache, on both cores. On
+    the GPU, or for smaller work, it is a single call ``fn(slice(0, n))``. ``array``
+    tells the device and the size of the work; ``chunk`` is the slice length (rows, for
+    row-wise work).
+
+        >>> for_chunks(lambda s: s.stop - s.start, 10, np.zeros(10))
+        [10]
+    """
+    if device_of(array) == "cuda" or array.size < CHUNKED_MIN or n < 2 * chunk:
+        return [fn(slice(0, n))]
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinygrad_gpt")
+    slices = [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+    half = (len(slices) + 1) // 2
+    other = _pool.submit(lambda: [fn(s) for s in slices[half:]])  # the second core
+    return [fn(s) for s in slices[:half]] + other.result()
+
+
 def synchronize(device_name=None):
     """Wait for queued GPU work to finish (for timing); a no-op on the CPU."""
     if (device_name or _default_device) == "cuda" and _cupy is not None:

@@ -5,7 +5,7 @@ Every op here also exists as a composition of primitives in ``functional.py``
 reference; these are faster and numerically steadier, and the tests check each
 against its composed twin. ``docs/`` derives every backward below.
 """
-from .backend import get_array_module, random_uniform, device_of
+from .backend import CHUNK, for_chunks, get_array_module, random_uniform, device_of
 from .function import Function, sum_to
 
 
@@ -104,36 +104,56 @@ class CrossEntropy(Function):
 
 
 class LayerNorm(Function):
-    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis; bias may be absent."""
+    """(x - mean) / sqrt(var + eps) * weight + bias over the last axis; bias may be absent.
+
+    Rows are independent, so large inputs are processed in cache-sized blocks of rows
+    (``backend.for_chunks``); ``layer_norm_composed`` in functional.py is the plain form.
+    """
 
     def forward(self, x, weight, bias=None, eps=1e-5):
         xp = get_array_module(x, weight, bias)
-        mu = x.mean(axis=-1, keepdims=True)
-        xc = x - mu
-        var = (xc * xc).mean(axis=-1, keepdims=True)
-        rstd = 1 / xp.sqrt(var + eps)
-        xhat = xc * rstd
+        self.shape, C = x.shape, x.shape[-1]
+        x2 = x.reshape(-1, C)                               # (N, C)
+        xhat, out = xp.empty_like(x2), xp.empty_like(x2)
+        rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)    # (N, 1)
+
+        def part(s):
+            xs, xh, r, o = x2[s], xhat[s], rstd[s], out[s]
+            xp.subtract(xs, xs.mean(axis=-1, keepdims=True), out=xh)   # x - mean
+            xp.add((xh * xh).mean(axis=-1, keepdims=True), eps, out=r)  # var + eps
+            xp.sqrt(r, out=r)
+            xp.reciprocal(r, out=r)                         # rstd = 1 / sqrt(var + eps)
+            xh *= r                                         # xhat
+            xp.multiply(xh, weight, out=o)
+            if bias is not None:
+                o += bias
+        for_chunks(part, x2.shape[0], x, chunk=max(1, CHUNK // C))
         self.save_for_backward(xhat, rstd, weight)
         self.has_bias = bias is not None
-        out = xhat * weight
-        if bias is not None:
-            out += bias
-        return out
+        return out.reshape(self.shape)
 
     def backward(self, g):
         xhat, rstd, weight = self.saved
-        C = xhat.shape[-1]
-        g2 = g.reshape(-1, C)
-        # d/dw = sum over rows of g * xhat, d/db = sum over rows of g
-        gw = (g2 * xhat.reshape(-1, C)).sum(axis=0) if self.needs_grad[1] else None
-        gb = g2.sum(axis=0) if self.has_bias and self.needs_grad[2] else None
-        gx = None
-        if self.needs_grad[0]:
-            # with gh = g * w: gx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat))
-            gh = g * weight
-            gx = gh - gh.mean(axis=-1, keepdims=True)
-            gx -= xhat * (gh * xhat).mean(axis=-1, keepdims=True)
-            gx *= rstd
+        xp = get_array_module(g)
+        g2 = g.reshape(xhat.shape)
+        gx = xp.empty_like(xhat) if self.needs_grad[0] else None
+
+        def part(s):
+            gs, xh = g2[s], xhat[s]
+            if gx is not None:
+                # with gh = g * w: gx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat))
+                gh = gs * weight
+                o = gx[s]
+                xp.multiply(xh, (gh * xh).mean(axis=-1, keepdims=True), out=o)
+                o += gh.mean(axis=-1, keepdims=True)
+                xp.subtract(gh, o, out=o)
+                o *= rstd[s]
+            # d/dw = sum over rows of g * xhat, d/db = sum over rows of g (per block, added below)
+            return (gs * xh).sum(axis=0), gs.sum(axis=0)
+        parts = for_chunks(part, xhat.shape[0], g, chunk=max(1, CHUNK // xhat.shape[1]))
+        gw = sum(p[0] for p in parts) if self.needs_grad[1] else None
+        gb = sum(p[1] for p in parts) if self.has_bias and self.needs_grad[2] else None
+        gx = None if gx is None else gx.reshape(self.shape)
         return (gx, gw, gb) if self.has_bias else (gx, gw)
 
 

@@ -10,7 +10,7 @@ live in ``fused.py``.
 """
 import math
 
-from .backend import get_array_module, scatter_add
+from .backend import for_chunks, get_array_module, scatter_add
 from .function import Function, sum_to
 
 
@@ -197,40 +197,51 @@ GELU_C = math.sqrt(2.0 / math.pi)
 class Gelu(Function):
     """GELU with GPT-2's tanh approximation: 0.5 x (1 + tanh(u)), u = c (x + 0.044715 x^3).
 
-    Written with in-place steps: on large activations the temporaries, not the
-    arithmetic, are what costs (``gelu_composed`` in functional.py is the plain form).
+    Written as in-place steps over cache-sized chunks (``backend.for_chunks``): on large
+    activations the passes over memory, not the arithmetic, are what costs
+    (``gelu_composed`` in functional.py is the plain form).
     """
 
     def forward(self, x):
         xp = get_array_module(x)
         self.shape = x.shape
-        x = x.reshape(-1)       # flat, so the in-place ufuncs below also work for 0-d input
-        t = x * x
-        t *= 0.044715 * GELU_C
-        t += GELU_C
-        t *= x                  # u = c x (1 + 0.044715 x^2)
-        xp.tanh(t, out=t)       # t = tanh(u)
-        out = t + 1
-        out *= 0.5
-        out *= x
+        x = x.reshape(-1)  # flat, so chunks are plain slices (and 0-d input works)
+        t, out = xp.empty_like(x), xp.empty_like(x)
+
+        def part(s):
+            xs, ts, os = x[s], t[s], out[s]
+            xp.multiply(xs, xs, out=ts)
+            ts *= 0.044715 * GELU_C
+            ts += GELU_C
+            ts *= xs                 # u = c x (1 + 0.044715 x^2)
+            xp.tanh(ts, out=ts)      # t = tanh(u)
+            xp.add(ts, 1, out=os)
+            os *= 0.5
+            os *= xs                 # out = 0.5 x (1 + t)
+        for_chunks(part, x.size, x)
         self.save_for_backward(x, t)
         return out.reshape(self.shape)
 
     def backward(self, g):
         x, t = self.saved
         xp = get_array_module(x)
-        # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) u',  u' = c (1 + 3 * 0.044715 x^2)
-        d = x * x
-        d *= 3 * 0.044715 * GELU_C
-        d += GELU_C             # u'
-        w = t * t
-        xp.subtract(1, w, out=w)
-        w *= x                  # x (1 - t^2)
-        d *= w
-        d += t
-        d += 1
-        d *= 0.5
-        d *= g.reshape(-1)
+        g, d = g.reshape(-1), xp.empty_like(x)
+
+        def part(s):
+            # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) u',  u' = c (1 + 3 * 0.044715 x^2)
+            xs, ts, ds = x[s], t[s], d[s]
+            xp.multiply(xs, xs, out=ds)
+            ds *= 3 * 0.044715 * GELU_C
+            ds += GELU_C             # u'
+            w = ts * ts
+            xp.subtract(1, w, out=w)
+            w *= xs                  # x (1 - t^2)
+            ds *= w
+            ds += ts
+            ds += 1
+            ds *= 0.5
+            ds *= g[s]
+        for_chunks(part, x.size, x)
         return d.reshape(self.shape)
 
 
