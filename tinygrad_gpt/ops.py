@@ -194,42 +194,51 @@ class Relu(Function):
 GELU_C = math.sqrt(2.0 / math.pi)
 
 
+def _gelu_tanh(xs, ts):
+    """ts = tanh(u), u = c x (1 + 0.044715 x^2), computed in place in ``ts``."""
+    xp = get_array_module(xs)
+    xp.multiply(xs, xs, out=ts)
+    ts *= 0.044715 * GELU_C
+    ts += GELU_C
+    ts *= xs
+    xp.tanh(ts, out=ts)
+    return ts
+
+
 class Gelu(Function):
     """GELU with GPT-2's tanh approximation: 0.5 x (1 + tanh(u)), u = c (x + 0.044715 x^3).
 
     Written as in-place steps over cache-sized chunks (``backend.for_chunks``): on large
-    activations the passes over memory, not the arithmetic, are what costs
-    (``gelu_composed`` in functional.py is the plain form).
+    activations the passes over memory, not the arithmetic, are what costs. Only x is
+    kept for backward, which recomputes tanh(u) chunk by chunk: cheaper than keeping a
+    second activation-sized array. ``gelu_composed`` in functional.py is the plain form.
     """
 
     def forward(self, x):
         xp = get_array_module(x)
         self.shape = x.shape
         x = x.reshape(-1)  # flat, so chunks are plain slices (and 0-d input works)
-        t, out = xp.empty_like(x), xp.empty_like(x)
+        out = xp.empty_like(x)
 
         def part(s):
-            xs, ts, os = x[s], t[s], out[s]
-            xp.multiply(xs, xs, out=ts)
-            ts *= 0.044715 * GELU_C
-            ts += GELU_C
-            ts *= xs                 # u = c x (1 + 0.044715 x^2)
-            xp.tanh(ts, out=ts)      # t = tanh(u)
-            xp.add(ts, 1, out=os)
+            xs, os = x[s], out[s]
+            _gelu_tanh(xs, os)       # t = tanh(u)
+            os += 1
             os *= 0.5
             os *= xs                 # out = 0.5 x (1 + t)
         for_chunks(part, x.size, x)
-        self.save_for_backward(x, t)
+        self.save_for_backward(x)
         return out.reshape(self.shape)
 
     def backward(self, g):
-        x, t = self.saved
+        (x,) = self.saved
         xp = get_array_module(x)
         g, d = g.reshape(-1), xp.empty_like(x)
 
         def part(s):
             # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) u',  u' = c (1 + 3 * 0.044715 x^2)
-            xs, ts, ds = x[s], t[s], d[s]
+            xs, ds = x[s], d[s]
+            ts = _gelu_tanh(xs, xp.empty_like(xs))
             xp.multiply(xs, xs, out=ds)
             ds *= 3 * 0.044715 * GELU_C
             ds += GELU_C             # u'
