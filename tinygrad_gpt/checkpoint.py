@@ -96,7 +96,7 @@ def load_checkpoint(path):
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: bad model config: {e}") from None
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    _check_model_state(model_state, config, path)
+    check_model_state(model_state, config, path)
     optimizer_state = None
     if "optimizer" in meta:
         optimizer_state = _optimizer_state(_json_field(meta, "optimizer", path), tensors, path)
@@ -104,18 +104,20 @@ def load_checkpoint(path):
     return Checkpoint(path, config, model_state, optimizer_state, extra)
 
 
-def _check_model_state(state, config, path):
-    """Every name and shape of GPT(config), no more and no less, and a float dtype."""
+def check_model_state(state, config, path, source="the config"):
+    """Every name and shape of GPT(config), no more and no less, and a float dtype;
+    otherwise CheckpointError naming ``path`` and the first problem (``source`` names
+    where the config came from, for the message)."""
     expected = expected_shapes(config)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{path}: model tensors do not match the config (missing: "
-                              f"{', '.join(missing) or 'none'}; unexpected: {', '.join(unexpected) or 'none'})")
+        raise CheckpointError(f"{path}: model tensors do not match {source} (missing: "
+                              f"{', '.join(missing[:8]) or 'none'}; unexpected: {', '.join(unexpected[:8]) or 'none'})")
     for name, shape in expected.items():
         if tuple(state[name].shape) != shape:
             raise CheckpointError(f"{path}: {name} has shape {tuple(state[name].shape)}, "
-                                  f"the config needs {shape}")
+                                  f"{source} needs {shape}")
         if state[name].dtype.kind != "f":
             raise CheckpointError(f"{path}: {name} has dtype {state[name].dtype}, expected floats")
 

@@ -25,7 +25,7 @@ import numpy as np
 from . import backend, nn
 from .bpe import BPETokenizer, ENDOFTEXT
 from .tokenizer import tokenizer_from_dict
-from .checkpoint import expected_shapes, load_checkpoint
+from .checkpoint import check_model_state, expected_shapes, load_checkpoint
 from .model import GPT, GPTConfig
 from .serialization import CheckpointError, load_file, save_file
 
@@ -149,25 +149,12 @@ def _read_weights(files, config, dtype):
                 head = x
             elif name is not None:
                 state[name] = x if x.dtype == dtype else x.astype(dtype)
-    _check_names(state, config, files[0])
+    check_model_state(state, config, files[0], source="config.json")
     wte = state["transformer.wte.weight"]
     if head is not None and (head.shape != wte.shape or not np.array_equal(head.astype(dtype), wte)):
         raise CheckpointError(f"{files[0]}: lm_head.weight differs from the token embedding; this GPT "
                               f"ties its output head to the embedding and cannot hold a separate one")
     return state
-
-
-def _check_names(state, config, path):
-    expected = expected_shapes(config)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: the weights do not match config.json (missing: "
-                              f"{', '.join(missing[:8]) or 'none'}; unexpected: {', '.join(unexpected[:8]) or 'none'})")
-    for name, shape in expected.items():
-        if tuple(state[name].shape) != shape:
-            raise CheckpointError(f"{path}: {name} has shape {tuple(state[name].shape)}, config.json "
-                                  f"needs {shape}")
 
 
 # ----------------------------------------------------------------------------- loading
