@@ -1078,3 +1078,38 @@ def test_layer_norm_on_inputs_large_enough_to_be_chunked(xp):
                            + ([to_numpy(b.grad)] if with_bias else []))
         for a, e in zip(*results):
             np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("Tq", [256, 100])
+def test_attention_on_large_inputs(xp, Tq):
+    """Weights with a million entries or more: same values and gradients as the composed form
+    (also for the KV-cache shape Tq < Tk)."""
+    from tinygrad_gpt.backend import CHUNKED_MIN
+    Tk, hs = 256, 8
+    heads = CHUNKED_MIN // (Tq * Tk) + 3
+    shapes = [(heads, Tq, hs), (heads, Tk, hs), (heads, Tk, hs)]
+    arrays = [rand(*s, seed=20 + i) for i, s in enumerate(shapes)]
+    g0 = rand(heads, Tq, hs, seed=30)
+    results = []
+    for fn in (F.scaled_dot_product_attention, F.scaled_dot_product_attention_composed):
+        ts = [Tensor(xp.asarray(a), requires_grad=True) for a in arrays]
+        y = fn(*ts, causal=True)
+        y.backward(xp.asarray(g0))
+        results.append([y.numpy()] + [to_numpy(t.grad) for t in ts])
+    for a, e in zip(*results):
+        np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-11)
+
+
+def test_attention_dropout_gradient_on_large_inputs(xp):
+    """With a seeded generator the dropout mask repeats, so the forward is reproducible and its
+    gradient passes the check."""
+    from tinygrad_gpt import manual_seed
+    from tinygrad_gpt.backend import CHUNKED_MIN
+    T, hs = 128, 4
+    heads = CHUNKED_MIN // (T * T) + 1
+    ts = [Tensor(xp.asarray(rand(heads, T, hs, seed=40 + i)), requires_grad=True) for i in range(3)]
+
+    def fn(q, k, v):
+        manual_seed(3)
+        return F.scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.3)
+    assert check_grads(fn, ts, **GRAD_TOL)
