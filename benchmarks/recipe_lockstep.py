@@ -1,12 +1,16 @@
 """Our GPT and the same GPT in PyTorch, trained in lockstep: same weights, same batches.
 
-    python benchmarks/recipe_lockstep.py --data=path/to/tinyshakespeare.txt [--seed=1337]
+    python benchmarks/recipe_lockstep.py --data=path/to/tinyshakespeare.txt [--seed=1337] [--rng=torch]
 
 Both start from one GPT-2 init and see the same batch at every iteration, with
 nanoGPT's CPU recipe (AdamW with decay on 2-D weights, clip 1.0, warmup + cosine).
 Rounding differences make the two runs drift apart slowly, but any difference in
 the maths (a gradient, the optimizer, the schedule) would show as a systematic gap.
 It prints both losses at every evaluation and the time each side spent training.
+
+``--rng=numpy`` (the default) draws the init and the batches the way ``python -m tinygrad_gpt train``
+does; ``--rng=torch`` draws them exactly as ``recipe_torch.py`` does (torch's generator, its
+init, its batch and evaluation order), so the PyTorch side reproduces that script's run.
 """
 import argparse
 import os
@@ -17,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from torch_gpt import TorchGPT, load_from_state_dict  # noqa: E402
+from torch_gpt import TorchGPT, load_from_state_dict, state_dict_in_our_layout  # noqa: E402
 
 from tinygrad_gpt import backend  # noqa: E402
 from tinygrad_gpt.data import Dataset, read_text_file  # noqa: E402
@@ -35,6 +39,7 @@ def main():
     p.add_argument("--eval_iters", type=int, default=200)
     p.add_argument("--bias", type=lambda s: s == "True", default=True)
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--rng", choices=("numpy", "torch"), default="numpy")
     a = p.parse_args()
     B, T, lr, min_lr, warmup = 12, 64, 1e-3, 1e-4, 100
 
@@ -43,8 +48,23 @@ def main():
     ds = Dataset(tok.encode_array(text), T)
     backend.manual_seed(a.seed)
     ours = GPT(GPTConfig(T, tok.vocab_size, 4, 4, 128, bias=a.bias))
+    if a.rng == "torch":  # recipe_torch.py's init and batches, from torch's generator
+        torch.manual_seed(a.seed)
+        theirs = TorchGPT(T, tok.vocab_size, 4, 4, 128, bias=a.bias)
+        ours.load_state_dict(state_dict_in_our_layout(theirs))
+        ids = torch.from_numpy(np.concatenate([ds.train, ds.val]).astype(np.int64))
+        splits = {"train": ids[:len(ds.train)], "val": ids[len(ds.train):]}
+
+        def get_batch(split, B_, rng_):
+            data = splits[split]
+            ix = torch.randint(len(data) - T, (B_,))
+            x = torch.stack([data[i:i + T] for i in ix])
+            y = torch.stack([data[i + 1:i + 1 + T] for i in ix])
+            return x.numpy(), y.numpy()
+    else:
+        theirs = load_from_state_dict(TorchGPT(T, tok.vocab_size, 4, 4, 128, bias=a.bias), ours.state_dict())
+        get_batch = ds.get_batch
     opt = ours.configure_optimizers(0.1, lr, (0.9, 0.99))
-    theirs = load_from_state_dict(TorchGPT(T, tok.vocab_size, 4, 4, 128, bias=a.bias), ours.state_dict())
     tparams = list(theirs.parameters())
     topt = torch.optim.AdamW([{"params": [q for q in tparams if q.dim() >= 2], "weight_decay": 0.1},
                               {"params": [q for q in tparams if q.dim() < 2], "weight_decay": 0.0}],
@@ -52,13 +72,13 @@ def main():
     rng = np.random.default_rng(a.seed)
     spent = {"ours": 0.0, "torch": 0.0}
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, "
-          f"bias={a.bias}, seed {a.seed}")
+          f"bias={a.bias}, seed {a.seed}, {a.rng} random streams")
     print("| iter | ours train | ours val | torch train | torch val |")
     print("|---|---|---|---|---|")
     for it in range(a.max_iters + 1):
         if it % a.eval_interval == 0 or it == a.max_iters:
             erng = np.random.default_rng([a.seed, it])
-            batches = {s: [ds.get_batch(s, B, erng) for _ in range(a.eval_iters)] for s in ("train", "val")}
+            batches = {s: [get_batch(s, B, erng) for _ in range(a.eval_iters)] for s in ("train", "val")}
             ours.eval()
             theirs.eval()
             with no_grad(), torch.no_grad():
@@ -72,7 +92,7 @@ def main():
         if it == a.max_iters:
             break
         step_lr = cosine_lr(it, lr, warmup, a.max_iters, min_lr)
-        x, y = ds.get_batch("train", B, rng)
+        x, y = get_batch("train", B, rng)
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = step_lr
