@@ -99,10 +99,11 @@ def numerical_jacobian(fn, arrays, index, eps=1e-6):
 def analytic_jacobian(fn, arrays, requires, index):
     """The same Jacobian from backward, one output element at a time."""
     xp = get_array_module(*arrays)
-    _, out = _evaluate(fn, arrays, requires)
+    inputs, out = _evaluate(fn, arrays, requires)
     rows = []
     for i in range(out.size):
-        inputs, out = _evaluate(fn, arrays, requires)
+        if i:  # a fresh graph for each output element (backward frees the last one)
+            inputs, out = _evaluate(fn, arrays, requires)
         onehot = np.zeros(out.size)
         onehot[i] = 1
         out.backward(xp.asarray(onehot.reshape(out.shape), dtype=out.dtype))

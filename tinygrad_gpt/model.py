@@ -196,7 +196,7 @@ class GPT(Module):
         """Embeddings, blocks and the final layer norm: (B, T) ids -> (B, T, C)."""
         tr = self.transformer
         T = idx.shape[1]
-        tok = F.embedding(idx, tr.wte.weight)          # (B, T, C)
+        tok = tr.wte.weight[idx]  # (B, T, C); ids were checked once, by _check_idx or by sampling
         pos = tr.wpe.weight[start:start + T]          # (T, C), positions start .. start+T-1
         x = tr.drop(tok + pos)
         for i, block in enumerate(tr.h):
