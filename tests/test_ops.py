@@ -836,6 +836,62 @@ def test_attention_fixed_shapes(xp, Tq, Tk, causal):
              [q, k, v], lambda q, k, v: attention_ref(q, k, v, causal))
 
 
+@st.composite
+def blocked_attention_cases(draw):
+    batch, Tq, Tk, hs, hv, causal = draw(attention_cases())
+    lead = batch if batch else (1,)  # blocks run over the flattened leading dims
+    n = int(np.prod(lead))
+    return lead, Tq, Tk, hs, hv, causal, draw(st.integers(1, n + 1))
+
+
+@S.SETTINGS
+@given(case=blocked_attention_cases(), data=st.data())
+def test_blocked_attention(xp, case, data):
+    """Blocks of every size, down to one (Tq, Tk) matrix each, including a last partial block."""
+    lead, Tq, Tk, hs, hv, causal, block = case
+    q = data.draw(S.float_arrays(lead + (Tq, hs), bound=2.0), label="q")
+    k = data.draw(S.float_arrays(lead + (Tk, hs), bound=2.0), label="k")
+    v = data.draw(S.float_arrays(lead + (Tk, hv), bound=2.0), label="v")
+    check_op(xp, lambda q, k, v: F.blocked_attention(q, k, v, causal=causal, block=block),
+             [q, k, v], lambda q, k, v: attention_ref(q, k, v, causal))
+
+
+@pytest.mark.parametrize("block", [1, 2, 5, None])
+def test_blocked_attention_matches_fused_attention(xp, block):
+    q, k, v = rand(2, 3, 3, 4, seed=40), rand(2, 3, 6, 4, seed=41), rand(2, 3, 6, 5, seed=42)
+    v1, g1, w = _values_and_grads(xp, lambda q, k, v: F.blocked_attention(q, k, v, block=block), [q, k, v])
+    v2, g2, _ = _values_and_grads(xp, F.scaled_dot_product_attention, [q, k, v], w)
+    np.testing.assert_allclose(v1, v2, rtol=1e-12, atol=1e-14)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_long_sequences_use_blocked_attention_on_the_cpu(xp):
+    """Weights of CHUNKED_MIN elements or more go through BlockedAttention on the CPU, smaller
+    ones (and dropout, and the GPU) through Attention; both give the same float32 results."""
+    from tinygrad_gpt import backend, fused
+    T = 128
+    n = -(-backend.CHUNKED_MIN // (T * T))  # (n, T, T) weights: just over the threshold
+    q, k, v = (rand(n, T, 8, seed=43 + i).astype(np.float32) for i in range(3))
+    big = F.scaled_dot_product_attention(*(Tensor(xp.asarray(a), requires_grad=True) for a in (q, k, v)))
+    small = F.scaled_dot_product_attention(*(Tensor(xp.asarray(a[:1]), requires_grad=True) for a in (q, k, v)))
+    dropped = F.scaled_dot_product_attention(*(Tensor(xp.asarray(a), requires_grad=True) for a in (q, k, v)),
+                                             dropout_p=0.5)
+    expected = fused.BlockedAttention if xp is np else fused.Attention
+    assert type(big._ctx) is expected
+    assert type(small._ctx) is fused.Attention and type(dropped._ctx) is fused.Attention
+    np.testing.assert_allclose(big.numpy()[:1], small.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_blocked_attention_rejects_bad_input(xp):
+    q, k = Tensor(xp.asarray(rand(2, 3, 4, seed=46))), Tensor(xp.asarray(rand(1, 3, 4, seed=47)))
+    with pytest.raises(ValueError, match="same leading dims"):
+        F.blocked_attention(q, k, k)
+    for block in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="block must be a positive int"):
+            F.blocked_attention(q, q, q, block=block)
+
+
 def test_attention_custom_scale(xp):
     q, k, v = rand(2, 3, 4, seed=17), rand(2, 3, 4, seed=18), rand(2, 3, 4, seed=19)
     check_op(xp, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=True, scale=0.3),

@@ -287,6 +287,14 @@ def test_attention_square(xp, shape, causal):
             lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=causal), [q, k, v])
 
 
+@pytest.mark.parametrize("block", [1, 3])
+@pytest.mark.parametrize("causal", [True, False])
+def test_blocked_attention(xp, block, causal):
+    q, k, v = (rand(2, 3, 5, 4, seed=60 + i) for i in range(3))
+    compare(xp, lambda q, k, v: F.blocked_attention(q, k, v, causal=causal, block=block),
+            lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=causal), [q, k, v])
+
+
 @pytest.mark.parametrize("Tq,Tk", [(1, 6), (3, 6), (4, 5)])
 def test_attention_kv_cache_shapes(xp, Tq, Tk):
     """Tq < Tk: torch's is_causal aligns top-left, so give it the bottom-right mask

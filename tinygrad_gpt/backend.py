@@ -58,11 +58,13 @@ def tune_allocator():
     NumPy makes a fresh array for every intermediate result. By default glibc serves
     blocks above 128 KiB with mmap and gives them back to the OS when freed, so each
     new activation of a training step pays page faults on every 4 KiB page it touches.
-    Raising M_MMAP_THRESHOLD to 32 MiB (glibc's maximum) and M_TRIM_THRESHOLD to 512 MiB
-    keeps those blocks in the heap for the next step: on nanoGPT's CPU config a training
-    step takes about two thirds of the time (benchmarks/RESULTS.md). Peak memory is
-    unchanged; freed memory is kept rather than returned. It runs when this module is
-    imported, unless the environment sets TINYGRAD_GPT_TUNE_MALLOC=0.
+    Raising M_MMAP_THRESHOLD to 32 MiB (glibc's maximum), setting M_MMAP_MAX to 0 (so
+    even larger arrays come from the heap, not from fresh mmaps) and M_TRIM_THRESHOLD to
+    512 MiB keeps those blocks in the heap for the next step: on nanoGPT's CPU config a
+    training step takes about two thirds of the time, and on its GPU config about 0.85
+    (benchmarks/RESULTS.md). Freed memory is kept for reuse rather than returned to the
+    OS. It runs when this module is imported, unless the environment sets
+    TINYGRAD_GPT_TUNE_MALLOC=0.
     """
     import ctypes
     import ctypes.util
@@ -73,8 +75,9 @@ def tune_allocator():
         mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(mallopt(M_MMAP_THRESHOLD, 32 * 2 ** 20)) and bool(mallopt(M_TRIM_THRESHOLD, 512 * 2 ** 20))
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+    return (bool(mallopt(M_MMAP_THRESHOLD, 32 * 2 ** 20)) and bool(mallopt(M_MMAP_MAX, 0))
+            and bool(mallopt(M_TRIM_THRESHOLD, 512 * 2 ** 20)))
 
 
 if os.environ.get("TINYGRAD_GPT_TUNE_MALLOC", "1") != "0":

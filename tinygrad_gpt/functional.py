@@ -191,7 +191,29 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, scale=None
     KV cache; with Tq == Tk this is the usual lower-triangular mask).
     """
     _check_qkv(q, k, v, causal)
+    if dropout_p == 0 and _weights_outgrow_caches(q, k, v):
+        return Tensor._apply(fused.BlockedAttention, q, k, v, causal=causal, scale=scale)
     return Tensor._apply(fused.Attention, q, k, v, causal=causal, scale=scale, dropout_p=dropout_p)
+
+
+def blocked_attention(q, k, v, causal=True, scale=None, block=None):
+    """The same attention, computed ``block`` (batch, head) matrices at a time, never holding all
+    the (..., Tq, Tk) weights: fused.BlockedAttention. ``scaled_dot_product_attention`` picks it
+    by itself for long sequences on the CPU; q, k and v must share their leading dims."""
+    _check_qkv(q, k, v, causal)
+    if not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
+        raise ValueError(f"blocked_attention: q, k, v need the same leading dims, "
+                         f"got shapes {q.shape}, {k.shape}, {v.shape}")
+    if block is not None and (not isinstance(block, int) or block < 1):
+        raise ValueError(f"blocked_attention: block must be a positive int, got {block!r}")
+    return Tensor._apply(fused.BlockedAttention, q, k, v, causal=causal, scale=scale, block=block)
+
+
+def _weights_outgrow_caches(q, k, v):
+    """True on the CPU when the attention weights have CHUNKED_MIN elements or more: then
+    blocks that stay in the caches beat one pass after another over the whole array."""
+    return (q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and backend.device_of(q.data if isinstance(q, Tensor) else q) == "cpu"
+            and math.prod(q.shape[:-1]) * k.shape[-2] >= backend.CHUNKED_MIN)
 
 
 def scaled_dot_product_attention_composed(q, k, v, causal=True, scale=None):

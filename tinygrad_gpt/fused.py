@@ -222,3 +222,69 @@ class Attention(Function):
         gq = sum_to(gs @ k, q.shape)
         gk = sum_to(xp.swapaxes(gs, -1, -2) @ q, k.shape)
         return gq, gk, gv
+
+
+class BlockedAttention(Function):
+    """The same attention as ``Attention`` (without dropout), in blocks of (batch, head) rows.
+
+    For long sequences the (..., Tq, Tk) weights are the largest arrays of a step. Here they
+    never exist in full: each block's scores are made, used and dropped while they sit in
+    the CPU caches. The forward keeps only each row's log-sum-exp L = m + log sum_j exp(s_j - m);
+    the backward rebuilds a block's weights as A = exp(s - L), at the price of one more
+    q @ k^T (the idea of FlashAttention). q, k, v share their leading dims; ``block`` is the
+    number of (Tq, Tk) matrices in one block (by default, about CHUNK elements).
+    """
+
+    def forward(self, q, k, v, causal=True, scale=None, block=None):
+        xp = get_array_module(q, k, v)
+        Tq, Tk = q.shape[-2], k.shape[-2]
+        self.scale = q.shape[-1] ** -0.5 if scale is None else scale
+        self.mask = causal_mask(xp, Tq, Tk, q.dtype) if causal and Tq > 1 else None
+        self.shapes = q.shape, k.shape, v.shape
+        q3, k3, v3 = (a.reshape(-1, *a.shape[-2:]) for a in (q, k, v))  # (N, T, hs)
+        self.blocks = _blocks(q3.shape[0], block or max(1, CHUNK // (Tq * Tk)))
+        out = xp.empty((q3.shape[0], Tq, v.shape[-1]), dtype=q.dtype)    # (N, Tq, hv)
+        lse = xp.empty((q3.shape[0], Tq, 1), dtype=q.dtype)              # (N, Tq, 1)
+        for s in self.blocks:
+            att = self._scores(q3[s], k3[s])                             # (n, Tq, Tk)
+            m = att.max(axis=-1, keepdims=True)
+            att -= m
+            xp.exp(att, out=att)
+            total = att.sum(axis=-1, keepdims=True)
+            att /= total                                                 # the softmax, A
+            xp.matmul(att, v3[s], out=out[s])
+            lse[s] = xp.log(total) + m
+        self.save_for_backward(q3, k3, v3, out, lse)
+        return out.reshape(*q.shape[:-1], v.shape[-1])
+
+    def _scores(self, q, k):
+        """s = q @ k^T * scale, plus the causal mask: (n, Tq, Tk)."""
+        att = q @ k.swapaxes(-1, -2)
+        att *= self.scale
+        if self.mask is not None:
+            att += self.mask
+        return att
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        q3, k3, v3, out, lse = self.saved
+        g3 = g.reshape(out.shape)
+        row = (g3 * out).sum(axis=-1, keepdims=True)  # softmax's row sum, g . out, as in Attention
+        gq, gk, gv = xp.empty_like(q3), xp.empty_like(k3), xp.empty_like(v3)
+        for s in self.blocks:
+            att = self._scores(q3[s], k3[s])
+            att -= lse[s]
+            xp.exp(att, out=att)                           # A = exp(s - L), the forward's weights
+            xp.matmul(att.swapaxes(-1, -2), g3[s], out=gv[s])  # out = A @ v:  gv = A^T @ g
+            gs = g3[s] @ v3[s].swapaxes(-1, -2)            # gA = g @ v^T
+            gs -= row[s]
+            gs *= att                                      # gs = A * (gA - g . out) * scale
+            gs *= self.scale
+            xp.matmul(gs, k3[s], out=gq[s])                # s = q @ k^T:  gq = gs @ k
+            xp.matmul(gs.swapaxes(-1, -2), q3[s], out=gk[s])  # gk = gs^T @ q
+        return tuple(grad.reshape(shape) for grad, shape in zip((gq, gk, gv), self.shapes))
+
+
+def _blocks(n, size):
+    """Slices of ``size`` rows that cover range(n)."""
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]

@@ -153,12 +153,16 @@ def _layer_norm(bias):
     return case
 
 
-def _attention(causal, Tq_less=False):
+def _attention(causal, Tq_less=False, blocked=False):
     def case(rng):
         B, nh, Tk, hs = (int(v) for v in rng.integers(1, 4, size=4))
         Tk += 1
         Tq = int(rng.integers(1, Tk)) if Tq_less else Tk
         shapes = [(B, nh, Tq, hs), (B, nh, Tk, hs), (B, nh, Tk, hs)]
+        if blocked:  # blocks of one or two (Tq, Tk) matrices, the last one possibly partial
+            block = int(rng.integers(1, 3))
+            return (lambda q, k, v: F.blocked_attention(q, k, v, causal=causal, block=block)), \
+                [_values(rng, s) for s in shapes]
         return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=causal)), \
             [_values(rng, s) for s in shapes]
     return case
@@ -227,6 +231,7 @@ CASES = {
     "attention_causal": _attention(causal=True),
     "attention_kv_cache": _attention(causal=True, Tq_less=True),
     "attention_full": _attention(causal=False),
+    "attention_blocked": _attention(causal=True, Tq_less=True, blocked=True),
     "embedding": _embedding,
     "residual_mlp": _residual_mlp,
 }
