@@ -6,11 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 import tinygrad_gpt as tg
 from tinygrad_gpt import backend
 from tinygrad_gpt.backend import (DeviceError, get_array_module, to_numpy, to_device, device_of,
                                   is_array, xp_for, require_device, cuda_available, scatter_add)
+
+import strategies as S
 
 REPO = Path(__file__).resolve().parents[1]
 no_gpu_only = pytest.mark.skipif(cuda_available(), reason="checks the behaviour without a GPU")
@@ -173,6 +176,21 @@ def test_scatter_add_accumulates_repeats():
     out2 = np.zeros((3, 2))
     scatter_add(out2, (np.array([1, 1]), np.array([0, 0])), np.array([5.0, 6.0]))
     np.testing.assert_array_equal(out2, [[0, 0], [11, 0], [0, 0]])
+
+
+@S.SETTINGS
+@given(n=st.integers(1, 6), row=st.lists(st.integers(1, 3), max_size=2).map(tuple),
+       picks=st.lists(st.integers(1, 4), min_size=1, max_size=2).map(tuple), data=st.data())
+def test_scatter_add_of_rows_matches_np_add_at(n, row, picks, data):
+    """The sorted, segment-summed path for integer row picks (the embedding backward) against
+    np.add.at, with repeats and negative indices."""
+    index = np.asarray(data.draw(st.lists(st.integers(-n, n - 1), min_size=int(np.prod(picks)),
+                                          max_size=int(np.prod(picks)))), dtype=np.int64).reshape(picks)
+    values = np.random.default_rng(n).standard_normal(picks + row)
+    expected = np.ones((n,) + row)
+    np.add.at(expected, index, values)
+    got = scatter_add(np.ones((n,) + row), index, values)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_manual_seed_and_rng_state_round_trip():

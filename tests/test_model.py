@@ -5,7 +5,7 @@ import pytest
 
 from tinygrad_gpt import Tensor, manual_seed
 from tinygrad_gpt.gradcheck import check_grads
-from tinygrad_gpt.model import GPT, GPTConfig
+from tinygrad_gpt.model import GPT, GPTConfig, LayerCache
 from tinygrad_gpt.optim import AdamW
 
 V, BLOCK = 11, 8
@@ -447,6 +447,24 @@ def test_kv_cache_with_prompt_at_or_past_block(T):
         cached = model.generate(prompt, 6, seed=seed)
         np.testing.assert_array_equal(cached, model.generate(prompt, 6, use_cache=False, seed=seed))
         np.testing.assert_array_equal(cached[:, :T], prompt)
+
+
+@pytest.mark.parametrize("T", [1, 5, BLOCK])
+def test_newest_only_body_is_the_last_row_of_the_full_body(T):
+    """Rebuilding the cache computes the last block for the newest position only: its output
+    equals the full body's last row, and every layer caches the keys and values of all T."""
+    model = tiny_gpt(seed=3).to(dtype=np.float64)
+    idx = np.random.default_rng(T).integers(0, V, (2, T))
+    full_caches = [LayerCache() for _ in model.transformer.h]
+    newest_caches = [LayerCache() for _ in model.transformer.h]
+    full = model._body(idx, 0, full_caches).numpy()
+    newest = model._body(idx, 0, newest_caches, newest_only=True).numpy()
+    assert newest.shape == (2, 1, model.config.n_embd)
+    np.testing.assert_allclose(newest, full[:, -1:], rtol=1e-12, atol=1e-12)
+    for a, b in zip(full_caches, newest_caches):
+        assert b.length == T
+        np.testing.assert_array_equal(a.k, b.k)
+        np.testing.assert_array_equal(a.v, b.v)
 
 
 def test_kv_cache_in_float64():

@@ -48,7 +48,7 @@ class CausalSelfAttention(Module):
         self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = Dropout(config.dropout)
 
-    def forward(self, x, cache=None):
+    def forward(self, x, cache=None, newest_only=False):
         B, T, C = x.shape
         nh, hs = self.n_head, C // self.n_head
         # (B, T, 3C) -> (3, B, nh, T, hs): q, k, v for every head
@@ -56,9 +56,11 @@ class CausalSelfAttention(Module):
         q, k, v = qkv[0], qkv[1], qkv[2]  # each (B, nh, T, hs)
         if cache is not None:  # generation: prepend the keys and values of earlier tokens
             k, v = cache.extend(k, v)      # (B, nh, T_past + T, hs)
+        if newest_only:  # generation: only the newest position's output is needed
+            q = q[:, :, -1:]               # (B, nh, 1, hs); it still sees every key
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, causal=True, dropout_p=p)  # (B, nh, T, hs)
-        y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # re-assemble the heads side by side
+        y = F.scaled_dot_product_attention(q, k, v, causal=True, dropout_p=p)  # (B, nh, Tq, hs)
+        y = y.transpose(0, 2, 1, 3).reshape(B, q.shape[2], C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -81,8 +83,9 @@ class Block(Module):
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, cache=None):
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(self, x, cache=None, newest_only=False):
+        residual = x[:, -1:] if newest_only else x  # newest_only: (B, 1, C) from here on
+        x = residual + self.attn(self.ln_1(x), cache, newest_only)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -192,15 +195,20 @@ class GPT(Module):
             raise ValueError(f"targets must have the shape of idx {tuple(shape)}, got {tuple(data.shape)}")
         return backend.to_device(data, self.transformer.wte.weight.device)
 
-    def _body(self, idx, start, caches):
-        """Embeddings, blocks and the final layer norm: (B, T) ids -> (B, T, C)."""
+    def _body(self, idx, start, caches, newest_only=False):
+        """Embeddings, blocks and the final layer norm: (B, T) ids -> (B, T, C).
+
+        With ``newest_only`` the last block computes (B, 1, C) for the newest position
+        alone (the earlier blocks, and every key and value, are still computed in full).
+        """
         tr = self.transformer
         T = idx.shape[1]
         tok = tr.wte.weight[idx]  # (B, T, C); ids were checked once, by _check_idx or by sampling
         pos = tr.wpe.weight[start:start + T]          # (T, C), positions start .. start+T-1
         x = tr.drop(tok + pos)
+        last = len(tr.h) - 1
         for i, block in enumerate(tr.h):
-            x = block(x, None if caches is None else caches[i])
+            x = block(x, None if caches is None else caches[i], newest_only and i == last)
         return tr.ln_f(x)
 
     # ------------------------------------------------------------------ optimizer
@@ -230,7 +238,7 @@ class GPT(Module):
         else:  # first call, or the window slid: positions shifted, so rebuild the cache
             for c in caches:
                 c.k = c.v = None
-            x = self._body(idx[:, -block:], 0, caches)
+            x = self._body(idx[:, -block:], 0, caches, newest_only=True)
         return (x[:, -1, :] @ self.transformer.wte.weight.T).data  # (B, vocab)
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
