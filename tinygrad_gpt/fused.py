@@ -120,7 +120,9 @@ class LayerNorm(Function):
         def part(s):
             xs, xh, r, o = x2[s], xhat[s], rstd[s], out[s]
             xp.subtract(xs, xs.mean(axis=-1, keepdims=True), out=xh)   # x - mean
-            xp.add((xh * xh).mean(axis=-1, keepdims=True), eps, out=r)  # var + eps
+            r[:] = xp.einsum("ij,ij->i", xh, xh)[:, None]  # sums of squares, no (N, C) temporary
+            r *= 1 / C
+            r += eps                                        # var + eps
             xp.sqrt(r, out=r)
             xp.reciprocal(r, out=r)                         # rstd = 1 / sqrt(var + eps)
             xh *= r                                         # xhat
@@ -135,6 +137,7 @@ class LayerNorm(Function):
     def backward(self, g):
         xhat, rstd, weight = self.saved
         xp = get_array_module(g)
+        C = xhat.shape[1]
         g2 = g.reshape(xhat.shape)
         gx = xp.empty_like(xhat) if self.needs_grad[0] else None
 
@@ -144,12 +147,13 @@ class LayerNorm(Function):
                 # with gh = g * w: gx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat))
                 gh = gs * weight
                 o = gx[s]
-                xp.multiply(xh, (gh * xh).mean(axis=-1, keepdims=True), out=o)
+                mean_ghx = xp.einsum("ij,ij->i", gh, xh)[:, None] * (1 / C)  # row dots, no temporary
+                xp.multiply(xh, mean_ghx, out=o)
                 o += gh.mean(axis=-1, keepdims=True)
                 xp.subtract(gh, o, out=o)
                 o *= rstd[s]
             # d/dw = sum over rows of g * xhat, d/db = sum over rows of g (per block, added below)
-            return (gs * xh).sum(axis=0), gs.sum(axis=0)
+            return xp.einsum("ij,ij->j", gs, xh), gs.sum(axis=0)
         parts = for_chunks(part, xhat.shape[0], g, chunk=max(1, CHUNK // xhat.shape[1]))
         gw = sum(p[0] for p in parts) if self.needs_grad[1] else None
         gb = sum(p[1] for p in parts) if self.has_bias and self.needs_grad[2] else None
