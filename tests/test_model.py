@@ -204,10 +204,12 @@ def test_rows_of_a_batch_are_independent():
 
 
 def test_shorter_sequence_matches_prefix_of_longer():
-    model = peaky_gpt()
+    # float64, so that rounding differences between the two lengths' code paths (such as the
+    # attention softmax's max shift, taken or skipped) stay far below the tolerance
+    model = peaky_gpt().to(dtype=np.float64)
     x, _ = batch(B=2, T=BLOCK)
     np.testing.assert_allclose(model(x[:, :3])[0].numpy(), model(x)[0].numpy()[:, :3],
-                               rtol=1e-5, atol=1e-6)
+                               rtol=1e-10, atol=1e-12)
 
 
 def test_accepts_tensor_and_list_ids():

@@ -9,13 +9,36 @@ from .backend import CHUNK, for_chunks, get_array_module, random_uniform, device
 from .function import Function, sum_to
 
 
-def _softmax(x, axis, out=None):
-    """A numerically stable softmax on arrays (subtract the max before exp); ``out=x`` works in place."""
+def _softmax(x, axis, out=None, shift=True):
+    """A numerically stable softmax on arrays (subtract the max before exp); ``out=x`` works in place.
+
+    Softmax does not change when a row is shifted; the max is subtracted only so that exp
+    cannot overflow. ``shift=False`` skips it, for callers that know every |x| is small.
+    """
     xp = get_array_module(x)
-    out = xp.subtract(x, x.max(axis=axis, keepdims=True), out=out)
-    xp.exp(out, out=out)
+    if shift:
+        out = xp.subtract(x, x.max(axis=axis, keepdims=True), out=out)
+        xp.exp(out, out=out)
+    else:
+        out = xp.exp(x, out=out)
     out /= out.sum(axis=axis, keepdims=True)
     return out
+
+
+SMALL_SCORE = 60.0  # e^60 ~ 1e26: exp neither overflows nor underflows float32, even summed over 1e10 keys
+
+
+def _scores_are_small(q, k, scale):
+    """True when every attention score |scale * q_i . k_j| is at most SMALL_SCORE.
+
+    By Cauchy-Schwarz |q_i . k_j| <= |q_i| |k_j|, so two norms over (..., T, hs) arrays bound
+    all (..., Tq, Tk) scores at once. Then the softmax may skip its max shift, a whole pass
+    (and a slow row-wise reduction) over the scores.
+    """
+    xp = get_array_module(q, k)
+    q_norm = float(xp.sqrt(xp.einsum("...i,...i->...", q, q).max())) if q.size else 0.0
+    k_norm = float(xp.sqrt(xp.einsum("...i,...i->...", k, k).max())) if k.size else 0.0
+    return abs(scale) * q_norm * k_norm <= SMALL_SCORE
 
 
 class Linear(Function):
@@ -195,7 +218,10 @@ class Attention(Function):
         att *= self.scale
         if causal and q.shape[-2] > 1:  # a single (newest) query may see every key
             att += causal_mask(xp, q.shape[-2], k.shape[-2], att.dtype)
-        _softmax(att, axis=-1, out=att)  # the scores are not needed again: reuse their memory
+        # the scores are not needed again: the softmax reuses their memory. On small score
+        # arrays (a generation step) the max shift costs less than checking whether to skip it.
+        shift = att.size < CHUNK or not _scores_are_small(q, k, self.scale)
+        _softmax(att, axis=-1, out=att, shift=shift)
         keep = None
         if dropout_p > 0:
             keep = random_uniform(att.shape, att.dtype, device_of(att)) >= dropout_p
@@ -249,10 +275,12 @@ class BlockedAttention(Function):
         self.blocks = _blocks(q3.shape[0], block or max(1, CHUNK // (Tq * Tk)))
         out = xp.empty((q3.shape[0], Tq, v.shape[-1]), dtype=q.dtype)    # (N, Tq, hv)
         lse = xp.empty((q3.shape[0], Tq, 1), dtype=q.dtype)              # (N, Tq, 1)
+        shift = not _scores_are_small(q3, k3, self.scale)  # as in Attention: skip the max if safe
         for s in self.blocks:
             att = self._scores(q3[s], k3[s])                             # (n, Tq, Tk)
-            m = att.max(axis=-1, keepdims=True)
-            att -= m
+            m = att.max(axis=-1, keepdims=True) if shift else 0
+            if shift:
+                att -= m
             xp.exp(att, out=att)
             total = att.sum(axis=-1, keepdims=True)
             att /= total                                                 # the softmax, A
