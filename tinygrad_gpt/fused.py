@@ -139,10 +139,12 @@ class LayerNorm(Function):
         x2 = x.reshape(-1, C)                               # (N, C)
         xhat, out = xp.empty_like(x2), xp.empty_like(x2)
         rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)    # (N, 1)
+        # row means as one matrix-vector product: several times faster than .mean(axis=-1)
+        average = xp.full((C, 1), 1 / C, dtype=x.dtype)
 
         def part(s):
             xs, xh, r, o = x2[s], xhat[s], rstd[s], out[s]
-            xp.subtract(xs, xs.mean(axis=-1, keepdims=True), out=xh)   # x - mean
+            xp.subtract(xs, xs @ average, out=xh)           # x - mean
             r[:] = xp.einsum("ij,ij->i", xh, xh)[:, None]  # sums of squares, no (N, C) temporary
             r *= 1 / C
             r += eps                                        # var + eps
@@ -163,6 +165,7 @@ class LayerNorm(Function):
         C = xhat.shape[1]
         g2 = g.reshape(xhat.shape)
         gx = xp.empty_like(xhat) if self.needs_grad[0] else None
+        average = xp.full((C, 1), 1 / C, dtype=xhat.dtype)  # row means, as in the forward
 
         def part(s):
             gs, xh = g2[s], xhat[s]
@@ -172,7 +175,7 @@ class LayerNorm(Function):
                 o = gx[s]
                 mean_ghx = xp.einsum("ij,ij->i", gh, xh)[:, None] * (1 / C)  # row dots, no temporary
                 xp.multiply(xh, mean_ghx, out=o)
-                o += gh.mean(axis=-1, keepdims=True)
+                o += gh @ average                           # + mean(gh)
                 xp.subtract(gh, o, out=o)
                 o *= rstd[s]
             # d/dw = sum over rows of g * xhat, d/db = sum over rows of g (per block, added below)
