@@ -262,8 +262,8 @@ class BlockedAttention(Function):
 
     For long sequences the (..., Tq, Tk) weights are the largest arrays of a step. Here they
     never exist in full: each block's scores are made, used and dropped while they sit in
-    the CPU caches. The forward keeps only each row's log-sum-exp L = m + log sum_j exp(s_j - m);
-    the backward rebuilds a block's weights as A = exp(s - L), at the price of one more
+    the CPU caches. The forward keeps only each row's log-sum-exp L = m + log sum_j exp(s_j - m)
+    (m the row's max, or 0 when the scores are small enough to skip the shift); the backward rebuilds a block's weights as A = exp(s - L), at the price of one more
     q @ k^T (the idea of FlashAttention). q, k, v share their leading dims; ``block`` is the
     number of (Tq, Tk) matrices in one block (by default, about CHUNK elements).
     """
@@ -281,8 +281,9 @@ class BlockedAttention(Function):
         shift = not _scores_are_small(q3, k3, self.scale)  # as in Attention: skip the max if safe
         for s in self.blocks:
             att = self._scores(q3[s], k3[s])                             # (n, Tq, Tk)
-            m = att.max(axis=-1, keepdims=True) if shift else 0
+            m = 0                                                        # the row max, if needed
             if shift:
+                m = att.max(axis=-1, keepdims=True)
                 att -= m
             xp.exp(att, out=att)
             total = att.sum(axis=-1, keepdims=True)
