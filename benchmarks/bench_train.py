@@ -155,17 +155,21 @@ def _status_mib(field):
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
+def make_contender(name, c):
+    """One contender on the CPU, by name ("ours", "torch manual", "torch sdpa"), with its own
+    init: its step function and a batch in its array type."""
+    x, y = batch(c)
+    if name == "ours":
+        return make_ours(c, "cpu")[1], x, y
+    import torch
+    step = make_torch(c, "cpu", None, name == "torch sdpa")[1]
+    return step, torch.from_numpy(x), torch.from_numpy(y)
+
+
 def run_memory_child(args):
     """In a fresh process: build one contender, then report how far training steps lift
     the peak resident set above the size before the first step (MiB)."""
-    c = CONFIGS[args.config]
-    x, y = batch(c)
-    if args.memory_child == "ours":
-        model, step = make_ours(c, "cpu")
-    else:
-        import torch
-        model, step = make_torch(c, "cpu", None, args.memory_child == "torch sdpa")
-        x, y = torch.from_numpy(x), torch.from_numpy(y)
+    step, x, y = make_contender(args.memory_child, CONFIGS[args.config])
     base = _status_mib("VmRSS")  # libraries, model and data loaded; no step yet
     for _ in range(args.warmup + 2):  # gradients, optimizer state, activations, buffers
         step(x, y)
@@ -174,14 +178,7 @@ def run_memory_child(args):
 
 def run_isolated_child(args):
     """In a fresh process: time one contender alone (no other framework's threads around)."""
-    c = CONFIGS[args.config]
-    x, y = batch(c)
-    if args.isolated_child == "ours":
-        _, step = make_ours(c, "cpu")
-    else:
-        import torch
-        _, step = make_torch(c, "cpu", None, args.isolated_child == "torch sdpa")
-        x, y = torch.from_numpy(x), torch.from_numpy(y)
+    step, x, y = make_contender(args.isolated_child, CONFIGS[args.config])
     for _ in range(args.warmup):
         step(x, y)
     times = []

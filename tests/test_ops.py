@@ -1165,7 +1165,8 @@ def test_attention_with_and_without_the_max_shift(xp, monkeypatch, attention, T,
     Every path gives the values and gradients of the reference, with no inf or NaN."""
     from tinygrad_gpt import fused
     q, k, v = (size * rand(4, 4, T, 4, seed=70 + i) for i in range(3))
-    assert fused._scores_are_small(q, k, 4 ** -0.5) == (size == 1.0)
+    assert fused._skip_max_shift(q, k, 4 ** -0.5, fused.CHUNK) == (size == 1.0)
+    assert not fused._skip_max_shift(q, k, 4 ** -0.5, fused.CHUNK - 1)  # too few scores to check
     shifts = []
     if attention == "fused":
         softmax = fused._softmax

@@ -206,16 +206,7 @@ class BPETokenizer:
             if best[0] == np.inf:
                 break
             rank, merged = best
-            a, b = self.merges[rank]
-            out, i = [], 0
-            while i < len(ids):  # merge every occurrence, left to right
-                if i + 1 < len(ids) and ids[i] == a and ids[i + 1] == b:
-                    out.append(merged)
-                    i += 2
-                else:
-                    out.append(ids[i])
-                    i += 1
-            ids = out
+            ids = _merge_pair(ids, self.merges[rank], merged)
         return tuple(ids)
 
     def decode(self, ids):
@@ -359,18 +350,24 @@ def _learn_merges(words, freqs, vocab, vocab_size):
     return merges
 
 
+def _merge_pair(ids, pair, new_id):
+    """``ids`` with every occurrence of ``pair`` replaced by ``new_id``, left to right."""
+    a, b = pair
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and ids[i] == a and ids[i + 1] == b:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
 def _merge_word(words, i, n, pair, new_id, pair_counts, where, changed):
     """Replace ``pair`` by ``new_id`` in word ``i`` (seen ``n`` times), updating the pair counts."""
     w = words[i]
-    a, b = pair
-    out, j = [], 0
-    while j < len(w):
-        if j + 1 < len(w) and w[j] == a and w[j + 1] == b:
-            out.append(new_id)
-            j += 2
-        else:
-            out.append(w[j])
-            j += 1
+    out = _merge_pair(w, pair, new_id)
     if len(out) == len(w):
         return  # a stale index: the word no longer holds the pair
     for p in zip(w, w[1:]):  # remove the word's old pairs, then add its new ones

@@ -212,7 +212,8 @@ def blocked_attention(q, k, v, causal=True, scale=None, block=None):
 def _weights_outgrow_caches(q, k, v):
     """True on the CPU when the attention weights have CHUNKED_MIN elements or more: then
     blocks that stay in the caches beat one pass after another over the whole array."""
-    return (q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and backend.device_of(q.data if isinstance(q, Tensor) else q) == "cpu"
+    data = q.data if isinstance(q, Tensor) else q
+    return (q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and backend.device_of(data) == "cpu"
             and math.prod(q.shape[:-1]) * k.shape[-2] >= backend.CHUNKED_MIN)
 
 

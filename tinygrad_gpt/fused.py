@@ -28,17 +28,31 @@ def _softmax(x, axis, out=None, shift=True):
 SMALL_SCORE = 60.0  # e^60 ~ 1e26: exp neither overflows nor underflows float32, even summed over 1e10 keys
 
 
-def _scores_are_small(q, k, scale):
-    """True when every attention score |scale * q_i . k_j| is at most SMALL_SCORE.
+def _skip_max_shift(q, k, scale, n_scores):
+    """True when the softmax of the n_scores scores scale * q @ k^T may skip its max shift.
 
     By Cauchy-Schwarz |q_i . k_j| <= |q_i| |k_j|, so two norms over (..., T, hs) arrays bound
-    all (..., Tq, Tk) scores at once. Then the softmax may skip its max shift, a whole pass
-    (and a slow row-wise reduction) over the scores.
+    all (..., Tq, Tk) scores at once; when the bound is at most SMALL_SCORE, the shift (a whole
+    pass and a slow row-wise reduction over the scores) can go. The check only runs where it
+    pays: on the CPU (on the GPU, reading the norms back would make the host wait for the
+    device) and for CHUNK scores or more (below that, as in a generation step, the shift
+    costs less than the check).
     """
+    if n_scores < CHUNK or device_of(q) != "cpu":
+        return False
     xp = get_array_module(q, k)
     q_norm = float(xp.sqrt(xp.einsum("...i,...i->...", q, q).max())) if q.size else 0.0
     k_norm = float(xp.sqrt(xp.einsum("...i,...i->...", k, k).max())) if k.size else 0.0
     return abs(scale) * q_norm * k_norm <= SMALL_SCORE
+
+
+def _scores(q, k, scale, mask):
+    """s = q @ k^T * scale, plus the additive causal mask if there is one: (..., Tq, Tk)."""
+    att = q @ get_array_module(q, k).swapaxes(k, -1, -2)
+    att *= scale
+    if mask is not None:
+        att += mask
+    return att
 
 
 class Linear(Function):
@@ -217,13 +231,12 @@ class Attention(Function):
         xp = get_array_module(q, k, v)
         self.scale = q.shape[-1] ** -0.5 if scale is None else scale
         self.dropout_p = dropout_p
-        att = q @ xp.swapaxes(k, -1, -2)  # (..., Tq, Tk)
-        att *= self.scale
-        if causal and q.shape[-2] > 1:  # a single (newest) query may see every key
-            att += causal_mask(xp, q.shape[-2], k.shape[-2], att.dtype)
-        # the scores are not needed again: the softmax reuses their memory. On small score
-        # arrays (a generation step) the max shift costs less than checking whether to skip it.
-        shift = att.size < CHUNK or not _scores_are_small(q, k, self.scale)
+        mask = None  # a single (newest) query may see every key
+        if causal and q.shape[-2] > 1:
+            mask = causal_mask(xp, q.shape[-2], k.shape[-2], q.dtype)
+        att = _scores(q, k, self.scale, mask)  # (..., Tq, Tk)
+        # the scores are not needed again: the softmax reuses their memory
+        shift = not _skip_max_shift(q, k, self.scale, att.size)
         _softmax(att, axis=-1, out=att, shift=shift)
         keep = None
         if dropout_p > 0:
@@ -278,9 +291,9 @@ class BlockedAttention(Function):
         self.blocks = _blocks(q3.shape[0], block or max(1, CHUNK // (Tq * Tk)))
         out = xp.empty((q3.shape[0], Tq, v.shape[-1]), dtype=q.dtype)    # (N, Tq, hv)
         lse = xp.empty((q3.shape[0], Tq, 1), dtype=q.dtype)              # (N, Tq, 1)
-        shift = not _scores_are_small(q3, k3, self.scale)  # as in Attention: skip the max if safe
+        shift = not _skip_max_shift(q3, k3, self.scale, q3.shape[0] * Tq * Tk)  # as in Attention
         for s in self.blocks:
-            att = self._scores(q3[s], k3[s])                             # (n, Tq, Tk)
+            att = _scores(q3[s], k3[s], self.scale, self.mask)           # (n, Tq, Tk)
             m = 0                                                        # the row max, if needed
             if shift:
                 m = att.max(axis=-1, keepdims=True)
@@ -293,14 +306,6 @@ class BlockedAttention(Function):
         self.save_for_backward(q3, k3, v3, out, lse)
         return out.reshape(*q.shape[:-1], v.shape[-1])
 
-    def _scores(self, q, k):
-        """s = q @ k^T * scale, plus the causal mask: (n, Tq, Tk)."""
-        att = q @ k.swapaxes(-1, -2)
-        att *= self.scale
-        if self.mask is not None:
-            att += self.mask
-        return att
-
     def backward(self, g):
         xp = get_array_module(g)
         q3, k3, v3, out, lse = self.saved
@@ -308,7 +313,7 @@ class BlockedAttention(Function):
         row = (g3 * out).sum(axis=-1, keepdims=True)  # softmax's row sum, g . out, as in Attention
         gq, gk, gv = xp.empty_like(q3), xp.empty_like(k3), xp.empty_like(v3)
         for s in self.blocks:
-            att = self._scores(q3[s], k3[s])
+            att = _scores(q3[s], k3[s], self.scale, self.mask)
             att -= lse[s]
             xp.exp(att, out=att)                           # A = exp(s - L), the forward's weights
             xp.matmul(att.swapaxes(-1, -2), g3[s], out=gv[s])  # out = A @ v:  gv = A^T @ g
