@@ -215,3 +215,17 @@ def test_tune_allocator_reports_whether_it_applied():
     assert isinstance(applied, bool)
     if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
         assert applied
+
+
+@pytest.mark.parametrize("size, chunk", [(10, 4), (8, 4), (7, 4), (3, 4), (backend.CHUNKED_MIN + 9, 1 << 16)])
+def test_for_chunks_covers_the_range_once_in_order(size, chunk):
+    """Small work is one slice; larger work is contiguous slices of ``chunk`` (the last one
+    short) that cover range(n) exactly once, in order, on one thread or two."""
+    slices = backend.for_chunks(lambda s: (s.start, s.stop), size, np.zeros(size), chunk=chunk)
+    if size < 2 * chunk:
+        assert slices == [(0, size)]
+    else:
+        assert slices[0][0] == 0 and slices[-1][1] == size
+        assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
+        assert all(stop - start == chunk for start, stop in slices[:-1])
+        assert 0 < slices[-1][1] - slices[-1][0] <= chunk

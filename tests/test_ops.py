@@ -1103,11 +1103,13 @@ def test_no_backward_silently_upcasts_float32(xp, name, monkeypatch):
     assert not upcast, f"float32 backward computed float64 gradients in {upcast}"
 
 
-def test_gelu_on_inputs_large_enough_to_be_chunked(xp):
-    """Big inputs go through backend.for_chunks (several chunks, two threads): same values and
-    gradients as the composed form."""
-    from tinygrad_gpt.backend import CHUNKED_MIN
-    x0 = rand(CHUNKED_MIN // 2 + 7, 2, seed=5)  # not a multiple of the chunk size
+@pytest.mark.parametrize("threads", [2, 1])
+def test_gelu_on_inputs_large_enough_to_be_chunked(xp, threads):
+    """Big inputs go through backend.for_chunks (several chunks: on two threads from CHUNKED_MIN
+    elements, on one below): same values and gradients as the composed form."""
+    from tinygrad_gpt.backend import CHUNK, CHUNKED_MIN
+    n = CHUNKED_MIN // 2 + 7 if threads == 2 else (3 * CHUNK) // 2 + 7
+    x0 = rand(n, 2, seed=5)  # not a multiple of the chunk size
     g0 = rand(*x0.shape, seed=6)
     x1, x2 = Tensor(xp.asarray(x0), requires_grad=True), Tensor(xp.asarray(x0), requires_grad=True)
     y1, y2 = F.gelu(x1), F.gelu_composed(x2)
@@ -1198,3 +1200,15 @@ def test_attention_dropout_gradient_on_large_inputs(xp):
         manual_seed(3)
         return F.scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.3)
     assert check_grads(fn, ts, **GRAD_TOL)
+
+
+def test_gelu_keeps_no_derivative_under_no_grad():
+    """Under no_grad the forward computes the output alone (same values) and saves nothing."""
+    from tinygrad_gpt.tensor import no_grad
+    x = Tensor(rand(5, 7, seed=3), requires_grad=True)
+    y = F.gelu(x)
+    with no_grad():
+        z = F.gelu(x)
+    assert not z.requires_grad and z._ctx is None
+    np.testing.assert_array_equal(z.numpy(), y.numpy())
+    assert y._ctx.saved[0] is not None

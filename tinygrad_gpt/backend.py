@@ -226,25 +226,28 @@ def random_uniform(shape, dtype, device_name):
 # ----------------------------------------------------------------------------- elementwise work in chunks
 
 CHUNK = 1 << 16  # elements (256 KiB of float32): a chunk and its temporaries stay in cache
-CHUNKED_MIN = 1 << 20  # smaller arrays fit the caches anyway, and threads would cost more than they save
+CHUNKED_MIN = 1 << 20  # below this, a second thread costs more than it saves (measured on 2 cores)
 _pool = None
 
 
 def for_chunks(fn, n, array, chunk=CHUNK):
     """Call ``fn(s)`` for slices ``s`` that cover range(n); return the list of results.
 
-    On the CPU, work on arrays of CHUNKED_MIN elements or more is cut into cache-sized
-    chunks shared between two threads (NumPy releases the GIL inside its loops), so an
-    op that makes several passes over its data reads it from cache, on both cores. On
-    the GPU, or for smaller work, it is a single call ``fn(slice(0, n))``. ``array``
+    On the CPU, work of two chunks or more is cut into cache-sized chunks, so an op that
+    makes several passes over its data reads it from cache. On arrays of CHUNKED_MIN
+    elements or more, two threads share the chunks (NumPy releases the GIL inside its
+    loops); below that, the main thread runs them in turn. On the GPU, or for work of
+    less than two chunks, it is a single call ``fn(slice(0, n))``. ``array``
     tells the device and the size of the work; ``chunk`` is the slice length (rows, for
     row-wise work).
 
         >>> for_chunks(lambda s: s.stop - s.start, 10, np.zeros(10))
         [10]
     """
-    if device_of(array) == "cuda" or array.size < CHUNKED_MIN or n < 2 * chunk:
+    if device_of(array) == "cuda" or n < 2 * chunk:
         return [fn(slice(0, n))]
+    if array.size < CHUNKED_MIN:
+        return [fn(slice(i, min(i + chunk, n))) for i in range(0, n, chunk)]
     global _pool
     if _pool is None:
         from concurrent.futures import ThreadPoolExecutor

@@ -194,24 +194,15 @@ class Relu(Function):
 GELU_C = math.sqrt(2.0 / math.pi)
 
 
-def _gelu_tanh(xs, ts):
-    """ts = tanh(u), u = c x (1 + 0.044715 x^2), computed in place in ``ts``."""
-    xp = get_array_module(xs)
-    xp.multiply(xs, xs, out=ts)
-    ts *= 0.044715 * GELU_C
-    ts += GELU_C
-    ts *= xs
-    xp.tanh(ts, out=ts)
-    return ts
-
-
 class Gelu(Function):
     """GELU with GPT-2's tanh approximation: 0.5 x (1 + tanh(u)), u = c (x + 0.044715 x^3).
 
-    Written as in-place steps over cache-sized chunks (``backend.for_chunks``): on large
-    activations the passes over memory, not the arithmetic, are what costs. Only x is
-    kept for backward, which recomputes tanh(u) chunk by chunk: cheaper than keeping a
-    second activation-sized array. ``gelu_composed`` in functional.py is the plain form.
+    When a gradient will be needed, the forward also computes the derivative and keeps it
+    instead of x (an array of the same size), so the backward is one product. Both come
+    from the same tanh, which saves the backward a second pass through it and through u.
+    The steps run in place over cache-sized chunks (``backend.for_chunks``): on large
+    activations the passes over memory, not the arithmetic, are what costs.
+    ``gelu_composed`` in functional.py is the plain form.
     """
 
     def forward(self, x):
@@ -219,39 +210,37 @@ class Gelu(Function):
         self.shape = x.shape
         x = x.reshape(-1)  # flat, so chunks are plain slices (and 0-d input works)
         out = xp.empty_like(x)
+        d = xp.empty_like(x) if any(self.needs_grad) else None
 
         def part(s):
             xs, os = x[s], out[s]
-            _gelu_tanh(xs, os)       # t = tanh(u)
-            os += 1
-            os *= 0.5
-            os *= xs                 # out = 0.5 x (1 + t)
+            x2 = xs * xs
+            p = xp.multiply(x2, 0.044715 * GELU_C, out=os if d is None else d[s])
+            p += GELU_C
+            p *= xs                   # u = c x (1 + 0.044715 x^2)
+            xp.tanh(p, out=p)
+            p *= 0.5
+            p += 0.5                  # p = (1 + tanh u) / 2
+            if d is None:
+                os *= xs              # out = x p
+                return
+            xp.multiply(xs, p, out=os)  # out = x p
+            # d/dx = p + x (1 - t^2) u' / 2 with t = 2p - 1, so 1 - t^2 = 4 p (1 - p), and
+            # d/dx = p + 2 out (1 - p) u',  u' = c (1 + 3 * 0.044715 x^2)
+            x2 *= 2 * 3 * 0.044715 * GELU_C
+            x2 += 2 * GELU_C          # 2 u'
+            x2 *= os
+            q = xp.subtract(1, p)
+            q *= x2
+            p += q
         for_chunks(part, x.size, x)
-        self.save_for_backward(x)
+        self.save_for_backward(d)
         return out.reshape(self.shape)
 
     def backward(self, g):
-        (x,) = self.saved
-        xp = get_array_module(x)
-        g, d = g.reshape(-1), xp.empty_like(x)
-
-        def part(s):
-            # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) u',  u' = c (1 + 3 * 0.044715 x^2)
-            xs, ds = x[s], d[s]
-            ts = _gelu_tanh(xs, xp.empty_like(xs))
-            xp.multiply(xs, xs, out=ds)
-            ds *= 3 * 0.044715 * GELU_C
-            ds += GELU_C             # u'
-            w = ts * ts
-            xp.subtract(1, w, out=w)
-            w *= xs                  # x (1 - t^2)
-            ds *= w
-            ds += ts
-            ds += 1
-            ds *= 0.5
-            ds *= g[s]
-        for_chunks(part, x.size, x)
-        return d.reshape(self.shape)
+        # the derivative was computed beside the forward (above)
+        (d,) = self.saved
+        return g * d.reshape(g.shape)
 
 
 class MaskedFill(Function):

@@ -165,7 +165,8 @@ class Tensor:
         """
         arrays = [t.data if t is not None else None for t in inputs]
         get_array_module(*arrays)  # raises if inputs live on different devices
-        needs = [t is not None and t.requires_grad for t in inputs]
+        # under no_grad nothing needs a gradient, so forwards keep nothing for a backward
+        needs = [_grad_enabled and t is not None and t.requires_grad for t in inputs]
         fn = fn_cls(needs)
         try:
             out = fn.forward(*arrays, **kwargs)
@@ -174,7 +175,7 @@ class Tensor:
             raise ValueError(f"{fn.name}: bad input shapes {shapes}: {e}") from None
         if _anomaly_hook is not None:
             _anomaly_hook.forward(fn, inputs, out)
-        requires = _grad_enabled and any(needs)
+        requires = any(needs)
         t = Tensor._wrap(out, requires)
         if requires:
             fn.parents = inputs
