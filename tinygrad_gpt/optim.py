@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from .backend import get_array_module, to_device, to_numpy
+from .backend import for_chunks, get_array_module, to_device, to_numpy
 
 
 class Optimizer:
@@ -123,38 +123,103 @@ class AdamW(Optimizer):
 
     p *= 1 - lr * wd;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+    Like PyTorch's multi-tensor ("foreach") AdamW, ``step`` updates a whole parameter group
+    at once: each group's m and v live in one flat array (each parameter's state is a view
+    of its slice), and the gradients are gathered into one, so the dozen passes of the
+    update are a dozen calls per group, not per parameter (most parameters of a GPT are
+    small biases and norm weights, where the call costs more than the arithmetic).
     """
 
     state_keys = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        self._flat = {}  # group index -> (parameter ids, flat m, flat v)
+
+    def step(self):
+        for i, group in enumerate(self.param_groups):
+            params = [p for p in group["params"] if p.grad is not None]
+            states = [self.state.setdefault(id(p), {"step": 0}) for p in params]
+            if (len(params) > 1 and len({s["step"] for s in states}) == 1
+                    and len({(p.dtype, p.device) for p in params}) == 1):
+                self._update_group(i, group, params, states)
+            else:  # one parameter, or parameters at different steps or dtypes: one at a time
+                for p, state in zip(params, states):
+                    self._update(p, p.grad, group, state)
 
     def _update(self, p, g, group, state):
         xp = get_array_module(p.data)
-        lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         if "exp_avg" not in state:
             state["exp_avg"] = xp.zeros_like(p.data)
             state["exp_avg_sq"] = xp.zeros_like(p.data)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
         state["step"] += 1
-        t = state["step"]
-        if wd:
-            p.data *= 1 - lr * wd
-        tmp = xp.empty_like(g)        # one scratch array, reused below
-        xp.multiply(g, 1 - b1, out=tmp)
-        m *= b1                       # m = b1 m + (1 - b1) g
-        m += tmp
-        xp.multiply(g, g, out=tmp)
-        tmp *= 1 - b2
-        v *= b2                       # v = b2 v + (1 - b2) g^2
-        v += tmp
-        xp.sqrt(v, out=tmp)           # denom = sqrt(v) / sqrt(1 - b2^t) + eps
-        tmp *= 1 / math.sqrt(1 - b2 ** t)
-        tmp += eps
-        xp.divide(m, tmp, out=tmp)    # p -= lr / (1 - b1^t) * m / denom
-        tmp *= lr / (1 - b1 ** t)
-        p.data -= tmp
+        update = xp.empty_like(g)
+        _adam(g, state["exp_avg"], state["exp_avg_sq"], update, group, state["step"])
+        _apply_update(p, update, group)
+
+    def _update_group(self, index, group, params, states):
+        xp = get_array_module(params[0].data)
+        m, v = self._flat_moments(index, params, states)
+        g = xp.concatenate([p.grad.reshape(-1) for p in params])  # all gradients, flat
+        for state in states:
+            state["step"] += 1
+        update = xp.empty_like(g)
+        for_chunks(lambda s: _adam(g[s], m[s], v[s], update[s], group, states[0]["step"]), g.size, g)
+        start = 0
+        for p in params:
+            _apply_update(p, update[start:start + p.data.size].reshape(p.shape), group)
+            start += p.data.size
+
+    def _flat_moments(self, index, params, states):
+        """The group's flat m and v, made (from the states' arrays, if any) when the group's
+        parameters change or a state was replaced, as load_state_dict does."""
+        ids = [id(p) for p in params]
+        cached = self._flat.get(index)
+        if cached is not None and cached[0] == ids and all(
+                state.get(key) is not None and state[key].base is flat
+                for state in states for key, flat in zip(self.state_keys, cached[1:])):
+            return cached[1], cached[2]
+        xp = get_array_module(params[0].data)
+        total = sum(p.data.size for p in params)
+        m = xp.zeros(total, dtype=params[0].dtype)
+        v = xp.zeros(total, dtype=params[0].dtype)
+        start = 0
+        for p, state in zip(params, states):
+            n = p.data.size
+            for key, flat in zip(self.state_keys, (m, v)):
+                view = flat[start:start + n].reshape(p.shape)
+                if key in state:
+                    view[...] = state[key]
+                state[key] = view
+            start += n
+        self._flat[index] = (ids, m, v)
+        return m, v
+
+
+def _adam(g, m, v, update, group, t):
+    """Advance m and v by one step of g, in place, and write Adam's step into ``update``."""
+    xp = get_array_module(g)
+    lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+    xp.multiply(g, 1 - b1, out=update)  # ``update`` is the scratch array until the end
+    m *= b1                           # m = b1 m + (1 - b1) g
+    m += update
+    xp.multiply(g, g, out=update)
+    update *= 1 - b2
+    v *= b2                           # v = b2 v + (1 - b2) g^2
+    v += update
+    xp.sqrt(v, out=update)            # denom = sqrt(v) / sqrt(1 - b2^t) + eps
+    update *= 1 / math.sqrt(1 - b2 ** t)
+    update += eps
+    xp.divide(m, update, out=update)  # lr / (1 - b1^t) * m / denom
+    update *= lr / (1 - b1 ** t)
+
+
+def _apply_update(p, update, group):
+    """p *= 1 - lr * wd (decoupled weight decay), then p -= update."""
+    if group["weight_decay"]:
+        p.data *= 1 - group["lr"] * group["weight_decay"]
+    p.data -= update
 
 
 def clip_grad_norm_(params, max_norm):
