@@ -27,9 +27,9 @@ def test_the_cases_reach_every_function_in_ops_and_fused(monkeypatch):
     seen = set()
     propagate = tensor_module._propagate
 
-    def spy(ctx, g, grads):
+    def spy(ctx, g, grads, owned):
         seen.add(type(ctx))
-        return propagate(ctx, g, grads)
+        return propagate(ctx, g, grads, owned)
 
     monkeypatch.setattr(tensor_module, "_propagate", spy)
     run_all(GradcheckConfig(), print_fn=lambda *a: None)

@@ -1079,7 +1079,7 @@ def test_no_backward_silently_upcasts_float32(xp, name, monkeypatch):
     seen = []
     original = tensor_module._propagate
 
-    def spy(ctx, g, grads):
+    def spy(ctx, g, grads, owned):
         backward = ctx.backward
 
         def recorded(g):
@@ -1090,7 +1090,7 @@ def test_no_backward_silently_upcasts_float32(xp, name, monkeypatch):
             return gxs
 
         ctx.backward = recorded
-        return original(ctx, g, grads)
+        return original(ctx, g, grads, owned)
 
     monkeypatch.setattr(tensor_module, "_propagate", spy)
     ts = [Tensor(xp.asarray(_f32(*s, seed=40 + i, positive=True).astype(np.float32)), requires_grad=True)

@@ -128,6 +128,71 @@ def test_tensor_used_twice_accumulates(xp):
     np.testing.assert_allclose(to_numpy(z.grad), np.exp(zv) * (zv + 2), rtol=1e-14)
 
 
+def _basic_index(draw, shape):
+    """A basic index into ``shape``: per axis an int, a slice (any step) or everything."""
+    parts = []
+    for n in shape:
+        kind = draw(st.sampled_from(["int", "slice", "all"]))
+        if kind == "int":
+            parts.append(draw(st.integers(-n, n - 1)))
+        elif kind == "slice":
+            start, stop = draw(st.integers(-n, n)), draw(st.integers(-n, n))
+            parts.append(slice(start, stop, draw(st.sampled_from([1, 2, -1]))))
+        else:
+            parts.append(slice(None))
+    return tuple(parts)
+
+
+@given(data=st.data())
+def test_gradients_of_slices_and_whole_uses_add_up(xp, data):
+    """A tensor used through several slices (overlapping or not, any step) and whole, in any
+    mix: its gradient is the sum of every use's, as a dense reference computes it. The engine
+    adds slice gradients in place (SliceGrad), so this covers every order of sparse and dense."""
+    shape = data.draw(S.shapes(min_dims=1, max_dims=3, max_side=4))
+    uses = data.draw(st.lists(st.sampled_from(["slice", "whole", "square"]), min_size=1, max_size=5))
+    x0 = data.draw(S.float_arrays(shape))
+    x = leaf(xp, x0)
+    expected = np.zeros(shape)
+    total = None
+    for i, use in enumerate(uses):
+        if use == "slice":
+            index = _basic_index(data.draw, shape)
+            w = np.random.default_rng(i).standard_normal(np.zeros(shape)[index].shape)
+            term = (x[index] * Tensor(xp.asarray(w))).sum()
+            expected[index] += w  # a basic index picks each element at most once
+        elif use == "whole":
+            term = (x * 2.0).sum()
+            expected += 2.0
+        else:
+            term = (x * x).sum()
+            expected += 2 * x0
+        total = term if total is None else total + term
+    total.backward()
+    np.testing.assert_allclose(to_numpy(x.grad), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_slice_gradient_takes_the_layout_of_its_input(xp):
+    """The gradient of slices of a transposed view comes back in that view's memory order,
+    so undoing the transpose gives a C-contiguous array (and a reshape needs no copy)."""
+    B, T, n = 2, 5, 3
+    a = leaf(xp, np.random.default_rng(0).standard_normal((B, T, 3 * n)))
+    parts = a.reshape(B, T, 3, n).transpose(2, 0, 1, 3)  # (3, B, T, n), as q, k, v are cut
+    seen = []
+    original = tg.tensor._propagate
+
+    def spy(ctx, g, grads, owned):
+        if type(ctx).__name__ == "Transpose":
+            seen.append(g)
+        return original(ctx, g, grads, owned)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tg.tensor, "_propagate", spy)
+        (parts[0] * 1.0 + parts[1] * 2.0 + parts[2] * 3.0).sum().backward()
+    assert len(seen) == 1 and seen[0].transpose(1, 2, 0, 3).flags.c_contiguous
+    expected = np.broadcast_to(np.repeat([1.0, 2.0, 3.0], n), (B, T, 3 * n))
+    np.testing.assert_array_equal(to_numpy(a.grad), expected)
+
+
 def test_weight_tying_gradient_is_the_sum_of_both_uses(xp):
     """An embedding matrix reused as the output projection (as in GPT-2) gets the sum of
     the gradients of both uses."""

@@ -22,6 +22,7 @@ import sys
 
 from . import tensor as _tensor
 from .backend import get_array_module
+from .function import SliceGrad
 
 # ops that write infinities on purpose: masked_fill(mask, -inf) before a softmax
 WRITES_INF = {"MaskedFill"}
@@ -100,6 +101,8 @@ class _Checker:
     def backward(self, fn, g, gxs):
         site = getattr(fn, "anomaly_site", "applied outside anomaly mode")
         for p, gx in zip(fn.parents, gxs):
+            if isinstance(gx, SliceGrad):  # only the slice's values can be bad
+                gx = gx.values
             bad = None if p is None or not p.requires_grad else _bad(gx)
             if bad is None:
                 continue
@@ -110,7 +113,7 @@ class _Checker:
             arrays = [q.data if q is not None else None for q in fn.parents]
             held = " holding inf" if any(_bad(a) is not None for a in arrays) else ""
             raise AnomalyError(f"{fn.name}.backward produced {bad} in the gradient of an input of shape "
-                               f"{tuple(gx.shape)} from a finite gradient of shape {tuple(g.shape)}; "
+                               f"{tuple(p.shape)} from a finite gradient of shape {tuple(g.shape)}; "
                                f"forward inputs{held} of {_shapes(arrays)}; op {site}")
 
 

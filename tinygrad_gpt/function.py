@@ -15,6 +15,7 @@ and links the result into the graph.
     >>> Double().forward(np.ones(2))
     array([2., 2.])
 """
+from .backend import get_array_module
 
 
 class Function:
@@ -55,3 +56,41 @@ def sum_to(x, shape):
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and x.shape[lead + i] != 1)
     return x.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+class SliceGrad:
+    """The gradient of ``x[index]`` for an index that picks each element at most once:
+    ``values`` at ``index`` and zero elsewhere, in an array of ``shape``, not yet written out.
+
+    ``GetItem.backward`` returns one, so that when several slices of one tensor are used (q, k
+    and v cut from one qkv tensor) the engine adds each slice's values straight into one
+    gradient array, instead of making a zero-filled array per slice and adding those up.
+    ``order`` lists x's axes from the outermost in memory to the innermost: the dense array
+    gets x's layout, so that the gradient of a transposed view reshapes back without a copy.
+    """
+
+    def __init__(self, values, index, shape, order):
+        self.values, self.index, self.shape, self.order = values, index, tuple(shape), order
+
+    @property
+    def dtype(self):
+        return self.values.dtype
+
+    def astype(self, dtype):
+        return SliceGrad(self.values.astype(dtype), self.index, self.shape, self.order)
+
+    def dense(self):
+        xp = get_array_module(self.values)
+        inverse = sorted(range(len(self.order)), key=self.order.__getitem__)
+        out = xp.zeros([self.shape[i] for i in self.order], self.dtype).transpose(inverse)
+        out[self.index] = self.values
+        return out
+
+    def add_to(self, array):
+        """array[index] += values, in place."""
+        array[self.index] += self.values
+
+
+def memory_order(x):
+    """x's axes from the largest stride to the smallest: (0, 1, ...) for a C-contiguous array."""
+    return sorted(range(x.ndim), key=lambda i: -abs(x.strides[i]))

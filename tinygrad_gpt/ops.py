@@ -11,7 +11,7 @@ live in ``fused.py``.
 import math
 
 from .backend import for_chunks, get_array_module, scatter_add
-from .function import Function, sum_to
+from .function import Function, SliceGrad, memory_order, sum_to
 
 
 # ----------------------------------------------------------------------------- binary
@@ -338,18 +338,20 @@ def _is_advanced(index):
 class GetItem(Function):
     def forward(self, x, index):
         self.shape, self.dtype, self.index = x.shape, x.dtype, index
+        self.order = memory_order(x)
         return x[index]
 
     def backward(self, g):
         xp = get_array_module(g)
-        # each picked element passes its gradient back to where it came from;
-        # an element picked twice receives the sum (scatter-add)
-        gx = xp.zeros(self.shape, dtype=self.dtype)
         if _is_advanced(self.index):
+            # each picked element passes its gradient back to where it came from;
+            # an element picked twice receives the sum (scatter-add)
+            gx = xp.zeros(self.shape, dtype=self.dtype)
             scatter_add(gx, self.index, g)
-        else:
-            gx[self.index] = g
-        return gx
+            return gx
+        # a basic index picks each element at most once: g goes back to where it came from,
+        # and 0 elsewhere (a SliceGrad: the engine writes it into the input's gradient)
+        return SliceGrad(g, self.index, self.shape, self.order)
 
 
 class Cat(Function):

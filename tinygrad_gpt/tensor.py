@@ -18,7 +18,7 @@ import numpy as np
 from . import backend
 from .backend import get_array_module, to_numpy, is_array
 from . import ops, fused
-from .function import Function
+from .function import Function, SliceGrad
 
 _grad_enabled = True
 # anomaly.detect_anomaly() sets this to a checker whose forward(fn, inputs, out) and
@@ -222,10 +222,13 @@ class Tensor:
                 raise ValueError(f"backward(): grad has shape {tuple(grad.shape)} "
                                  f"but the tensor has shape {self.shape}")
         grads = {id(self): grad}
+        owned = set()  # keys of sums the engine made itself: it may add into them in place
         for t in reversed(self._topo()):
             g = grads.pop(id(t), None)
             if g is None:
                 continue
+            if isinstance(g, SliceGrad):  # one slice of t was used, and nothing else
+                g = g.dense()
             ctx = t._ctx
             if ctx is None or retain_graph:
                 t._accumulate_grad(g)
@@ -234,7 +237,7 @@ class Tensor:
             if ctx is _RELEASED:
                 raise RuntimeError("backward() through a graph that was already freed; "
                                    "call the first backward with retain_graph=True")
-            _propagate(ctx, g, grads)
+            _propagate(ctx, g, grads, owned)
             if not retain_graph:
                 t._ctx = _RELEASED
 
@@ -382,8 +385,13 @@ class Tensor:
         return tuple(pieces)
 
 
-def _propagate(ctx, g, grads):
-    """Run one node's backward and add each input's gradient into ``grads``."""
+def _propagate(ctx, g, grads, owned):
+    """Run one node's backward and add each input's gradient into ``grads``.
+
+    The first gradient to reach an input is stored as it is (it may be an array that other
+    nodes hold too); the second makes a new array, the sum, which the engine owns (key in
+    ``owned``), and later ones are added into it in place. A SliceGrad adds only its slice.
+    """
     gxs = ctx.backward(g)
     if not isinstance(gxs, tuple):
         gxs = (gxs,)
@@ -398,7 +406,27 @@ def _propagate(ctx, g, grads):
         if gx.dtype != p.dtype:
             gx = gx.astype(p.dtype)
         key = id(p)
-        grads[key] = gx if key not in grads else grads[key] + gx
+        if key in owned:
+            if isinstance(gx, SliceGrad):
+                gx.add_to(grads[key])
+            else:
+                grads[key] += gx
+        elif key not in grads:
+            grads[key] = gx
+        else:  # the second gradient: a new array, the sum
+            earlier = grads[key]
+            if isinstance(earlier, SliceGrad):
+                earlier, gx = gx, earlier
+            if isinstance(gx, SliceGrad):  # write out one slice, add the other gradient into it
+                total = gx.dense()
+                if isinstance(earlier, SliceGrad):
+                    earlier.add_to(total)
+                else:
+                    total += earlier
+            else:
+                total = earlier + gx
+            grads[key] = total
+            owned.add(key)
 
 
 def _shape_arg(shape):
