@@ -75,8 +75,14 @@ class Linear(Function):
         # d/dx = g @ W^T,  d/dW = x^T @ g,  d/db = sum of g over the rows
         gx = (g2 @ weight.T).reshape(self.shape) if self.needs_grad[0] else None
         gw = x2.T @ g2 if self.needs_grad[1] else None
-        gb = g2.sum(axis=0) if self.has_bias and self.needs_grad[2] else None
+        gb = _column_sums(g2) if self.has_bias and self.needs_grad[2] else None
         return (gx, gw, gb) if self.has_bias else (gx, gw)
+
+
+def _column_sums(a):
+    """a.sum(axis=0) for a 2-D array, as a matrix-vector product: BLAS does it 2-4x faster."""
+    xp = get_array_module(a)
+    return xp.ones(a.shape[0], dtype=a.dtype) @ a
 
 
 class Softmax(Function):
@@ -193,7 +199,7 @@ class LayerNorm(Function):
                 xp.subtract(gh, o, out=o)
                 o *= rstd[s]
             # d/dw = sum over rows of g * xhat, d/db = sum over rows of g (per block, added below)
-            return xp.einsum("ij,ij->j", gs, xh), gs.sum(axis=0)
+            return xp.einsum("ij,ij->j", gs, xh), _column_sums(gs)
         parts = for_chunks(part, xhat.shape[0], g, chunk=max(1, CHUNK // xhat.shape[1]))
         gw = sum(p[0] for p in parts) if self.needs_grad[1] else None
         gb = sum(p[1] for p in parts) if self.has_bias and self.needs_grad[2] else None
