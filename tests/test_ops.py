@@ -1158,33 +1158,50 @@ def test_attention_on_large_inputs(xp, Tq):
         np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("attention,T", [("fused", 6), ("fused", 64), ("blocked", 6)])
+@pytest.mark.parametrize("attention,T", [("fused", 6), ("fused", 64), ("blocked", 6), ("blocked", 64)])
 @pytest.mark.parametrize("size", [1.0, 40.0])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_attention_with_and_without_the_max_shift(xp, monkeypatch, attention, T, size, dtype):
-    """Small scores skip the softmax's max shift (Cauchy-Schwarz bounds them); scores in the
-    thousands take it, and so do score arrays too small for the check to pay (fused, T=6).
-    Every path gives the values and gradients of the reference, with no inf or NaN."""
+    """Small scores skip the softmax's max shift; scores in the thousands take it, and so do
+    score arrays too small for the check to pay (T=6). Every path gives the values and
+    gradients of the reference, with no inf or NaN."""
     from tinygrad_gpt import fused
     q, k, v = (size * rand(4, 4, T, 4, seed=70 + i) for i in range(3))
-    assert fused._skip_max_shift(q, k, 4 ** -0.5, fused.CHUNK) == (size == 1.0)
-    assert not fused._skip_max_shift(q, k, 4 ** -0.5, fused.CHUNK - 1)  # too few scores to check
-    shifts = []
-    if attention == "fused":
-        softmax = fused._softmax
-        monkeypatch.setattr(fused, "_softmax", lambda *a, **kw: shifts.append(kw["shift"]) or softmax(*a, **kw))
+    scores = np.einsum("...qd,...kd->...qk", q, k) * 4 ** -0.5
+    checked = scores.size >= fused.SCORE_CHECK_MIN and xp is np
+    assert (np.abs(scores).max() <= fused.SMALL_SCORE) == (size == 1.0)
+    smalls = []
+    scores_fn = fused._scores
+
+    def spy(*args, **kwargs):
+        att, small = scores_fn(*args, **kwargs)
+        if kwargs.get("check", True):
+            smalls.append(small)
+        return att, small
+    monkeypatch.setattr(fused, "_scores", spy)
     fn = F.scaled_dot_product_attention if attention == "fused" else F.blocked_attention
     ts = [Tensor(xp.asarray(a.astype(dtype)), requires_grad=True) for a in (q, k, v)]
     out = fn(*ts, causal=True)
     out.backward(xp.ones(out.shape, dtype=dtype))
-    if attention == "fused":
-        assert shifts == [size != 1.0 or T == 6]
+    assert smalls and all(s == (size == 1.0 and checked) for s in smalls), smalls
     expected = attention_ref(q, k, v, True)
     tol = dict(rtol=1e-4, atol=1e-4 * size) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10 * size)
     np.testing.assert_allclose(out.numpy(), expected, **tol)
     assert all(np.isfinite(to_numpy(t.grad)).all() for t in ts)
     if dtype == np.float64:
         assert check_grads(lambda q, k, v: fn(q, k, v, causal=True), ts, **GRAD_TOL)
+
+
+def test_scores_one_past_the_bound_take_the_shift():
+    """The check is exact: a single score just past SMALL_SCORE (of either sign) is enough."""
+    from tinygrad_gpt import fused
+    T, hs = 64, 1
+    for sign in (1.0, -1.0):
+        q = np.ones((2, T, hs))
+        k = np.full((2, T, hs), 0.5)
+        k[1, 7, 0] = sign * (fused.SMALL_SCORE + 0.01)
+        assert fused._scores(q, np.full((2, T, hs), 0.5), 1.0, None)[1]
+        assert not fused._scores(q, k, 1.0, None)[1]
 
 
 def test_attention_dropout_gradient_on_large_inputs(xp):

@@ -26,33 +26,26 @@ def _softmax(x, axis, out=None, shift=True):
 
 
 SMALL_SCORE = 60.0  # e^60 ~ 1e26: exp neither overflows nor underflows float32, even summed over 1e10 keys
+SCORE_CHECK_MIN = 4096  # below this many scores, the max shift costs less than checking for it
 
 
-def _skip_max_shift(q, k, scale, n_scores):
-    """True when the softmax of the n_scores scores scale * q @ k^T may skip its max shift.
+def _scores(q, k, scale, mask, check=True):
+    """s = q @ k^T * scale, plus the additive causal mask if there is one: (..., Tq, Tk).
 
-    By Cauchy-Schwarz |q_i . k_j| <= |q_i| |k_j|, so two norms over (..., T, hs) arrays bound
-    all (..., Tq, Tk) scores at once; when the bound is at most SMALL_SCORE, the shift (a whole
-    pass and a slow row-wise reduction over the scores) can go. The check only runs where it
-    pays: on the CPU (on the GPU, reading the norms back would make the host wait for the
-    device) and for CHUNK scores or more (below that, as in a generation step, the shift
-    costs less than the check).
+    Also returns (if ``check``) whether every score is within +-SMALL_SCORE, so that the softmax may skip its
+    max shift (a slow row-wise reduction and a whole pass). Two reductions over the whole
+    array (global max and min, before the mask) tell; they are checked where they pay: on the
+    CPU (on the GPU, reading them back would make the host wait for the device) and for
+    SCORE_CHECK_MIN scores or more (not in a generation step's tiny score arrays).
     """
-    if n_scores < CHUNK or device_of(q) != "cpu":
-        return False
     xp = get_array_module(q, k)
-    q_norm = float(xp.sqrt(xp.einsum("...i,...i->...", q, q).max())) if q.size else 0.0
-    k_norm = float(xp.sqrt(xp.einsum("...i,...i->...", k, k).max())) if k.size else 0.0
-    return abs(scale) * q_norm * k_norm <= SMALL_SCORE
-
-
-def _scores(q, k, scale, mask):
-    """s = q @ k^T * scale, plus the additive causal mask if there is one: (..., Tq, Tk)."""
-    att = q @ get_array_module(q, k).swapaxes(k, -1, -2)
+    att = q @ xp.swapaxes(k, -1, -2)
     att *= scale
+    small = (check and att.size >= SCORE_CHECK_MIN and device_of(att) == "cpu"
+             and float(att.max()) <= SMALL_SCORE and float(att.min()) >= -SMALL_SCORE)
     if mask is not None:
         att += mask
-    return att
+    return att, small
 
 
 class Linear(Function):
@@ -240,10 +233,9 @@ class Attention(Function):
         mask = None  # a single (newest) query may see every key
         if causal and q.shape[-2] > 1:
             mask = causal_mask(xp, q.shape[-2], k.shape[-2], q.dtype)
-        att = _scores(q, k, self.scale, mask)  # (..., Tq, Tk)
+        att, small = _scores(q, k, self.scale, mask)  # (..., Tq, Tk)
         # the scores are not needed again: the softmax reuses their memory
-        shift = not _skip_max_shift(q, k, self.scale, att.size)
-        _softmax(att, axis=-1, out=att, shift=shift)
+        _softmax(att, axis=-1, out=att, shift=not small)
         keep = None
         if dropout_p > 0:
             keep = random_uniform(att.shape, att.dtype, device_of(att)) >= dropout_p
@@ -297,11 +289,10 @@ class BlockedAttention(Function):
         self.blocks = _blocks(q3.shape[0], block or max(1, CHUNK // (Tq * Tk)))
         out = xp.empty((q3.shape[0], Tq, v.shape[-1]), dtype=q.dtype)    # (N, Tq, hv)
         lse = xp.empty((q3.shape[0], Tq, 1), dtype=q.dtype)              # (N, Tq, 1)
-        shift = not _skip_max_shift(q3, k3, self.scale, q3.shape[0] * Tq * Tk)  # as in Attention
         for s in self.blocks:
-            att = _scores(q3[s], k3[s], self.scale, self.mask)           # (n, Tq, Tk)
+            att, small = _scores(q3[s], k3[s], self.scale, self.mask)    # (n, Tq, Tk)
             m = 0                                                        # the row max, if needed
-            if shift:
+            if not small:
                 m = att.max(axis=-1, keepdims=True)
                 att -= m
             xp.exp(att, out=att)
@@ -319,7 +310,7 @@ class BlockedAttention(Function):
         row = (g3 * out).sum(axis=-1, keepdims=True)  # softmax's row sum, g . out, as in Attention
         gq, gk, gv = xp.empty_like(q3), xp.empty_like(k3), xp.empty_like(v3)
         for s in self.blocks:
-            att = _scores(q3[s], k3[s], self.scale, self.mask)
+            att, _ = _scores(q3[s], k3[s], self.scale, self.mask, check=False)
             att -= lse[s]
             xp.exp(att, out=att)                           # A = exp(s - L), the forward's weights
             xp.matmul(att.swapaxes(-1, -2), g3[s], out=gv[s])  # out = A @ v:  gv = A^T @ g
