@@ -109,6 +109,8 @@ def device(name):
 
 def get_array_module(*arrays):
     """NumPy or CuPy, whichever owns the arrays. Mixing the two is a DeviceError."""
+    if _cupy is None:  # without CuPy every array is NumPy's (this runs for every op)
+        return np
     modules = {_module_of(a) for a in arrays if a is not None}
     if len(modules) > 1:
         raise DeviceError("arrays on different devices (cpu and cuda) used in one op; "
