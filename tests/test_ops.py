@@ -224,6 +224,28 @@ def test_linear_random_shapes(xp, data):
     b = data.draw(S.float_arrays((n_out,), bound=2.0), label="b")
     check_op(xp, F.linear, [x, w, b], lambda x, w, b: x @ w + b)
     check_op(xp, F.linear, [x, w], lambda x, w: x @ w)
+    gelu_linear = lambda *ts: F.linear(*ts, activation="gelu")  # noqa: E731
+    check_op(xp, gelu_linear, [x, w, b], lambda x, w, b: gelu_ref(x @ w + b))
+    check_op(xp, gelu_linear, [x, w], lambda x, w: gelu_ref(x @ w))
+
+
+def test_linear_rejects_an_unknown_activation():
+    with pytest.raises(ValueError, match="unknown activation 'relu'"):
+        F.linear(Tensor(np.ones((2, 3))), Tensor(np.ones((3, 5))), activation="relu")
+
+
+def test_linear_gelu_keeps_its_derivative_only_when_a_gradient_is_needed():
+    """With a gradient to come, the fused op keeps GELU's derivative (and not the pre-activation);
+    under no_grad it keeps nothing, and the values are the same either way."""
+    from tinygrad_gpt.tensor import no_grad
+    x, w, b = (Tensor(rand(*s, seed=20 + i), requires_grad=True) for i, s in enumerate([(4, 3), (3, 6), (6,)]))
+    y = F.linear(x, w, b, activation="gelu")
+    assert y._ctx.name == "Linear+GELU" and y._ctx.d.shape == (4, 6)
+    with no_grad():
+        z = F.linear(x, w, b, activation="gelu")
+    assert z._ctx is None and not z.requires_grad
+    np.testing.assert_array_equal(z.numpy(), y.numpy())
+    np.testing.assert_allclose(y.numpy(), gelu_ref(x.numpy() @ w.numpy() + b.numpy()), rtol=1e-12)
 
 
 def test_linear_rejects_mismatched_shapes():
@@ -1019,6 +1041,8 @@ TWINS = {
     "layer_norm_nobias": (F.layer_norm, F.layer_norm_composed, [(3, 5), (5,)]),
     "gelu": (F.gelu, F.gelu_composed, [(3, 5)]),
     "linear": (F.linear, F.linear_composed, [(2, 3, 4), (4, 5), (5,)]),
+    "linear_gelu": (lambda x, w, b: F.linear(x, w, b, activation="gelu"),
+                    lambda x, w, b: F.gelu_composed(F.linear_composed(x, w, b)), [(2, 3, 4), (4, 5), (5,)]),
     "attention": (F.scaled_dot_product_attention, F.scaled_dot_product_attention_composed,
                   [(2, 4, 3), (2, 4, 3), (2, 4, 3)]),
 }
@@ -1219,8 +1243,7 @@ def test_attention_dropout_gradient_on_large_inputs(xp):
     assert check_grads(fn, ts, **GRAD_TOL)
 
 
-def test_gelu_keeps_no_derivative_under_no_grad():
-    """Under no_grad the forward computes the output alone (same values) and saves nothing."""
+def test_gelu_under_no_grad_gives_the_same_values():
     from tinygrad_gpt.tensor import no_grad
     x = Tensor(rand(5, 7, seed=3), requires_grad=True)
     y = F.gelu(x)
@@ -1228,4 +1251,3 @@ def test_gelu_keeps_no_derivative_under_no_grad():
         z = F.gelu(x)
     assert not z.requires_grad and z._ctx is None
     np.testing.assert_array_equal(z.numpy(), y.numpy())
-    assert y._ctx.saved[0] is not None

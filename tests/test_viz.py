@@ -115,7 +115,7 @@ def test_to_dot_of_a_gpt_loss_names_the_fused_ops():
     _, loss = model(np.array([[0, 1, 2, 3]]), np.array([[1, 2, 3, 4]]))
     labels, edges = parse_dot(to_dot(loss, names=dict(model.named_parameters())))
     heads = {v[0] for v in labels.values()}
-    assert {"Attention", "LayerNorm", "CrossEntropy", "Gelu", "transformer.wte.weight"} <= heads
+    assert {"Attention", "LayerNorm", "CrossEntropy", "Linear+GELU", "transformer.wte.weight"} <= heads
     # weight tying: the token embedding feeds the lookup and the output head
     assert {b for a, b in edges if a == "transformer.wte.weight"} == {"GetItem", "Transpose"}
 

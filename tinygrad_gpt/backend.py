@@ -59,11 +59,14 @@ def tune_allocator():
     blocks above 128 KiB with mmap and gives them back to the OS when freed, so each
     new activation of a training step pays page faults on every 4 KiB page it touches.
     Raising M_MMAP_THRESHOLD to 32 MiB (glibc's maximum), setting M_MMAP_MAX to 0 (so
-    even larger arrays come from the heap, not from fresh mmaps) and M_TRIM_THRESHOLD to
-    512 MiB keeps those blocks in the heap for the next step: on nanoGPT's CPU config a
-    training step takes about two thirds of the time, and on its GPU config about 0.85
-    (benchmarks/RESULTS.md). Freed memory is kept for reuse rather than returned to the
-    OS. It runs when this module is imported, unless the environment sets
+    even larger arrays come from the heap, not from fresh mmaps) and turning off trimming
+    (M_TRIM_THRESHOLD -1) keeps those blocks in the heap for the next step: on nanoGPT's
+    CPU config a training step takes about two thirds of the time, and on its GPU config
+    about 0.85 (benchmarks/RESULTS.md). With a finite trim threshold, whether the end of a
+    step frees enough memory at the heap's top to be trimmed depends on where the last
+    long-lived arrays happened to land, and a trimmed heap is faulted in again at every
+    step. Freed memory is kept for reuse rather than returned to the OS: the process keeps
+    its peak. It runs when this module is imported, unless the environment sets
     TINYGRAD_GPT_TUNE_MALLOC=0.
     """
     import ctypes
@@ -77,7 +80,7 @@ def tune_allocator():
         return False
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
     return (bool(mallopt(M_MMAP_THRESHOLD, 32 * 2 ** 20)) and bool(mallopt(M_MMAP_MAX, 0))
-            and bool(mallopt(M_TRIM_THRESHOLD, 512 * 2 ** 20)))
+            and bool(mallopt(M_TRIM_THRESHOLD, -1)))
 
 
 if os.environ.get("TINYGRAD_GPT_TUNE_MALLOC", "1") != "0":

@@ -34,16 +34,25 @@ def _int_array(ids, like, what):
 
 # ----------------------------------------------------------------------------- linear
 
-def linear(x, weight, bias=None):
-    """x @ weight + bias, with weight of shape (in, out) (GPT-2's layout), fused."""
+ACTIVATIONS = (None, "gelu")
+
+
+def linear(x, weight, bias=None, activation=None):
+    """x @ weight + bias, with weight of shape (in, out) (GPT-2's layout), fused.
+
+    ``activation="gelu"`` applies GELU in the same op: ``gelu(linear(x, weight, bias))``,
+    without keeping the pre-activation for the backward.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"linear: unknown activation {activation!r} (one of {ACTIVATIONS})")
     if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[0]:
         raise ValueError(f"linear: input of shape {x.shape} does not fit a weight of shape {weight.shape} "
                          f"(the input's last axis must equal the weight's first)")
     if bias is not None and bias.shape != (weight.shape[1],):
         raise ValueError(f"linear: bias must have shape ({weight.shape[1]},), got {bias.shape}")
     if bias is None:
-        return Tensor._apply(fused.Linear, x, weight)
-    return Tensor._apply(fused.Linear, x, weight, bias)
+        return Tensor._apply(fused.Linear, x, weight, activation=activation)
+    return Tensor._apply(fused.Linear, x, weight, bias, activation=activation)
 
 
 def linear_composed(x, weight, bias=None):

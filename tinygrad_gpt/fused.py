@@ -7,6 +7,7 @@ against its composed twin. ``docs/`` derives every backward below.
 """
 from .backend import CHUNK, for_chunks, get_array_module, random_uniform, device_of
 from .function import Function, sum_to
+from .ops import gelu_arrays
 
 
 def _softmax(x, axis, out=None, shift=True):
@@ -62,21 +63,39 @@ def _scores(q, k, scale, mask, check=True):
 
 class Linear(Function):
     """x @ W + b for x of shape (..., in), W (in, out), b (out,) or absent: one matrix product
-    over all rows, with the bias added in place (``x @ W + b`` composed makes one more array)."""
+    over all rows, with the bias added in place (``x @ W + b`` composed makes one more array).
 
-    def forward(self, x, weight, bias=None):
-        self.shape = x.shape
+    With ``activation="gelu"`` the output is GELU(x @ W + b), computed in place: the op keeps
+    GELU's derivative for the backward, and the pre-activation is never kept, where a
+    separate GELU op would keep it as its input (an MLP's widest array).
+    """
+
+    activation = None
+
+    @property
+    def name(self):
+        return "Linear" if self.activation is None else "Linear+GELU"
+
+    def forward(self, x, weight, bias=None, activation=None):
+        self.shape, self.activation = x.shape, activation
         x2 = x.reshape(-1, x.shape[-1])  # (N, in)
         self.save_for_backward(x2, weight)
         self.has_bias = bias is not None
         out = x2 @ weight  # (N, out)
         if bias is not None:
             out += bias
+        self.d = None
+        if activation == "gelu":  # out = GELU(out), and d = GELU'(pre-activation) if needed
+            if any(self.needs_grad):
+                self.d = get_array_module(out).empty_like(out)
+            gelu_arrays(out.reshape(-1), out.reshape(-1), None if self.d is None else self.d.reshape(-1))
         return out.reshape(*x.shape[:-1], weight.shape[1])
 
     def backward(self, g):
         x2, weight = self.saved
         g2 = g.reshape(-1, weight.shape[1])
+        if self.d is not None:  # through the GELU first: d/dh GELU(h) = d
+            g2 = g2 * self.d
         # d/dx = g @ W^T,  d/dW = x^T @ g,  d/db = sum of g over the rows
         gx = (g2 @ weight.T).reshape(self.shape) if self.needs_grad[0] else None
         gw = x2.T @ g2 if self.needs_grad[1] else None

@@ -174,13 +174,13 @@ def _embedding(rng):
     return (lambda w: F.embedding(ids, w)), [_values(rng, (V, C))]
 
 
-def _linear(bias):
+def _linear(bias, activation=None):
     def case(rng):
         lead = _shape(rng, 1, 2)
         n_in, n_out = int(rng.integers(1, 4)), int(rng.integers(1, 4))
         arrays = [_values(rng, lead + (n_in,)), _values(rng, (n_in, n_out))]
         arrays += [_values(rng, (n_out,))] if bias else []
-        return F.linear, arrays
+        return (lambda *ts: F.linear(*ts, activation=activation)), arrays
     return case
 
 
@@ -223,6 +223,7 @@ CASES = {
     "matmul_mat_vec": _matmul((2,), (), y_vec=True),
     "linear": _linear(bias=True),
     "linear_nobias": _linear(bias=False),
+    "linear_gelu": _linear(bias=True, activation="gelu"),
     "softmax": lambda rng: ((lambda x: x.softmax(-1)), [_values(rng, _shape(rng), -3, 3)]),
     "log_softmax": lambda rng: ((lambda x: x.log_softmax(0)), [_values(rng, _shape(rng), -3, 3)]),
     "cross_entropy": _cross_entropy,

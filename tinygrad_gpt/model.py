@@ -71,7 +71,8 @@ class MLP(Module):
         self.dropout = Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(self.c_fc(x).gelu()))  # (B, T, 4C) inside
+        h = self.c_fc(x, activation="gelu")  # (B, T, 4C): gelu(x @ W + b), fused
+        return self.dropout(self.c_proj(h))  # (B, T, C)
 
 
 class Block(Module):

@@ -172,8 +172,9 @@ class Linear(Module):
         self.weight = Parameter(_init((in_features, out_features), bound=bound))
         self.bias = Parameter(_init((out_features,), bound=bound)) if bias else None
 
-    def forward(self, x):
-        return F.linear(x, self.weight, self.bias)
+    def forward(self, x, activation=None):
+        """``activation="gelu"`` gives gelu(x @ W + b) in one fused op (F.linear)."""
+        return F.linear(x, self.weight, self.bias, activation=activation)
 
 
 class Embedding(Module):

@@ -194,53 +194,63 @@ class Relu(Function):
 GELU_C = math.sqrt(2.0 / math.pi)
 
 
+def gelu_arrays(x, out, d=None):
+    """out = GELU(x) and, if ``d`` is given, d = GELU'(x), on flat arrays, in place.
+
+    ``out`` may be ``x`` itself (the GELU then overwrites its input), or None for a scratch
+    array per chunk. The steps run over cache-sized chunks (``backend.for_chunks``): on
+    large activations the passes over memory, not the arithmetic, are what costs.
+    """
+    xp = get_array_module(x)
+
+    def part(s):
+        xs = x[s]
+        os = xp.empty_like(xs) if out is None else out[s]
+        x2 = xs * xs
+        p = xp.multiply(x2, 0.044715 * GELU_C, out=None if d is None else d[s])
+        p += GELU_C
+        p *= xs                   # u = c x (1 + 0.044715 x^2)
+        xp.tanh(p, out=p)
+        p *= 0.5
+        p += 0.5                  # p = (1 + tanh u) / 2
+        xp.multiply(xs, p, out=os)  # out = x p (the last read of x)
+        if d is None:
+            return
+        # d/dx = p + x (1 - t^2) u' / 2 with t = 2p - 1, so 1 - t^2 = 4 p (1 - p), and
+        # d/dx = p + 2 out (1 - p) u',  u' = c (1 + 3 * 0.044715 x^2)
+        x2 *= 2 * 3 * 0.044715 * GELU_C
+        x2 += 2 * GELU_C          # 2 u'
+        x2 *= os
+        q = xp.subtract(1, p)
+        q *= x2
+        p += q
+    for_chunks(part, x.size, x)
+
+
 class Gelu(Function):
     """GELU with GPT-2's tanh approximation: 0.5 x (1 + tanh(u)), u = c (x + 0.044715 x^3).
 
-    When a gradient will be needed, the forward also computes the derivative and keeps it
-    instead of x (an array of the same size), so the backward is one product. Both come
-    from the same tanh, which saves the backward a second pass through it and through u.
-    The steps run in place over cache-sized chunks (``backend.for_chunks``): on large
-    activations the passes over memory, not the arithmetic, are what costs.
+    The forward keeps only x (which the graph holds anyway, as this op's input); the
+    backward recomputes tanh(u) and the derivative from it (``gelu_arrays``). In the
+    model's MLP the GELU is fused into the linear layer before it (``fused.Linear`` with
+    ``activation="gelu"``), which keeps the derivative instead of the pre-activation.
     ``gelu_composed`` in functional.py is the plain form.
     """
 
     def forward(self, x):
-        xp = get_array_module(x)
         self.shape = x.shape
         x = x.reshape(-1)  # flat, so chunks are plain slices (and 0-d input works)
-        out = xp.empty_like(x)
-        d = xp.empty_like(x) if any(self.needs_grad) else None
-
-        def part(s):
-            xs, os = x[s], out[s]
-            x2 = xs * xs
-            p = xp.multiply(x2, 0.044715 * GELU_C, out=os if d is None else d[s])
-            p += GELU_C
-            p *= xs                   # u = c x (1 + 0.044715 x^2)
-            xp.tanh(p, out=p)
-            p *= 0.5
-            p += 0.5                  # p = (1 + tanh u) / 2
-            if d is None:
-                os *= xs              # out = x p
-                return
-            xp.multiply(xs, p, out=os)  # out = x p
-            # d/dx = p + x (1 - t^2) u' / 2 with t = 2p - 1, so 1 - t^2 = 4 p (1 - p), and
-            # d/dx = p + 2 out (1 - p) u',  u' = c (1 + 3 * 0.044715 x^2)
-            x2 *= 2 * 3 * 0.044715 * GELU_C
-            x2 += 2 * GELU_C          # 2 u'
-            x2 *= os
-            q = xp.subtract(1, p)
-            q *= x2
-            p += q
-        for_chunks(part, x.size, x)
-        self.save_for_backward(d)
+        out = get_array_module(x).empty_like(x)
+        gelu_arrays(x, out)
+        self.save_for_backward(x)
         return out.reshape(self.shape)
 
     def backward(self, g):
-        # the derivative was computed beside the forward (above)
-        (d,) = self.saved
-        return g * d.reshape(g.shape)
+        (x,) = self.saved
+        d = get_array_module(x).empty_like(x)
+        gelu_arrays(x, None, d)
+        d *= g.reshape(-1)
+        return d.reshape(self.shape)
 
 
 class MaskedFill(Function):

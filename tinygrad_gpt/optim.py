@@ -135,7 +135,7 @@ class AdamW(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
-        self._flat = {}  # group index -> (parameter ids, flat m, flat v)
+        self._flat = {}  # group index -> (parameter ids, flat m, v, gradients, update)
 
     def step(self):
         for i, group in enumerate(self.param_groups):
@@ -160,26 +160,30 @@ class AdamW(Optimizer):
 
     def _update_group(self, index, group, params, states):
         xp = get_array_module(params[0].data)
-        m, v = self._flat_moments(index, params, states)
-        g = xp.concatenate([p.grad.reshape(-1) for p in params])  # all gradients, flat
+        m, v, g, update = self._flat_arrays(index, params, states)
+        xp.concatenate([p.grad.reshape(-1) for p in params], out=g)  # all gradients, flat
         for state in states:
             state["step"] += 1
-        update = xp.empty_like(g)
         for_chunks(lambda s: _adam(g[s], m[s], v[s], update[s], group, states[0]["step"]), g.size, g)
         start = 0
         for p in params:
             _apply_update(p, update[start:start + p.data.size].reshape(p.shape), group)
             start += p.data.size
 
-    def _flat_moments(self, index, params, states):
-        """The group's flat m and v, made (from the states' arrays, if any) when the group's
-        parameters change or a state was replaced, as load_state_dict does."""
+    def _flat_arrays(self, index, params, states):
+        """The group's flat m and v, and flat scratch arrays for the gradients and the update.
+
+        They are made when the group's parameters change or a state was replaced (as
+        load_state_dict does), m and v from the states' arrays if there are any, and kept:
+        arrays this large made and freed every step would let the allocator hand the freed
+        memory back to the system, to be faulted in again at the next step.
+        """
         ids = [id(p) for p in params]
         cached = self._flat.get(index)
         if cached is not None and cached[0] == ids and all(
                 state.get(key) is not None and state[key].base is flat
-                for state in states for key, flat in zip(self.state_keys, cached[1:])):
-            return cached[1], cached[2]
+                for state in states for key, flat in zip(self.state_keys, cached[1:3])):
+            return cached[1:]
         xp = get_array_module(params[0].data)
         total = sum(p.data.size for p in params)
         m = xp.zeros(total, dtype=params[0].dtype)
@@ -193,8 +197,8 @@ class AdamW(Optimizer):
                     view[...] = state[key]
                 state[key] = view
             start += n
-        self._flat[index] = (ids, m, v)
-        return m, v
+        self._flat[index] = (ids, m, v, xp.empty_like(m), xp.empty_like(m))
+        return self._flat[index][1:]
 
 
 def _adam(g, m, v, update, group, t):
