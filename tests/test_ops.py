@@ -1251,3 +1251,62 @@ def test_gelu_under_no_grad_gives_the_same_values():
         z = F.gelu(x)
     assert not z.requires_grad and z._ctx is None
     np.testing.assert_array_equal(z.numpy(), y.numpy())
+
+
+def _layer_norm_both_ways(x0, w0, b0, g0, dtype):
+    """Values and gradients of F.layer_norm with the compiled kernels on, then off."""
+    from tinygrad_gpt import kernels
+    results = []
+    for on in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(kernels, "enabled", on)
+            x, w = Tensor(x0.astype(dtype), requires_grad=True), Tensor(w0.astype(dtype), requires_grad=True)
+            b = None if b0 is None else Tensor(b0.astype(dtype), requires_grad=True)
+            y = F.layer_norm(x, w, b)
+            y.backward(g0.astype(dtype))
+        results.append([y.numpy(), x.grad, w.grad] + ([] if b is None else [b.grad]))
+    return results
+
+
+@S.SETTINGS
+@given(data=st.data())
+def test_layer_norm_kernels_match_numpy(data):
+    """The optional numba kernels (kernels.py) give the NumPy path's values and gradients, with
+    and without bias, in float32 and float64; and their gradients pass the numerical check."""
+    pytest.importorskip("numba")
+    from tinygrad_gpt import kernels
+    lead = data.draw(S.shapes(min_dims=1, max_dims=2), label="lead")
+    C = data.draw(st.integers(2, 9), label="C")
+    x0 = data.draw(S.float_arrays(lead + (C,), bound=3.0), label="x")
+    w0, b0 = data.draw(S.float_arrays((C,)), label="w"), data.draw(S.float_arrays((C,)), label="b")
+    g0 = data.draw(S.float_arrays(lead + (C,)), label="g")
+    with_bias = data.draw(st.booleans(), label="bias")
+    # float32 rounding is amplified by 1 / std, up to 1 / sqrt(eps) for a constant row
+    amplify = float((1 / np.sqrt(x0.var(axis=-1) + 1e-5)).max())
+    for dtype, tol in ((np.float64, dict(rtol=1e-9, atol=1e-9 * amplify)),
+                       (np.float32, dict(rtol=2e-4, atol=2e-4 * amplify))):
+        on, off = _layer_norm_both_ways(x0, w0, b0 if with_bias else None, g0, dtype)
+        for a, e in zip(on, off):
+            assert a.dtype == dtype
+            np.testing.assert_allclose(a, e, **tol)
+    for on in (True, False):  # both paths against central differences
+        ts = [Tensor(a, requires_grad=True) for a in ([x0, w0, b0] if with_bias else [x0, w0])]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(kernels, "enabled", on)
+            assert check_grads(F.layer_norm, ts, **GRAD_TOL)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_layer_norm_kernels_on_many_rows_and_bad_values():
+    """Blocks of rows on two threads (CHUNKED_MIN elements and more) give the NumPy path's
+    results; inf and NaN come out where NumPy puts them (no fast-math shortcuts)."""
+    pytest.importorskip("numba")
+    from tinygrad_gpt.backend import CHUNKED_MIN
+    C = 16
+    rows = CHUNKED_MIN // C + 5
+    x0, w0, b0, g0 = rand(rows, C, seed=7), rand(C, seed=8), rand(C, seed=9), rand(rows, C, seed=10)
+    x0[3, 2], x0[7, :] = np.nan, np.inf
+    on, off = _layer_norm_both_ways(x0, w0, b0, g0, np.float64)
+    for a, e in zip(on, off):
+        np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-9)  # equal_nan by default
+    assert np.isnan(on[0][3]).all() and np.isnan(on[0][7]).all() and np.isfinite(on[0][0]).all()

@@ -7,6 +7,7 @@ against its composed twin. ``docs/`` derives every backward below.
 """
 from .backend import CHUNK, for_chunks, get_array_module, random_uniform, device_of
 from .function import Function, sum_to
+from . import kernels
 from .ops import gelu_arrays
 
 
@@ -198,7 +199,12 @@ class LayerNorm(Function):
             xp.multiply(xh, weight, out=o)
             if bias is not None:
                 o += bias
-        for_chunks(part, x2.shape[0], x, chunk=max(1, CHUNK // C))
+
+        def compiled(s):  # the same in one loop over each row (kernels.py), if numba is there
+            b = xp.zeros_like(weight) if bias is None else bias
+            kernels.layer_norm_forward(x2[s], weight, b, eps, out[s], xhat[s], rstd[s])
+        use_kernel = kernels.usable(x2, weight, *(() if bias is None else (bias,)))
+        for_chunks(compiled if use_kernel else part, x2.shape[0], x, chunk=max(1, CHUNK // C))
         self.save_for_backward(xhat, rstd, weight)
         self.has_bias = bias is not None
         return out.reshape(self.shape)
@@ -224,7 +230,14 @@ class LayerNorm(Function):
                 o *= rstd[s]
             # d/dw = sum over rows of g * xhat, d/db = sum over rows of g (per block, added below)
             return xp.einsum("ij,ij->j", gs, xh), _column_sums(gs)
-        parts = for_chunks(part, xhat.shape[0], g, chunk=max(1, CHUNK // xhat.shape[1]))
+
+        def compiled(s):  # the same in one loop over each row (kernels.py), its own gw and gb sums
+            gws, gbs = xp.zeros_like(weight), xp.zeros_like(weight)
+            kernels.layer_norm_backward(g2[s], xhat[s], rstd[s], weight, gx_all[s], gws, gbs)
+            return gws, gbs
+        use_kernel = kernels.usable(g2, xhat, weight)
+        gx_all = gx if gx is not None or not use_kernel else xp.empty_like(xhat)
+        parts = for_chunks(compiled if use_kernel else part, xhat.shape[0], g, chunk=max(1, CHUNK // C))
         gw = sum(p[0] for p in parts) if self.needs_grad[1] else None
         gb = sum(p[1] for p in parts) if self.has_bias and self.needs_grad[2] else None
         gx = None if gx is None else gx.reshape(self.shape)
