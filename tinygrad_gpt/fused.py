@@ -202,7 +202,7 @@ class LayerNorm(Function):
 
         def compiled(s):  # the same in one loop over each row (kernels.py), if numba is there
             b = xp.zeros_like(weight) if bias is None else bias
-            kernels.layer_norm_forward(x2[s], weight, b, eps, out[s], xhat[s], rstd[s])
+            kernels.layer_norm_forward(x2[s], weight, b, float(eps), out[s], xhat[s], rstd[s])
         use_kernel = kernels.usable(x2, weight, *(() if bias is None else (bias,)))
         for_chunks(compiled if use_kernel else part, x2.shape[0], x, chunk=max(1, CHUNK // C))
         self.save_for_backward(xhat, rstd, weight)

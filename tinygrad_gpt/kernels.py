@@ -6,7 +6,8 @@ nanoGPT's CPU config a layer norm's forward and backward take about 60 us this w
 against about 200 us with NumPy (benchmarks/RESULTS.md). The NumPy code in fused.py stays
 the reference and the default; these kernels are used only when numba imports, the
 arrays are NumPy float32 or float64, and the environment does not set
-TINYGRAD_GPT_NUMBA=0. The tests run both paths against each other and the gradient checks.
+TINYGRAD_GPT_NUMBA=0 (which also skips importing numba). The tests run both paths against
+each other and the gradient checks.
 
 Each kernel works on rows of a C-contiguous 2-D array and releases the GIL, so
 ``backend.for_chunks`` can hand blocks of rows to two threads.
@@ -15,12 +16,14 @@ import os
 
 import numpy as np
 
-try:
-    import numba
-except Exception:  # not installed, or a numba that does not fit this NumPy
-    numba = None
+numba = None
+if os.environ.get("TINYGRAD_GPT_NUMBA", "1") != "0":
+    try:
+        import numba
+    except Exception:  # not installed, or a numba that does not fit this NumPy
+        numba = None
 
-enabled = numba is not None and os.environ.get("TINYGRAD_GPT_NUMBA", "1") != "0"
+enabled = numba is not None
 
 
 def usable(*arrays):
@@ -34,10 +37,14 @@ if numba is not None:
     # reassociation lets the row sums vectorise; inf and NaN keep their IEEE meaning (no
     # "nnan"/"ninf" flags, and division by zero gives inf as in NumPy), so a diverging
     # run still shows NaN where it would without the kernels
-    _jit = numba.njit(nogil=True, cache=True, error_model="numpy",
-                      fastmath={"reassoc", "nsz", "arcp", "contract"})
+    def _jit(*signatures):
+        """Compile now, for float32 and float64 (from numba's cache after the first time), so
+        that no training step waits for the compiler or counts its memory."""
+        return numba.njit([sig.format(t) for sig in signatures for t in ("float32", "float64")],
+                          nogil=True, cache=True, error_model="numpy",
+                          fastmath={"reassoc", "nsz", "arcp", "contract"})
 
-    @_jit
+    @_jit("void({0}[:, ::1], {0}[::1], {0}[::1], float64, {0}[:, ::1], {0}[:, ::1], {0}[:, ::1])")
     def layer_norm_forward(x, weight, bias, eps, out, xhat, rstd):
         """Per row: xhat = (x - mean) / sqrt(var + eps), out = xhat * weight + bias."""
         n, c = x.shape
@@ -57,7 +64,7 @@ if numba is not None:
                 xhat[i, j] = h
                 out[i, j] = h * weight[j] + bias[j]
 
-    @_jit
+    @_jit("void({0}[:, ::1], {0}[:, ::1], {0}[:, ::1], {0}[::1], {0}[:, ::1], {0}[::1], {0}[::1])")
     def layer_norm_backward(g, xhat, rstd, weight, gx, gw, gb):
         """gx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)) with gh = g * weight, per row;
         gw and gb get the rows' sums of g * xhat and g added in."""
