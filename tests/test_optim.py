@@ -377,10 +377,19 @@ def test_adamw_with_intermittent_gradients_matches_torch(skippers):
     _assert_all_close([p.numpy() for p in ours], [p.detach().numpy() for p in theirs])
 
 
-def test_adamw_group_update_equals_one_parameter_at_a_time():
-    """The flat, chunked group update (several chunks here) gives bit for bit the arrays of
-    updating each parameter alone."""
+@pytest.mark.parametrize("compiled", [True, False])
+def test_adamw_group_update_equals_one_parameter_at_a_time(monkeypatch, compiled):
+    """The flat, chunked group update (several chunks here), in NumPy or in the optional numba
+    kernel, gives bit for bit the arrays of updating each parameter alone with NumPy."""
+    from tinygrad_gpt import kernels
     from tinygrad_gpt.backend import CHUNK
+    if compiled and kernels.numba is None:
+        pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
+    monkeypatch.setattr(kernels, "enabled", compiled)
+    used = []
+    if compiled:
+        adam = kernels.adam
+        monkeypatch.setattr(kernels, "adam", lambda *a: used.append(1) or adam(*a))
 
     class OneAtATime(AdamW):
         def step(self):
@@ -401,5 +410,6 @@ def test_adamw_group_update_equals_one_parameter_at_a_time():
             opt.step()
         results.append([p.numpy() for p in params] + [to_numpy(opt.state[id(p)]["exp_avg_sq"]) for p in params])
     assert sum(p.size for p in results[0][:4]) >= 2 * CHUNK
+    assert bool(used) == compiled
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)

@@ -1,4 +1,5 @@
-"""Optional compiled kernels for the CPU, with numba (``pip install tinygrad_gpt[numba]``).
+"""Optional compiled kernels for the CPU, with numba (``pip install tinygrad_gpt[numba]``):
+layer norm's forward and backward, and AdamW's update.
 
 NumPy runs one ufunc at a time, so an op like layer norm makes a dozen passes over its
 data. A compiled loop makes one or two, row by row, while the row is in cache: on
@@ -83,3 +84,17 @@ if numba is not None:
                 gx[i, j] = r * (g[i, j] * weight[j] - mean_gh - xhat[i, j] * mean_ghx)
                 gw[j] += g[i, j] * xhat[i, j]
                 gb[j] += g[i, j]
+
+    @numba.njit(["void({0}[::1], {0}[::1], {0}[::1], {0}[::1], {0}[::1])".format(t)
+                 for t in ("float32", "float64")], nogil=True, cache=True, error_model="numpy")
+    def adam(g, m, v, update, c):
+        """optim._adam in one pass, step for step in the arrays' dtype (no fast-math: the same
+        roundings as the NumPy path). c = (b1, 1 - b1, b2, 1 - b2, 1 / sqrt(1 - b2^t), eps,
+        lr / (1 - b1^t)), in the arrays' dtype."""
+        for i in range(g.size):
+            gi = g[i]
+            mi = m[i] * c[0] + gi * c[1]         # m = b1 m + (1 - b1) g
+            vi = v[i] * c[2] + (gi * gi) * c[3]  # v = b2 v + (1 - b2) g^2
+            m[i] = mi
+            v[i] = vi
+            update[i] = mi / (np.sqrt(vi) * c[4] + c[5]) * c[6]

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from . import kernels
 from .backend import for_chunks, get_array_module, to_device, to_numpy
 
 
@@ -164,7 +165,14 @@ class AdamW(Optimizer):
         xp.concatenate([p.grad.reshape(-1) for p in params], out=g)  # all gradients, flat
         for state in states:
             state["step"] += 1
-        for_chunks(lambda s: _adam(g[s], m[s], v[s], update[s], group, states[0]["step"]), g.size, g)
+        t = states[0]["step"]
+        if kernels.usable(g, m, v, update):  # the same steps in one compiled pass (kernels.py)
+            lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+            c = np.array([b1, 1 - b1, b2, 1 - b2, 1 / math.sqrt(1 - b2 ** t), eps, lr / (1 - b1 ** t)],
+                         dtype=g.dtype)
+            for_chunks(lambda s: kernels.adam(g[s], m[s], v[s], update[s], c), g.size, g)
+        else:
+            for_chunks(lambda s: _adam(g[s], m[s], v[s], update[s], group, t), g.size, g)
         start = 0
         for p in params:
             _apply_update(p, update[start:start + p.data.size].reshape(p.shape), group)
