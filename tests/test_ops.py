@@ -1313,3 +1313,26 @@ def test_layer_norm_kernels_on_many_rows_and_bad_values():
     for a, e in zip(on, off):
         np.testing.assert_allclose(a, e, rtol=1e-9, atol=1e-9)  # equal_nan by default
     assert np.isnan(on[0][3]).all() and np.isnan(on[0][7]).all() and np.isfinite(on[0][0]).all()
+
+
+def test_a_numba_that_cannot_compile_leaves_numpy_in_charge(monkeypatch):
+    """If compiling the kernels fails, importing says so in a warning, and the ops run on NumPy."""
+    import importlib
+    from tinygrad_gpt import kernels
+    if kernels.numba is None:
+        pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler today")
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(kernels.numba, "njit", broken)
+            with pytest.warns(UserWarning, match="numba kernels are off.*no compiler today"):
+                importlib.reload(kernels)
+        assert not kernels.enabled and kernels.numba is None and kernels.adam is None
+        x = Tensor(rand(3, 4, seed=1), requires_grad=True)
+        F.layer_norm(x, Tensor(np.ones(4))).sum().backward()
+        assert x.grad.shape == (3, 4)
+    finally:
+        importlib.reload(kernels)
+    assert kernels.enabled

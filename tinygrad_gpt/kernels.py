@@ -10,10 +10,12 @@ arrays are NumPy float32 or float64, and the environment does not set
 TINYGRAD_GPT_NUMBA=0 (which also skips importing numba). The tests run both paths against
 each other and the gradient checks.
 
-Each kernel works on rows of a C-contiguous 2-D array and releases the GIL, so
-``backend.for_chunks`` can hand blocks of rows to two threads.
+Each kernel works on C-contiguous arrays (rows of a 2-D array, or a flat slice) and
+releases the GIL, so ``backend.for_chunks`` can hand blocks of them to two threads. If
+numba is there but compiling fails, a warning says so and NumPy does the work.
 """
 import os
+import warnings
 
 import numpy as np
 
@@ -24,8 +26,6 @@ if os.environ.get("TINYGRAD_GPT_NUMBA", "1") != "0":
     except Exception:  # not installed, or a numba that does not fit this NumPy
         numba = None
 
-enabled = numba is not None
-
 
 def usable(*arrays):
     """True when the kernels are on and the arrays are NumPy arrays in C order, all float32 or
@@ -34,7 +34,8 @@ def usable(*arrays):
             and len({a.dtype for a in arrays}) == 1 and arrays[0].dtype in (np.float32, np.float64))
 
 
-if numba is not None:
+def _compile():
+    """Compile the kernels now, for float32 and float64 (or load them from numba's cache)."""
     # reassociation lets the row sums vectorise; inf and NaN keep their IEEE meaning (no
     # "nnan"/"ninf" flags, and division by zero gives inf as in NumPy), so a diverging
     # run still shows NaN where it would without the kernels
@@ -98,3 +99,15 @@ if numba is not None:
             m[i] = mi
             v[i] = vi
             update[i] = mi / (np.sqrt(vi) * c[4] + c[5]) * c[6]
+
+    return layer_norm_forward, layer_norm_backward, adam
+
+
+layer_norm_forward = layer_norm_backward = adam = None
+if numba is not None:
+    try:
+        layer_norm_forward, layer_norm_backward, adam = _compile()
+    except Exception as e:  # a numba that cannot compile these: NumPy does the work
+        warnings.warn(f"tinygrad_gpt: the numba kernels are off, compiling them failed: {e}")
+        numba = None
+enabled = numba is not None
