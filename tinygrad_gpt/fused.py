@@ -200,10 +200,11 @@ class LayerNorm(Function):
             if bias is not None:
                 o += bias
 
+        b = xp.zeros_like(weight) if bias is None else bias
+
         def compiled(s):  # the same in one loop over each row (kernels.py), if numba is there
-            b = xp.zeros_like(weight) if bias is None else bias
             kernels.layer_norm_forward(x2[s], weight, b, float(eps), out[s], xhat[s], rstd[s])
-        use_kernel = kernels.usable(x2, weight, *(() if bias is None else (bias,)))
+        use_kernel = kernels.usable(x2, weight, b)
         for_chunks(compiled if use_kernel else part, x2.shape[0], x, chunk=max(1, CHUNK // C))
         self.save_for_backward(xhat, rstd, weight)
         self.has_bias = bias is not None
@@ -233,10 +234,11 @@ class LayerNorm(Function):
 
         def compiled(s):  # the same in one loop over each row (kernels.py), its own gw and gb sums
             gws, gbs = xp.zeros_like(weight), xp.zeros_like(weight)
-            kernels.layer_norm_backward(g2[s], xhat[s], rstd[s], weight, gx_all[s], gws, gbs)
+            kernels.layer_norm_backward(g2[s], xhat[s], rstd[s], weight, gx_out[s], gws, gbs)
             return gws, gbs
         use_kernel = kernels.usable(g2, xhat, weight)
-        gx_all = gx if gx is not None or not use_kernel else xp.empty_like(xhat)
+        if use_kernel:  # the kernel always writes gx: into scratch when it is not needed
+            gx_out = gx if gx is not None else xp.empty_like(xhat)
         parts = for_chunks(compiled if use_kernel else part, xhat.shape[0], g, chunk=max(1, CHUNK // C))
         gw = sum(p[0] for p in parts) if self.needs_grad[1] else None
         gb = sum(p[1] for p in parts) if self.has_bias and self.needs_grad[2] else None
