@@ -1336,3 +1336,50 @@ def test_a_numba_that_cannot_compile_leaves_numpy_in_charge(monkeypatch):
     finally:
         importlib.reload(kernels)
     assert kernels.enabled
+
+
+def _gelu_exact(x):
+    """GELU (tanh form) and its derivative in float64, from np.tanh."""
+    c = math.sqrt(2 / math.pi)
+    t = np.tanh(c * (x + 0.044715 * x ** 3))
+    return 0.5 * x * (1 + t), 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)
+
+
+def test_gelu_kernel_is_close_to_exact():
+    """The float32 GELU kernel (its tanh is a rational approximation) against float64 GELU on a
+    dense grid, the saturated tails included: as close as float32 allows, within 4e-7 of tanh."""
+    from tinygrad_gpt import kernels
+    if kernels.numba is None:
+        pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
+    x = np.linspace(-30, 30, 600_001).astype(np.float32)
+    out, d = np.empty_like(x), np.empty_like(x)
+    kernels.gelu(x, out, d)
+    exact_out, exact_d = _gelu_exact(x.astype(np.float64))
+    # |out - exact| <= |x| (1/2 * 4e-7 tanh error + float32 rounding)
+    assert (np.abs(out - exact_out) <= 5e-7 * np.abs(x) + 1e-7).all()
+    assert (np.abs(d - exact_d) <= 5e-7 * (1 + x.astype(np.float64) ** 2) + 1e-6).all()
+    only_out = np.empty_like(x)
+    kernels.gelu(x, only_out, np.empty(0, np.float32))  # no derivative: the same outputs
+    np.testing.assert_array_equal(only_out, out)
+
+
+@pytest.mark.parametrize("activation", ["gelu_op", "linear_gelu"])
+def test_gelu_kernel_path_matches_numpy_in_float32(activation):
+    """In float32, x.gelu() and the MLP's fused Linear+GELU give the NumPy path's values and
+    gradients (to float32 accuracy) with the kernel on; float64 always takes the NumPy path."""
+    from tinygrad_gpt import kernels
+    if kernels.numba is None:
+        pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
+    x0, w0, b0 = rand(70, 33, seed=1) * 3, rand(33, 40, seed=2) * 0.3, rand(40, seed=3)
+    g0 = rand(70, 40 if activation == "linear_gelu" else 33, seed=4)
+    results = []
+    for on in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(kernels, "enabled", on)
+            ts = [Tensor(a.astype(np.float32), requires_grad=True) for a in (x0, w0, b0)]
+            y = ts[0].gelu() if activation == "gelu_op" else F.linear(*ts, activation="gelu")
+            y.backward(g0.astype(np.float32))
+        results.append([y.numpy()] + [t.grad for t in ts if t.grad is not None])
+    for a, e in zip(*results):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, e, rtol=2e-5, atol=2e-5 * max(1.0, float(np.abs(e).max())))
