@@ -1363,6 +1363,31 @@ def test_gelu_kernel_is_close_to_exact():
     np.testing.assert_array_equal(only_out, out)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning",
+                            "ignore:overflow encountered:RuntimeWarning")
+def test_gelu_kernel_on_inf_nan_and_huge_inputs():
+    """inf, NaN and huge inputs give the NumPy path's GELU values (NaN where NumPy has NaN), and
+    the same derivatives except where NumPy's own intermediate overflows (|x| near 1e19)."""
+    from tinygrad_gpt import kernels
+    from tinygrad_gpt.ops import gelu_arrays
+    if kernels.numba is None:
+        pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
+    x = np.array([np.inf, -np.inf, np.nan, 0, 1e30, -1e30, 88, -88, 1e-30, -3.5], np.float32)
+    results = []
+    for on in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(kernels, "enabled", on)
+            out, d = np.empty_like(x), np.empty_like(x)
+            gelu_arrays(x, out, d)
+        results.append((out, d))
+    (out, d), (out_np, d_np) = results
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(out_np))
+    np.testing.assert_allclose(out, out_np, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(np.isnan(d), np.isnan(d_np))
+    np.testing.assert_allclose(d, d_np, rtol=1e-6, atol=1e-6)
+    assert np.isnan(out[1:3]).all() and out[0] == np.inf and out[6] == 88
+
+
 @pytest.mark.parametrize("activation", ["gelu_op", "linear_gelu"])
 def test_gelu_kernel_path_matches_numpy_in_float32(activation):
     """In float32, x.gelu() and the MLP's fused Linear+GELU give the NumPy path's values and
