@@ -57,8 +57,9 @@ def bound(model, new_tokens, torch_seconds):
     grid = sorted({1, *range(16, block + 1, 16)})
     with no_grad():
         plain = [_median_time(lambda: model._next_logits(ids[:, :t], None)) for t in grid]
-        rebuild = _median_time(lambda: model._next_logits(ids, [LayerCache() for _ in model.transformer.h]))
-        caches = [LayerCache() for _ in model.transformer.h]
+        fresh = lambda: [LayerCache() for _ in model.transformer.h]  # noqa: E731
+        rebuild = _median_time(lambda: model._next_logits(ids, fresh()))  # the whole window, no cache
+        caches = fresh()
         model._next_logits(ids[:, :block - 1], caches)
         full = [(c.k, c.v) for c in caches]
 
@@ -85,8 +86,8 @@ def bound(model, new_tokens, torch_seconds):
     print(f"plain path, summed: {plain_total:.2f} s; cached path, summed: "
           f"{floor + cached * step:.2f} s, of which {rebuilds} rebuilds: {floor:.2f} s")
     if rebuilds:
-        print(f"with free cached steps, the cache could be at most {plain_total / floor:.2f}x our plain "
-              f"path and {torch_seconds / floor:.2f}x nanoGPT-style torch; with cached steps that "
+        print(f"with free cached steps, the cache could be at most {plain_total / floor:.2f}x our "
+              f"plain path and {torch_seconds / floor:.2f}x nanoGPT-style torch; with cached steps that "
               f"cost only their products, {plain_total / (floor + cached * products):.2f}x and "
               f"{torch_seconds / (floor + cached * products):.2f}x")
 
@@ -95,7 +96,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--new_tokens", type=int, default=300)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--bound", action="store_true", help="also time the passes, and print the cache's best case")
+    p.add_argument("--bound", action="store_true",
+                   help="also time the passes, and print the cache's best case")
     args = p.parse_args()
     import torch
     from torch_gpt import TorchGPT, load_from_state_dict
