@@ -863,25 +863,28 @@ def blocked_attention_cases(draw):
     batch, Tq, Tk, hs, hv, causal = draw(attention_cases())
     lead = batch if batch else (1,)  # blocks run over the flattened leading dims
     n = int(np.prod(lead))
-    return lead, Tq, Tk, hs, hv, causal, draw(st.integers(1, n + 1))
+    return lead, Tq, Tk, hs, hv, causal, draw(st.integers(1, n + 1)), draw(st.integers(1, Tq + 1))
 
 
 @S.SETTINGS
 @given(case=blocked_attention_cases(), data=st.data())
 def test_blocked_attention(xp, case, data):
-    """Blocks of every size, down to one (Tq, Tk) matrix each, including a last partial block."""
-    lead, Tq, Tk, hs, hv, causal, block = case
+    """Blocks of every size, down to one (Tq, Tk) matrix each, including a last partial block;
+    causal query tiles of every size, down to one row, including a last partial tile."""
+    lead, Tq, Tk, hs, hv, causal, block, tile = case
     q = data.draw(S.float_arrays(lead + (Tq, hs), bound=2.0), label="q")
     k = data.draw(S.float_arrays(lead + (Tk, hs), bound=2.0), label="k")
     v = data.draw(S.float_arrays(lead + (Tk, hv), bound=2.0), label="v")
-    check_op(xp, lambda q, k, v: F.blocked_attention(q, k, v, causal=causal, block=block),
+    check_op(xp, lambda q, k, v: F.blocked_attention(q, k, v, causal=causal, block=block, tile=tile),
              [q, k, v], lambda q, k, v: attention_ref(q, k, v, causal))
 
 
-@pytest.mark.parametrize("block", [1, 2, 5, None])
-def test_blocked_attention_matches_fused_attention(xp, block):
+@pytest.mark.parametrize("block,tile", [(1, None), (2, 1), (5, 2), (None, None), (None, 3)])
+def test_blocked_attention_matches_fused_attention(xp, block, tile):
+    """The same values and gradients as Attention, with a KV cache's Tq < Tk, in blocks and tiles."""
     q, k, v = rand(2, 3, 3, 4, seed=40), rand(2, 3, 6, 4, seed=41), rand(2, 3, 6, 5, seed=42)
-    v1, g1, w = _values_and_grads(xp, lambda q, k, v: F.blocked_attention(q, k, v, block=block), [q, k, v])
+    v1, g1, w = _values_and_grads(
+        xp, lambda q, k, v: F.blocked_attention(q, k, v, block=block, tile=tile), [q, k, v])
     v2, g2, _ = _values_and_grads(xp, F.scaled_dot_product_attention, [q, k, v], w)
     np.testing.assert_allclose(v1, v2, rtol=1e-12, atol=1e-14)
     for a, b in zip(g1, g2):
@@ -912,6 +915,9 @@ def test_blocked_attention_rejects_bad_input(xp):
     for block in (0, -1, 1.5):
         with pytest.raises(ValueError, match="block must be a positive int"):
             F.blocked_attention(q, q, q, block=block)
+    for tile in (0, -2, 2.0, True):
+        with pytest.raises(ValueError, match="tile must be a positive int"):
+            F.blocked_attention(q, q, q, tile=tile)
 
 
 def test_attention_custom_scale(xp):

@@ -287,11 +287,11 @@ def test_attention_square(xp, shape, causal):
             lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=causal), [q, k, v])
 
 
-@pytest.mark.parametrize("block", [1, 3])
+@pytest.mark.parametrize("block,tile", [(1, None), (3, 2), (2, 1)])
 @pytest.mark.parametrize("causal", [True, False])
-def test_blocked_attention(xp, block, causal):
+def test_blocked_attention(xp, block, tile, causal):
     q, k, v = (rand(2, 3, 5, 4, seed=60 + i) for i in range(3))
-    compare(xp, lambda q, k, v: F.blocked_attention(q, k, v, causal=causal, block=block),
+    compare(xp, lambda q, k, v: F.blocked_attention(q, k, v, causal=causal, block=block, tile=tile),
             lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=causal), [q, k, v])
 
 

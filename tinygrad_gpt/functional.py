@@ -205,17 +205,21 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, scale=None
     return Tensor._apply(fused.Attention, q, k, v, causal=causal, scale=scale, dropout_p=dropout_p)
 
 
-def blocked_attention(q, k, v, causal=True, scale=None, block=None):
+def blocked_attention(q, k, v, causal=True, scale=None, block=None, tile=None):
     """The same attention, computed ``block`` (batch, head) matrices at a time, never holding all
-    the (..., Tq, Tk) weights: fused.BlockedAttention. ``scaled_dot_product_attention`` picks it
-    by itself for long sequences on the CPU; q, k and v must share their leading dims."""
+    the (..., Tq, Tk) weights: fused.BlockedAttention. With ``causal``, each block goes through
+    its queries ``tile`` rows at a time and skips the keys a tile cannot see.
+    ``scaled_dot_product_attention`` picks it by itself for long sequences on the CPU; q, k and
+    v must share their leading dims."""
     _check_qkv(q, k, v, causal)
     if not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
         raise ValueError(f"blocked_attention: q, k, v need the same leading dims, "
                          f"got shapes {q.shape}, {k.shape}, {v.shape}")
-    if block is not None and (not isinstance(block, int) or block < 1):
-        raise ValueError(f"blocked_attention: block must be a positive int, got {block!r}")
-    return Tensor._apply(fused.BlockedAttention, q, k, v, causal=causal, scale=scale, block=block)
+    for name, n in (("block", block), ("tile", tile)):
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ValueError(f"blocked_attention: {name} must be a positive int, got {n!r}")
+    return Tensor._apply(fused.BlockedAttention, q, k, v, causal=causal, scale=scale, block=block,
+                         tile=tile)
 
 
 def _weights_outgrow_caches(q, k, v):

@@ -159,9 +159,11 @@ def _attention(causal, Tq_less=False, blocked=False):
         Tk += 1
         Tq = int(rng.integers(1, Tk)) if Tq_less else Tk
         shapes = [(B, nh, Tq, hs), (B, nh, Tk, hs), (B, nh, Tk, hs)]
-        if blocked:  # blocks of one or two (Tq, Tk) matrices, the last one possibly partial
-            block = int(rng.integers(1, 3))
-            return (lambda q, k, v: F.blocked_attention(q, k, v, causal=causal, block=block)), \
+        if blocked:  # blocks of one or two (Tq, Tk) matrices, the last one possibly partial;
+            # causal queries in tiles of one or two rows
+            block, tile = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+            return (lambda q, k, v: F.blocked_attention(q, k, v, causal=causal, block=block,
+                                                        tile=tile)), \
                 [_values(rng, s) for s in shapes]
         return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=causal)), \
             [_values(rng, s) for s in shapes]
