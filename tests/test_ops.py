@@ -850,6 +850,46 @@ def test_attention(xp, case, data):
              [q, k, v], lambda q, k, v: attention_ref(q, k, v, causal))
 
 
+@S.SETTINGS
+@given(case=attention_cases(), tile=st.integers(1, 3), data=st.data())
+def test_attention_in_query_tiles(xp, case, tile, data):
+    """The causal queries in tiles of every size (tiling made to start at two queries here; by
+    default it starts at TILED_MIN), including a last partial tile, with Tq <= Tk."""
+    from tinygrad_gpt import fused
+    batch, Tq, Tk, hs, hv, causal = case
+    q = data.draw(S.float_arrays(batch + (Tq, hs), bound=2.0), label="q")
+    k = data.draw(S.float_arrays(batch + (Tk, hs), bound=2.0), label="k")
+    v = data.draw(S.float_arrays(batch + (Tk, hv), bound=2.0), label="v")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fused, "TILED_MIN", 2)
+        patch.setattr(fused, "QUERY_TILE", tile)
+        check_op(xp, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=causal),
+                 [q, k, v], lambda q, k, v: attention_ref(q, k, v, causal))
+
+
+@pytest.mark.parametrize("Tq,Tk,tile,expected", [
+    (5, 5, None, [(0, 5, 5)]),                                  # below TILED_MIN: one tile
+    (64, 64, None, [(32, 64, 64), (0, 32, 32)]),                # halves
+    (130, 130, None, [(128, 130, 130), (64, 128, 128), (0, 64, 64)]),  # QUERY_TILE rows, a partial one
+    (3, 7, 1, [(2, 3, 7), (1, 2, 6), (0, 1, 5)]),              # a KV cache: Tq < Tk
+    (4, 4, 9, [(0, 4, 4)]),                                     # a tile wider than the queries
+])
+def test_query_tiles(Tq, Tk, tile, expected):
+    """Tiles cover each query once, widest first, and each sees the keys up to its last query."""
+    from tinygrad_gpt.fused import _query_tiles
+    assert _query_tiles(Tq, Tk, True, tile) == expected
+    assert _query_tiles(Tq, Tk, False, tile) == [(0, Tq, Tk)]  # no mask: every key, one tile
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_in_default_tiles_with_broadcast_heads(xp, causal):
+    """At the default tiling (Tq = 66: two tiles of 33), with k and v broadcast over q's batch
+    axis and Tq < Tk, against the reference and numerical gradients."""
+    q, k, v = rand(2, 1, 66, 3, seed=90), rand(1, 2, 70, 3, seed=91), rand(1, 2, 70, 2, seed=92)
+    check_op(xp, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=causal),
+             [q, k, v], lambda q, k, v: attention_ref(q, k, v, causal))
+
+
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("Tq,Tk", [(5, 5), (1, 5), (3, 5), (2, 7)])
 def test_attention_fixed_shapes(xp, Tq, Tk, causal):

@@ -287,6 +287,15 @@ def test_attention_square(xp, shape, causal):
             lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=causal), [q, k, v])
 
 
+@pytest.mark.parametrize("T", [64, 130])
+def test_attention_in_query_tiles(xp, T):
+    """Causal attention long enough for the default query tiles (two halves at 64, tiles of 64
+    with a partial one at 130) against PyTorch, values and gradients."""
+    q, k, v = (rand(2, 2, T, 4, seed=70 + i) for i in range(3))
+    compare(xp, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=True),
+            lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=True), [q, k, v])
+
+
 @pytest.mark.parametrize("block,tile", [(1, None), (3, 2), (2, 1)])
 @pytest.mark.parametrize("causal", [True, False])
 def test_blocked_attention(xp, block, tile, causal):

@@ -5,6 +5,8 @@ Every op here also exists as a composition of primitives in ``functional.py``
 reference; these are faster and numerically steadier, and the tests check each
 against its composed twin. ``docs/`` derives every backward below.
 """
+import numpy as np
+
 from .backend import CHUNK, for_chunks, get_array_module, random_uniform, device_of
 from .function import Function, sum_to
 from . import kernels
@@ -266,52 +268,99 @@ def causal_mask(xp, Tq, Tk, dtype):
     return mask
 
 
+QUERY_TILE = 64  # causal queries a tile, at 128 queries and more (measured below)
+TILED_MIN = 64    # below this many queries, one tile
+
+
+def _query_tiles(Tq, Tk, causal, tile=None):
+    """Tiles of queries for attention, widest first: (a, b, kb) for the queries a .. b-1, which
+    see the keys 0 .. kb-1.
+
+    With the causal mask query i sees the keys up to i + Tk - Tq, so a tile's scores need
+    only the keys up to its last query's: at four tiles, 5/8 of the (Tq, Tk) square. Tiles
+    are ``tile`` rows, by default QUERY_TILE, or two halves from TILED_MIN queries to
+    2 QUERY_TILE; below that, and without the mask, one tile of every query and key. (On
+    the CPU, a forward over (1, 6, 256, 64) queries took 0.80 ms in one tile, 0.65 in two,
+    0.61 in four and 0.78 in eight; over (12, 4, 64, 32), 0.41 in one and 0.35 in two.)
+    """
+    if tile is None:
+        tile = QUERY_TILE if Tq >= 2 * QUERY_TILE else -(-Tq // 2) if Tq >= TILED_MIN else Tq
+    if not causal or tile >= Tq:
+        return [(0, Tq, Tk)]
+    ends = [(a, min(a + tile, Tq)) for a in reversed(range(0, Tq, tile))]
+    return [(a, b, b + Tk - Tq) for a, b in ends]
+
+
 class Attention(Function):
     """softmax(q k^T * scale + causal mask) @ v, with optional dropout on the weights.
 
     q: (..., Tq, hs), k and v: (..., Tk, hs). Returns (..., Tq, hs).
+
+    With the causal mask the queries go in tiles (``_query_tiles``): a tile of queries sees
+    only the keys up to its last query, so the keys after those are never multiplied. The
+    weights of each tile are kept for the backward.
     """
 
     def forward(self, q, k, v, causal=True, scale=None, dropout_p=0.0):
         xp = get_array_module(q, k, v)
+        Tq, Tk = q.shape[-2], k.shape[-2]
         self.scale = q.shape[-1] ** -0.5 if scale is None else scale
         self.dropout_p = dropout_p
         mask = None  # a single (newest) query may see every key
-        if causal and q.shape[-2] > 1:
-            mask = causal_mask(xp, q.shape[-2], k.shape[-2], q.dtype)
-        att, small = _scores(q, k, self.scale, mask)  # (..., Tq, Tk)
-        # the scores are not needed again: the softmax reuses their memory
-        _softmax(att, axis=-1, out=att, shift=not small)
-        keep = None
-        if dropout_p > 0:
-            keep = random_uniform(att.shape, att.dtype, device_of(att)) >= dropout_p
-            out = (att * keep * (1 / (1 - dropout_p))) @ v
-        else:
-            out = att @ v
-        self.save_for_backward(q, k, v, att, keep, out)
+        if causal and Tq > 1:
+            mask = causal_mask(xp, Tq, Tk, q.dtype)
+        # one tile with dropout, so its random draws do not depend on the tiling
+        self.tiles = _query_tiles(Tq, Tk, mask is not None and dropout_p == 0)
+        lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        out = xp.empty(lead + (Tq, v.shape[-1]), dtype=q.dtype)     # (..., Tq, hv)
+        weights = []
+        for a, b, kb in self.tiles:
+            att, small = _scores(q[..., a:b, :], k[..., :kb, :], self.scale,
+                                 None if mask is None else mask[a:b, :kb])  # (..., b - a, kb)
+            # the scores are not needed again: the softmax reuses their memory
+            _softmax(att, axis=-1, out=att, shift=not small)
+            keep = None
+            if dropout_p > 0:
+                keep = random_uniform(att.shape, att.dtype, device_of(att)) >= dropout_p
+                xp.matmul(att * keep * (1 / (1 - dropout_p)), v[..., :kb, :], out=out[..., a:b, :])
+            else:
+                xp.matmul(att, v[..., :kb, :], out=out[..., a:b, :])
+            weights.append((att, keep))
+        self.save_for_backward(q, k, v, weights, out)
         return out
 
     def backward(self, g):
         xp = get_array_module(g)
-        q, k, v, att, keep, out = self.saved
-        # out = A_d @ v with A_d = A * keep / (1 - p):  gv = A_d^T @ g,  gA_d = g @ v^T
-        att_d = att if keep is None else att * keep * (1 / (1 - self.dropout_p))
-        gv = sum_to(xp.swapaxes(att_d, -1, -2) @ g, v.shape)
-        del att_d
-        ga = g @ xp.swapaxes(v, -1, -2)
-        if keep is not None:  # dropout: d/dA (A * keep / (1 - p)) = keep / (1 - p)
-            ga *= keep
-            ga *= 1 / (1 - self.dropout_p)
+        q, k, v, weights, out = self.saved
         # softmax backward row by row: gs = A * (gA - sum_j gA_j A_j). That row sum equals
         # g . out (sum_j (g . v_j) A_d_j = g . out), a (..., Tq, 1) product over hs, not Tk.
-        gs = ga
-        gs -= _row_dots(g, out)
-        gs *= att  # masked entries have A = 0, so their gradient is 0
-        gs *= self.scale
-        # s = q @ k^T:  gq = gs @ k,  gk = gs^T @ q
-        gq = sum_to(gs @ k, q.shape)
-        gk = sum_to(xp.swapaxes(gs, -1, -2) @ q, k.shape)
-        return gq, gk, gv
+        row = _row_dots(g, out)
+        lead = g.shape[:-2]
+        gq = xp.empty(lead + q.shape[-2:], dtype=g.dtype)
+        gk = xp.empty(lead + k.shape[-2:], dtype=g.dtype)
+        gv = xp.empty(lead + v.shape[-2:], dtype=g.dtype)
+        for i, ((a, b, kb), (att, keep)) in enumerate(zip(self.tiles, weights)):
+            g_t, q_t, k_t, v_t = g[..., a:b, :], q[..., a:b, :], k[..., :kb, :], v[..., :kb, :]
+            # out = A_d @ v with A_d = A * keep / (1 - p):  gv = A_d^T @ g,  gA_d = g @ v^T
+            att_d = att if keep is None else att * keep * (1 / (1 - self.dropout_p))
+            ga = g_t @ xp.swapaxes(v_t, -1, -2)
+            if keep is not None:  # dropout: d/dA (A * keep / (1 - p)) = keep / (1 - p)
+                ga *= keep
+                ga *= 1 / (1 - self.dropout_p)
+            gs = ga
+            gs -= row[..., a:b, :]
+            gs *= att  # masked entries have A = 0, so their gradient is 0
+            gs *= self.scale
+            # s = q @ k^T:  gq = gs @ k,  gk = gs^T @ q. The first tile sees every key, so it
+            # writes gk and gv; the later tiles add their share
+            xp.matmul(gs, k_t, out=gq[..., a:b, :])
+            if i == 0:
+                xp.matmul(xp.swapaxes(att_d, -1, -2), g_t, out=gv[..., :kb, :])
+                xp.matmul(xp.swapaxes(gs, -1, -2), q_t, out=gk[..., :kb, :])
+            else:
+                gv[..., :kb, :] += xp.swapaxes(att_d, -1, -2) @ g_t
+                gk[..., :kb, :] += xp.swapaxes(gs, -1, -2) @ q_t
+        return sum_to(gq, q.shape), sum_to(gk, k.shape), sum_to(gv, v.shape)
 
 
 class BlockedAttention(Function):
@@ -324,10 +373,10 @@ class BlockedAttention(Function):
     q @ k^T (the idea of FlashAttention). q, k, v share their leading dims; ``block`` is the
     number of (Tq, Tk) matrices in one block (by default, about 4 CHUNK scores a tile).
 
-    With the causal mask each block also goes through its queries in tiles of ``tile`` rows
-    (QUERY_TILE by default): the queries a .. b-1 see keys up to b - 1 + Tk - Tq only, so the
-    keys after those are never multiplied. At four tiles that skips 3/8 of the products and
-    exps; on nanoGPT's GPU config one layer's forward and backward went 168 -> 133 ms.
+    With the causal mask each block also goes through its queries in tiles (``_query_tiles``,
+    of ``tile`` rows if given): the queries a .. b-1 see keys up to b - 1 + Tk - Tq only, so
+    the keys after those are never multiplied. At four tiles that skips 3/8 of the products
+    and exps; on nanoGPT's GPU config one layer's forward and backward went 168 -> 133 ms.
     """
 
     def forward(self, q, k, v, causal=True, scale=None, block=None, tile=None):
@@ -337,11 +386,9 @@ class BlockedAttention(Function):
         self.mask = causal_mask(xp, Tq, Tk, q.dtype) if causal and Tq > 1 else None
         self.shapes = q.shape, k.shape, v.shape
         q3, k3, v3 = (a.reshape(-1, *a.shape[-2:]) for a in (q, k, v))  # (N, T, hs)
-        tq = Tq if self.mask is None else min(Tq, tile or QUERY_TILE)
-        # (first query, end of queries, end of the keys they see) for each tile, widest first
-        ends = [(a, min(a + tq, Tq)) for a in reversed(range(0, Tq, tq))]
-        self.tiles = [(a, b, Tk if self.mask is None else b + Tk - Tq) for a, b in ends]
-        self.blocks = _blocks(q3.shape[0], block or max(1, 4 * CHUNK // (tq * Tk)))
+        self.tiles = _query_tiles(Tq, Tk, self.mask is not None, tile)  # (a, b, keys seen)
+        rows = self.tiles[-1][1]  # queries a tile: the last tile listed, from query 0, is whole
+        self.blocks = _blocks(q3.shape[0], block or max(1, 4 * CHUNK // (rows * Tk)))
         out = xp.empty((q3.shape[0], Tq, v.shape[-1]), dtype=q.dtype)    # (N, Tq, hv)
         lse = xp.empty((q3.shape[0], Tq, 1), dtype=q.dtype)              # (N, Tq, 1)
         for s in self.blocks:
@@ -390,8 +437,6 @@ class BlockedAttention(Function):
                     gk[s, :kb] += gs.swapaxes(-1, -2) @ q3[s, a:b]
         return tuple(grad.reshape(shape) for grad, shape in zip((gq, gk, gv), self.shapes))
 
-
-QUERY_TILE = 64  # queries a tile in causal BlockedAttention (at T=256, 4 tiles beat 2 or 8: measured)
 
 
 def _blocks(n, size):
