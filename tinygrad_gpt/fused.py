@@ -296,9 +296,9 @@ class Attention(Function):
 
     q: (..., Tq, hs), k and v: (..., Tk, hs). Returns (..., Tq, hs).
 
-    With the causal mask the queries go in tiles (``_query_tiles``): a tile of queries sees
-    only the keys up to its last query, so the keys after those are never multiplied. The
-    weights of each tile are kept for the backward.
+    With the causal mask, on the CPU, the queries go in tiles (``_query_tiles``): a tile of
+    queries sees only the keys up to its last query, so the keys after those are never
+    multiplied. The weights of each tile are kept for the backward.
     """
 
     def forward(self, q, k, v, causal=True, scale=None, dropout_p=0.0):
@@ -309,8 +309,10 @@ class Attention(Function):
         mask = None  # a single (newest) query may see every key
         if causal and Tq > 1:
             mask = causal_mask(xp, Tq, Tk, q.dtype)
-        # one tile with dropout, so its random draws do not depend on the tiling
-        self.tiles = _query_tiles(Tq, Tk, mask is not None and dropout_p == 0)
+        # tiles on the CPU, where they were measured; one tile with dropout, so that its
+        # random draws do not depend on the tiling
+        self.tiles = _query_tiles(Tq, Tk, mask is not None and dropout_p == 0
+                                  and device_of(q) == "cpu")
         lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
         out = xp.empty(lead + (Tq, v.shape[-1]), dtype=q.dtype)     # (..., Tq, hv)
         weights = []
