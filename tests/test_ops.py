@@ -1375,7 +1375,7 @@ def test_a_numba_that_cannot_compile_leaves_numpy_in_charge(monkeypatch):
             patch.setattr(kernels.numba, "njit", broken)
             with pytest.warns(UserWarning, match="numba kernels are off.*no compiler today"):
                 importlib.reload(kernels)
-        assert not kernels.enabled and kernels.numba is None and kernels.adam is None
+        assert not kernels.enabled and kernels.numba is None and kernels.adamw is None
         x = Tensor(rand(3, 4, seed=1), requires_grad=True)
         F.layer_norm(x, Tensor(np.ones(4))).sum().backward()
         assert x.grad.shape == (3, 4)

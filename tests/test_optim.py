@@ -377,10 +377,35 @@ def test_adamw_with_intermittent_gradients_matches_torch(skippers):
     _assert_all_close([p.numpy() for p in ours], [p.detach().numpy() for p in theirs])
 
 
+def test_adamw_kernel_leaves_non_contiguous_gradients_to_numpy(monkeypatch):
+    """A gradient that is not C-contiguous (here a transposed array) sends its group through the
+    NumPy path, with the same result as contiguous gradients through the kernel."""
+    from tinygrad_gpt import kernels
+    if kernels.numba is None:
+        pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
+    used = []
+    adamw = kernels.adamw
+    monkeypatch.setattr(kernels, "adamw", lambda *a: used.append(1) or adamw(*a))
+    results = []
+    for layout in (np.ascontiguousarray, np.asfortranarray):
+        params = [Parameter(np.ones((4, 3)), dtype=np.float32), Parameter(np.ones(3), dtype=np.float32)]
+        opt = AdamW(params, lr=0.01, weight_decay=0.1)
+        grads = np.random.default_rng(5)
+        for _ in range(2):
+            for p in params:
+                p.grad = layout(grads.standard_normal(p.shape).astype(np.float32))
+            opt.step()
+        results.append([p.numpy() for p in params])
+    assert len(used) == 2 * 2  # two steps of two parameters, contiguous only
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("compiled", [True, False])
 def test_adamw_group_update_equals_one_parameter_at_a_time(monkeypatch, compiled):
-    """The flat, chunked group update (several chunks here), in NumPy or in the optional numba
-    kernel, gives bit for bit the arrays of updating each parameter alone with NumPy."""
+    """The flat, chunked group update (several chunks here) in NumPy, or the optional numba
+    kernel's one pass a parameter, gives bit for bit the arrays of updating each parameter
+    alone with NumPy."""
     from tinygrad_gpt import kernels
     from tinygrad_gpt.backend import CHUNK
     if compiled and kernels.numba is None:
@@ -388,8 +413,8 @@ def test_adamw_group_update_equals_one_parameter_at_a_time(monkeypatch, compiled
     monkeypatch.setattr(kernels, "enabled", compiled)
     used = []
     if compiled:
-        adam = kernels.adam
-        monkeypatch.setattr(kernels, "adam", lambda *a: used.append(1) or adam(*a))
+        adamw = kernels.adamw
+        monkeypatch.setattr(kernels, "adamw", lambda *a: used.append(1) or adamw(*a))
 
     class OneAtATime(AdamW):
         def step(self):

@@ -1,5 +1,5 @@
 """Optional compiled kernels for the CPU, with numba (``pip install tinygrad_gpt[numba]``):
-layer norm's forward and backward, AdamW's update, and GELU with its derivative (float32).
+layer norm's forward and backward, AdamW's step, and GELU with its derivative (float32).
 
 NumPy runs one ufunc at a time, so an op like layer norm makes a dozen passes over its
 data. A compiled loop makes one or two, row by row, while the row is in cache: on
@@ -88,17 +88,19 @@ def _compile():
 
     @numba.njit(["void({0}[::1], {0}[::1], {0}[::1], {0}[::1], {0}[::1])".format(t)
                  for t in ("float32", "float64")], nogil=True, cache=True, error_model="numpy")
-    def adam(g, m, v, update, c):
-        """optim._adam in one pass, step for step in the arrays' dtype (no fast-math: the same
-        roundings as the NumPy path). c = (b1, 1 - b1, b2, 1 - b2, 1 / sqrt(1 - b2^t), eps,
-        lr / (1 - b1^t)), in the arrays' dtype."""
+    def adamw(g, m, v, p, c):
+        """One parameter's AdamW step in one pass: optim._adam, then optim._apply_update, step
+        for step in the arrays' dtype (no fast-math: the same roundings as the NumPy path).
+        c = (b1, 1 - b1, b2, 1 - b2, 1 / sqrt(1 - b2^t), eps, lr / (1 - b1^t), 1 - lr wd), in
+        the arrays' dtype."""
         for i in range(g.size):
             gi = g[i]
             mi = m[i] * c[0] + gi * c[1]         # m = b1 m + (1 - b1) g
             vi = v[i] * c[2] + (gi * gi) * c[3]  # v = b2 v + (1 - b2) g^2
             m[i] = mi
             v[i] = vi
-            update[i] = mi / (np.sqrt(vi) * c[4] + c[5]) * c[6]
+            update = mi / (np.sqrt(vi) * c[4] + c[5]) * c[6]
+            p[i] = p[i] * c[7] - update          # decoupled weight decay, then the step
 
     @numba.njit("void(float32[::1], float32[::1], float32[::1])", nogil=True, cache=True,
                 error_model="numpy")
@@ -136,13 +138,13 @@ def _compile():
             if derivative:  # 2 u' = 2 c + 6 * 0.044715 c x^2
                 d[i] = p + o * (np.float32(1) - p) * (x2 * (np.float32(6) * ac) + np.float32(2) * c)
 
-    return layer_norm_forward, layer_norm_backward, adam, gelu
+    return layer_norm_forward, layer_norm_backward, adamw, gelu
 
 
-layer_norm_forward = layer_norm_backward = adam = gelu = None
+layer_norm_forward = layer_norm_backward = adamw = gelu = None
 if numba is not None:
     try:
-        layer_norm_forward, layer_norm_backward, adam, gelu = _compile()
+        layer_norm_forward, layer_norm_backward, adamw, gelu = _compile()
     except Exception as e:  # a numba that cannot compile these: NumPy does the work
         warnings.warn(f"tinygrad_gpt: the numba kernels are off, compiling them failed: {e}")
         numba = None

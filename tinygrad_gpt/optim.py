@@ -129,14 +129,17 @@ class AdamW(Optimizer):
     at once: each group's m and v live in one flat array (each parameter's state is a view
     of its slice), and the gradients are gathered into one, so the dozen passes of the
     update are a dozen calls per group, not per parameter (most parameters of a GPT are
-    small biases and norm weights, where the call costs more than the arithmetic).
+    small biases and norm weights, where the call costs more than the arithmetic). With
+    the optional numba kernels, each parameter's whole step is instead one compiled pass
+    over its gradient, m, v and values, with the same roundings (``kernels.adamw``).
     """
 
     state_keys = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
-        self._flat = {}  # group index -> (parameter ids, flat m, v, gradients, update)
+        self._flat = {}  # group index -> (parameter ids, flat m, v)
+        self._scratch_arrays = {}  # group index -> flat (gradients, update), the NumPy path's
 
     def step(self):
         for i, group in enumerate(self.param_groups):
@@ -161,28 +164,44 @@ class AdamW(Optimizer):
 
     def _update_group(self, index, group, params, states):
         xp = get_array_module(params[0].data)
-        m, v, g, update = self._flat_arrays(index, params, states)
-        xp.concatenate([p.grad.reshape(-1) for p in params], out=g)  # all gradients, flat
+        m, v = self._flat_arrays(index, params, states)
         for state in states:
             state["step"] += 1
         t = states[0]["step"]
-        if kernels.usable(g, m, v, update):  # the same steps in one compiled pass (kernels.py)
-            lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
-            c = np.array([b1, 1 - b1, b2, 1 - b2, 1 / math.sqrt(1 - b2 ** t), eps, lr / (1 - b1 ** t)],
-                         dtype=g.dtype)
-            for_chunks(lambda s: kernels.adam(g[s], m[s], v[s], update[s], c), g.size, g)
-        else:
-            for_chunks(lambda s: _adam(g[s], m[s], v[s], update[s], group, t), g.size, g)
+        lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+        if kernels.usable(m, v, *(a for p in params for a in (p.data, p.grad))):
+            # the same steps, each parameter in one compiled pass (kernels.py): its gradient
+            # read in place, its Adam step, weight decay and update written at once
+            c = np.array([b1, 1 - b1, b2, 1 - b2, 1 / math.sqrt(1 - b2 ** t), eps, lr / (1 - b1 ** t),
+                          1 - lr * group["weight_decay"]], dtype=m.dtype)
+            start = 0
+            for p in params:
+                end = start + p.data.size
+                kernels.adamw(p.grad.reshape(-1), m[start:end], v[start:end], p.data.reshape(-1), c)
+                start = end
+            return
+        g, update = self._scratch(index, m)
+        xp.concatenate([p.grad.reshape(-1) for p in params], out=g)  # all gradients, flat
+        for_chunks(lambda s: _adam(g[s], m[s], v[s], update[s], group, t), g.size, g)
         start = 0
         for p in params:
             _apply_update(p, update[start:start + p.data.size].reshape(p.shape), group)
             start += p.data.size
 
+    def _scratch(self, index, m):
+        """Flat arrays like m for the NumPy path's gradients and update, made once per group (as
+        m and v are, below)."""
+        scratch = self._scratch_arrays.get(index)
+        if scratch is None or scratch[0].shape != m.shape or scratch[0].dtype != m.dtype:
+            xp = get_array_module(m)
+            scratch = self._scratch_arrays[index] = (xp.empty_like(m), xp.empty_like(m))
+        return scratch
+
     def _flat_arrays(self, index, params, states):
-        """The group's flat m and v, and flat scratch arrays for the gradients and the update.
+        """The group's flat m and v.
 
         They are made when the group's parameters change or a state was replaced (as
-        load_state_dict does), m and v from the states' arrays if there are any, and kept:
+        load_state_dict does), from the states' arrays if there are any, and kept:
         arrays this large made and freed every step would let the allocator hand the freed
         memory back to the system, to be faulted in again at the next step.
         """
@@ -205,8 +224,8 @@ class AdamW(Optimizer):
                     view[...] = state[key]
                 state[key] = view
             start += n
-        self._flat[index] = (ids, m, v, xp.empty_like(m), xp.empty_like(m))
-        return self._flat[index][1:]
+        self._flat[index] = (ids, m, v)
+        return m, v
 
 
 def _adam(g, m, v, update, group, t):
