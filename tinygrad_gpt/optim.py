@@ -169,7 +169,8 @@ class AdamW(Optimizer):
             state["step"] += 1
         t = states[0]["step"]
         lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
-        if kernels.usable(m, v, *(a for p in params for a in (p.data, p.grad))):
+        if (kernels.usable(m, v, *(a for p in params for a in (p.data, p.grad)))
+                and all(p.data.flags.writeable for p in params)):
             # the same steps, each parameter in one compiled pass (kernels.py): its gradient
             # read in place, its Adam step, weight decay and update written at once
             c = np.array([b1, 1 - b1, b2, 1 - b2, 1 / math.sqrt(1 - b2 ** t), eps, lr / (1 - b1 ** t),
