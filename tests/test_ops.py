@@ -881,6 +881,23 @@ def test_query_tiles(Tq, Tk, tile, expected):
     assert _query_tiles(Tq, Tk, False, tile) == [(0, Tq, Tk)]  # no mask: every key, one tile
 
 
+def test_attention_without_matmul_out_gives_the_same_results(monkeypatch):
+    """Off the CPU, Attention writes its products through a temporary instead of matmul's out=
+    (the GPU path); run that branch on NumPy arrays: the same values and gradients."""
+    from tinygrad_gpt import fused
+    q, k, v = rand(2, 3, 5, 4, seed=93), rand(2, 3, 7, 4, seed=94), rand(2, 3, 7, 2, seed=95)
+    results = []
+    for device in ("cpu", "elsewhere"):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(fused, "device_of", lambda a, d=device: d)
+            ts = [Tensor(a, requires_grad=True) for a in (q, k, v)]
+            out = F.scaled_dot_product_attention(*ts)
+            out.backward(np.ones(out.shape))
+        results.append([out.numpy()] + [t.grad for t in ts])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_attention_in_default_tiles_with_broadcast_heads(xp, causal):
     """At the default tiling (Tq = 66: two tiles of 33), with k and v broadcast over q's batch

@@ -272,6 +272,15 @@ QUERY_TILE = 64  # causal queries a tile, at 128 queries and more (measured belo
 TILED_MIN = 64    # below this many queries, one tile
 
 
+def _matmul_into(a, b, out):
+    """out[...] = a @ b: straight into ``out`` with NumPy; through a temporary elsewhere, so
+    the GPU relies on nothing beyond the plain product."""
+    if device_of(out) == "cpu":
+        get_array_module(out).matmul(a, b, out=out)
+    else:
+        out[...] = a @ b
+
+
 def _query_tiles(Tq, Tk, causal, tile=None):
     """Tiles of queries for attention, widest first: (a, b, kb) for the queries a .. b-1, which
     see the keys 0 .. kb-1.
@@ -324,9 +333,9 @@ class Attention(Function):
             keep = None
             if dropout_p > 0:
                 keep = random_uniform(att.shape, att.dtype, device_of(att)) >= dropout_p
-                xp.matmul(att * keep * (1 / (1 - dropout_p)), v[..., :kb, :], out=out[..., a:b, :])
+                _matmul_into(att * keep * (1 / (1 - dropout_p)), v[..., :kb, :], out[..., a:b, :])
             else:
-                xp.matmul(att, v[..., :kb, :], out=out[..., a:b, :])
+                _matmul_into(att, v[..., :kb, :], out[..., a:b, :])
             weights.append((att, keep))
         self.save_for_backward(q, k, v, weights, out)
         return out
@@ -355,10 +364,10 @@ class Attention(Function):
             gs *= self.scale
             # s = q @ k^T:  gq = gs @ k,  gk = gs^T @ q. The first tile sees every key, so it
             # writes gk and gv; the later tiles add their share
-            xp.matmul(gs, k_t, out=gq[..., a:b, :])
+            _matmul_into(gs, k_t, gq[..., a:b, :])
             if i == 0:
-                xp.matmul(xp.swapaxes(att_d, -1, -2), g_t, out=gv[..., :kb, :])
-                xp.matmul(xp.swapaxes(gs, -1, -2), q_t, out=gk[..., :kb, :])
+                _matmul_into(xp.swapaxes(att_d, -1, -2), g_t, gv[..., :kb, :])
+                _matmul_into(xp.swapaxes(gs, -1, -2), q_t, gk[..., :kb, :])
             else:
                 gv[..., :kb, :] += xp.swapaxes(att_d, -1, -2) @ g_t
                 gk[..., :kb, :] += xp.swapaxes(gs, -1, -2) @ q_t
