@@ -55,9 +55,11 @@ def bound(model, new_tokens, torch_seconds):
     block = model.config.block_size
     ids = np.zeros((1, block), dtype=np.int64)
     grid = sorted({1, *range(16, block + 1, 16)})
+    def fresh():  # empty caches, one a layer
+        return [LayerCache() for _ in model.transformer.h]
+
     with no_grad():
         plain = [_median_time(lambda: model._next_logits(ids[:, :t], None)) for t in grid]
-        fresh = lambda: [LayerCache() for _ in model.transformer.h]  # noqa: E731
         rebuild = _median_time(lambda: model._next_logits(ids, fresh()))  # the whole window, no cache
         caches = fresh()
         model._next_logits(ids[:, :block - 1], caches)

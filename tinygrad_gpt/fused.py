@@ -449,7 +449,6 @@ class BlockedAttention(Function):
         return tuple(grad.reshape(shape) for grad, shape in zip((gq, gk, gv), self.shapes))
 
 
-
 def _blocks(n, size):
     """Slices of ``size`` rows that cover range(n)."""
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]

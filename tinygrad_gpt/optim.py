@@ -168,11 +168,11 @@ class AdamW(Optimizer):
         for state in states:
             state["step"] += 1
         t = states[0]["step"]
-        lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
         if (kernels.usable(m, v, *(a for p in params for a in (p.data, p.grad)))
                 and all(p.data.flags.writeable for p in params)):
             # the same steps, each parameter in one compiled pass (kernels.py): its gradient
             # read in place, its Adam step, weight decay and update written at once
+            lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
             c = np.array([b1, 1 - b1, b2, 1 - b2, 1 / math.sqrt(1 - b2 ** t), eps, lr / (1 - b1 ** t),
                           1 - lr * group["weight_decay"]], dtype=m.dtype)
             start = 0
