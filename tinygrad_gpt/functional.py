@@ -17,7 +17,7 @@ import numpy as np
 
 from . import backend, fused
 from .backend import get_array_module, is_array
-from .tensor import Tensor
+from .tensor import Tensor, _axis_arg
 
 
 def _int_array(ids, like, what):
@@ -63,24 +63,26 @@ def linear_composed(x, weight, bias=None):
 
 # ----------------------------------------------------------------------------- softmax
 
-def softmax(x, axis=-1):
-    """exp(x) / sum(exp(x)) along ``axis``, stable for large inputs."""
-    return x.softmax(axis)
+def softmax(x, axis=-1, *, dim=None):
+    """exp(x) / sum(exp(x)) along ``axis`` (or PyTorch's ``dim``), stable for large inputs."""
+    return x.softmax(axis, dim=dim)
 
 
-def log_softmax(x, axis=-1):
-    """x - log(sum(exp(x))) along ``axis``, stable for large inputs."""
-    return x.log_softmax(axis)
+def log_softmax(x, axis=-1, *, dim=None):
+    """x - log(sum(exp(x))) along ``axis`` (or ``dim``), stable for large inputs."""
+    return x.log_softmax(axis, dim=dim)
 
 
-def softmax_composed(x, axis=-1):
+def softmax_composed(x, axis=-1, *, dim=None):
     """Softmax from primitives. The max is a constant shift: softmax(x - c) = softmax(x)."""
+    axis = _axis_arg(axis, dim, -1)
     e = (x - x.max(axis=axis, keepdims=True).detach()).exp()
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def log_softmax_composed(x, axis=-1):
+def log_softmax_composed(x, axis=-1, *, dim=None):
     """Log-softmax from primitives."""
+    axis = _axis_arg(axis, dim, -1)
     s = x - x.max(axis=axis, keepdims=True).detach()
     return s - s.exp().sum(axis=axis, keepdims=True).log()
 

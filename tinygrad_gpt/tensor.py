@@ -12,6 +12,7 @@ deep graphs work) and adds up gradients of tensors used more than once.
     array([2., 4., 6.], dtype=float32)
 """
 import contextlib
+import operator
 
 import numpy as np
 
@@ -24,6 +25,10 @@ _grad_enabled = True
 # anomaly.detect_anomaly() sets this to a checker whose forward(fn, inputs, out) and
 # backward(fn, g, gxs) run after each op; None (anomaly mode off) costs one test per op.
 _anomaly_hook = None
+# Counts in-place writes. A write stamps the written tensor's version box with the new count;
+# an op remembers the count when it was recorded (``recorded_at``), so a box newer than that
+# means a value the op may have saved was changed after the op used it.
+_writes = 0
 
 
 class no_grad(contextlib.ContextDecorator):
@@ -72,13 +77,15 @@ def _as_array(data, device, dtype):
 class Tensor:
     """An n-dimensional array that can record the ops applied to it and backpropagate."""
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
+    __slots__ = ("_data", "grad", "requires_grad", "_ctx", "_version", "__weakref__")
     __array_ufunc__ = None  # make `ndarray + Tensor` call Tensor.__radd__
+    __hash__ = object.__hash__  # == compares values, so hashing stays by identity (dicts, sets)
 
     def __init__(self, data, requires_grad=False, device=None, dtype=None):
         if device is not None:
             backend.require_device(device)
         self.data = _as_array(data, device, dtype)
+        self._version = [0]
         self.grad = None
         self._ctx = None
         self.requires_grad = False
@@ -89,8 +96,20 @@ class Tensor:
     def _wrap(cls, array, requires_grad=False):
         """A Tensor around an existing backend array, with no checks or copies."""
         t = cls.__new__(cls)
-        t.data, t.grad, t._ctx, t.requires_grad = array, None, None, requires_grad
+        t._data, t.grad, t._ctx, t.requires_grad = array, None, None, requires_grad
+        t._version = [0]
         return t
+
+    def _set_data(self, value):
+        if isinstance(value, Tensor):
+            value = value._data
+        if not is_array(value):
+            raise TypeError(f".data must be a NumPy or CuPy array (or a Tensor), got {type(value).__name__}")
+        self._data = value
+
+    data = property(operator.attrgetter("_data"), _set_data, doc=(
+        "The backend array. Changes made through it (``w.data -= lr * w.grad``) are not "
+        "recorded and not checked by backward, as with PyTorch's ``.data``."))
 
     def requires_grad_(self, flag=True):
         if flag and self.data.dtype.kind != "f":
@@ -112,8 +131,15 @@ class Tensor:
         return len(self.data)
 
     def __repr__(self):
-        grad = ", requires_grad=True" if self.requires_grad else ""
-        return f"Tensor({to_numpy(self.data)!r}, device='{self.device}'{grad})"
+        """Like PyTorch: the device when it is not the CPU, the dtype when it is not float32."""
+        parts = [np.array2string(to_numpy(self.data), separator=", ", prefix="Tensor(")]
+        if self.device != "cpu":
+            parts.append(f"device='{self.device}'")
+        if self.dtype != np.float32:
+            parts.append(f"dtype={self.dtype}")
+        if self.requires_grad:
+            parts.append("requires_grad=True")
+        return f"Tensor({', '.join(parts)})"
 
     def numpy(self):
         """The values as a host NumPy array."""
@@ -125,12 +151,25 @@ class Tensor:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
         return self.data.item()
 
+    def _scalar(self, kind):
+        if self.data.size != 1:
+            raise RuntimeError(f"{kind}() of a Tensor needs exactly one element, got shape {self.shape}"
+                               + (" (reduce it first, e.g. with .any(), .all() or .sum())"
+                                  if kind == "bool" and self.data.size else ""))
+        return self.data.item()
+
+    def __float__(self): return float(self._scalar("float"))
+    def __int__(self): return int(self._scalar("int"))
+    def __bool__(self): return bool(self._scalar("bool"))
+
     def tolist(self):
         return self.numpy().tolist()
 
     def detach(self):
-        """The same values, cut off from the graph."""
-        return Tensor._wrap(self.data)
+        """The same values (the same array), cut off from the graph."""
+        t = Tensor._wrap(self.data)
+        t._version = self._version  # one array, one version: writing either is seen by both
+        return t
 
     def to(self, device):
         """This tensor on ``device`` ("cpu" or "cuda"); gradients flow back across the move."""
@@ -177,13 +216,20 @@ class Tensor:
             _anomaly_hook.forward(fn, inputs, out)
         requires = any(needs)
         t = Tensor._wrap(out, requires)
+        if out.base is not None:  # maybe a view of an input: share its version box
+            _share_version(t, inputs)
         if requires:
             fn.parents = inputs
+            fn.recorded_at = _writes  # for the in-place check in backward
             t._ctx = fn
         return t
 
-    def _topo(self):
-        """Tensors of the graph in topological order (inputs first), without recursion."""
+    def _topo(self, constants=False):
+        """Tensors of the graph in topological order (inputs first), without recursion.
+
+        Backward walks only tensors that require a gradient; with ``constants=True`` the walk
+        also lists the constant inputs of each op (the pictures in viz.py show those too).
+        """
         order, seen, stack = [], set(), [(self, False)]
         while stack:
             node, expanded = stack.pop()
@@ -196,7 +242,7 @@ class Tensor:
             stack.append((node, True))
             if node._ctx is not None:
                 for p in node._ctx.parents:
-                    if p is not None and p.requires_grad and id(p) not in seen:
+                    if p is not None and (constants or p.requires_grad) and id(p) not in seen:
                         stack.append((p, False))
         return order
 
@@ -237,6 +283,8 @@ class Tensor:
             if ctx is _RELEASED:
                 raise RuntimeError("backward() through a graph that was already freed; "
                                    "call the first backward with retain_graph=True")
+            if ctx.recorded_at != _writes:  # something was written in place since: here?
+                _check_versions(t, ctx)
             _propagate(ctx, g, grads, owned)
             if not retain_graph:
                 t._ctx = _RELEASED
@@ -274,6 +322,75 @@ class Tensor:
     def __rmatmul__(self, other): return Tensor._apply(ops.MatMul, self._lift(other), self)
     def __neg__(self): return Tensor._apply(ops.Neg, self)
 
+    # ------------------------------------------------------------------ in place
+    def __iadd__(self, other): return self._inplace(ops.Add, operator.iadd, other)
+    def __isub__(self, other): return self._inplace(ops.Sub, operator.isub, other)
+    def __imul__(self, other): return self._inplace(ops.Mul, operator.imul, other)
+    def __itruediv__(self, other): return self._inplace(ops.Div, operator.itruediv, other)
+
+    def _inplace(self, fn_cls, array_op, other):
+        """``self op= other``: the same Tensor with its values updated, as in PyTorch.
+
+        Where no gradient is recorded (under no_grad, or on constants) the array itself is
+        written. A leaf that requires grad refuses while gradients are recorded. Any other
+        tensor becomes the output of the op, applied to its old value; the op gets a new
+        array, so that its input keeps the value its backward needs.
+        """
+        global _writes
+        other = self._lift(other)
+        recorded = _grad_enabled and (self.requires_grad or other.requires_grad)
+        if recorded and self._ctx is None and self.requires_grad:
+            raise RuntimeError(
+                f"a leaf Tensor that requires grad (shape {self.shape}) cannot be changed in place "
+                f"while gradients are recorded; update parameters under no_grad: "
+                f"`with no_grad(): w -= lr * w.grad`, or through the array: `w.data -= lr * w.grad`")
+        xp = get_array_module(self.data, other.data)  # raises if the devices differ
+        try:
+            shape = np.broadcast_shapes(self.shape, other.shape)
+        except ValueError:
+            shape = None
+        if shape != self.shape:
+            raise ValueError(f"in-place {fn_cls.__name__}: a tensor of shape {other.shape} cannot "
+                             f"update one of shape {self.shape} (the result must keep its shape)")
+        if recorded:
+            old = Tensor._wrap(self.data, self.requires_grad)
+            old._ctx, old._version = self._ctx, self._version
+            new = Tensor._apply(fn_cls, old, other)
+            self._data, self._ctx, self.requires_grad = new.data.astype(self.dtype, copy=False), new._ctx, True
+        else:
+            array_op(self.data, other.data)
+        _writes += 1
+        if recorded:  # a new box: ops that used the old value see a newer version and refuse
+            self._version = [_writes]
+            self._ctx.recorded_at = _writes
+        else:
+            self._version[0] = _writes
+        return self
+
+    # ------------------------------------------------------------------ comparisons
+    def _compare(self, other, array_op):
+        """An elementwise comparison: a boolean Tensor that needs no gradient."""
+        if not isinstance(other, (Tensor, bool, int, float, np.number, list, tuple)) and not is_array(other):
+            return NotImplemented  # t == None is False, as for any other object
+        other = self._lift(other)
+        xp = get_array_module(self.data, other.data)
+        return Tensor._wrap(xp.asarray(array_op(self.data, other.data)))
+
+    def __lt__(self, other): return self._compare(other, operator.lt)
+    def __le__(self, other): return self._compare(other, operator.le)
+    def __gt__(self, other): return self._compare(other, operator.gt)
+    def __ge__(self, other): return self._compare(other, operator.ge)
+    def __eq__(self, other): return self._compare(other, operator.eq)
+    def __ne__(self, other): return self._compare(other, operator.ne)
+
+    def any(self):
+        """True where any element is true, as a one-element boolean Tensor."""
+        return Tensor._wrap(get_array_module(self.data).asarray(self.data.any()))
+
+    def all(self):
+        """True where every element is true, as a one-element boolean Tensor."""
+        return Tensor._wrap(get_array_module(self.data).asarray(self.data.all()))
+
     def __pow__(self, other):
         if isinstance(other, (int, float)) and not isinstance(other, bool):
             return Tensor._apply(ops.PowConst, self, p=other)
@@ -283,6 +400,8 @@ class Tensor:
         return Tensor._apply(ops.Pow, self._lift(other), self)
 
     # ------------------------------------------------------------------ elementwise
+    def abs(self): return Tensor._apply(ops.Abs, self)
+    def __abs__(self): return self.abs()
     def exp(self): return Tensor._apply(ops.Exp, self)
     def log(self): return Tensor._apply(ops.Log, self)
     def sqrt(self): return Tensor._apply(ops.Sqrt, self)
@@ -303,23 +422,28 @@ class Tensor:
         return Tensor._apply(ops.MaskedFill, self, mask=mask, value=value)
 
     # ------------------------------------------------------------------ reductions
-    def sum(self, axis=None, keepdims=False):
+    # ``dim=`` and ``keepdim=`` are PyTorch's names for ``axis=`` and ``keepdims=``
+    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        axis, keepdims = _axis_arg(axis, dim), _keepdims_arg(keepdims, keepdim)
         return Tensor._apply(ops.Sum, self, axis=axis, keepdims=keepdims)
 
-    def max(self, axis=None, keepdims=False):
+    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """The largest values along ``axis`` (values only, not PyTorch's (values, indices))."""
+        axis, keepdims = _axis_arg(axis, dim), _keepdims_arg(keepdims, keepdim)
         return Tensor._apply(ops.Max, self, axis=axis, keepdims=keepdims)
 
-    def mean(self, axis=None, keepdims=False):
+    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        axis, keepdims = _axis_arg(axis, dim), _keepdims_arg(keepdims, keepdim)
         axes = ops._axes(axis, self.ndim)
         n = int(np.prod([self.shape[a] for a in axes])) if axes else 1
         return self.sum(axis=axis, keepdims=keepdims) * (1.0 / n)
 
     # ------------------------------------------------------------------ softmax family
-    def softmax(self, axis=-1):
-        return Tensor._apply(fused.Softmax, self, axis=axis)
+    def softmax(self, axis=-1, *, dim=None):
+        return Tensor._apply(fused.Softmax, self, axis=_axis_arg(axis, dim, -1))
 
-    def log_softmax(self, axis=-1):
-        return Tensor._apply(fused.LogSoftmax, self, axis=axis)
+    def log_softmax(self, axis=-1, *, dim=None):
+        return Tensor._apply(fused.LogSoftmax, self, axis=_axis_arg(axis, dim, -1))
 
     # ------------------------------------------------------------------ movement
     def reshape(self, *shape):
@@ -343,16 +467,18 @@ class Tensor:
         return Tensor._apply(ops.GetItem, self, index=_index_arg(index, self.data))
 
     @staticmethod
-    def cat(tensors, axis=0):
+    def cat(tensors, axis=0, *, dim=None):
         """Join tensors along an existing axis."""
+        axis = _axis_arg(axis, dim, 0)
         tensors = list(tensors)
         if not tensors:
             raise ValueError("cat: needs at least one tensor")
         return Tensor._apply(ops.Cat, *tensors, axis=axis)
 
     @staticmethod
-    def stack(tensors, axis=0):
+    def stack(tensors, axis=0, *, dim=None):
         """Join same-shaped tensors along a new axis."""
+        axis = _axis_arg(axis, dim, 0)
         tensors = list(tensors)
         if not tensors:
             raise ValueError("stack: needs at least one tensor")
@@ -364,9 +490,10 @@ class Tensor:
         new = shape[:axis] + (1,) + shape[axis:]
         return Tensor.cat([t.reshape(new) for t in tensors], axis=axis)
 
-    def split(self, split_size_or_sections, axis=0):
+    def split(self, split_size_or_sections, axis=0, *, dim=None):
         """Cut into pieces along ``axis``: equal pieces of a given size (the last may be
         smaller), or a list of sizes that add up to the axis length. Returns a tuple."""
+        axis = _axis_arg(axis, dim, 0)
         n = self.shape[axis]
         if isinstance(split_size_or_sections, int):
             if split_size_or_sections <= 0:
@@ -427,6 +554,49 @@ def _propagate(ctx, g, grads, owned):
                 total = earlier + gx
             grads[key] = total
             owned.add(key)
+
+
+def _axis_arg(axis, dim, default=None):
+    """``dim`` is PyTorch's name for ``axis``: either may be given, not both."""
+    if dim is None:
+        return axis
+    if axis != default:
+        raise TypeError(f"give axis= or dim=, not both (got axis={axis}, dim={dim})")
+    return dim
+
+
+def _keepdims_arg(keepdims, keepdim):
+    return keepdims if keepdim is None else keepdim
+
+
+# ----------------------------------------------------------------------------- in-place checks
+
+def _share_version(t, inputs):
+    """A view of an input's array shares the input's version box: a write to one is a write
+    to both, so ops that saved either see it."""
+    root = t._data.base
+    while root.base is not None:
+        root = root.base
+    for p in inputs:
+        if p is not None:
+            a = p._data
+            while a.base is not None:
+                a = a.base
+            if a is root:
+                t._version = p._version
+                return
+
+
+def _check_versions(t, ctx):
+    """Refuse to backpropagate through an op whose input or output was changed in place
+    after the op was recorded: its backward would use the changed value."""
+    for i, p in enumerate((t,) + tuple(ctx.parents)):
+        if p is not None and p._version[0] > ctx.recorded_at:
+            what = "its output" if i == 0 else f"its input {i - 1}"
+            raise RuntimeError(
+                f"backward through {ctx.name}: {what} (shape {p.shape}) was changed in place after "
+                f"{ctx.name} used it, so the gradient would use the wrong value; change it in "
+                f"place only after backward(), or write `y = y + ...` instead of `y += ...`")
 
 
 def _shape_arg(shape):
