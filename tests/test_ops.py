@@ -285,6 +285,7 @@ def test_rmatmul_with_ndarray(xp):
 
 UNARY = {
     "neg": (lambda x: -x, np.negative, lambda s: S.float_arrays(s)),
+    "abs": (lambda x: x.abs(), np.abs, lambda s: S.nonzero_arrays(s, low=0.01)),
     "exp": (lambda x: x.exp(), np.exp, lambda s: S.float_arrays(s)),
     "log": (lambda x: x.log(), np.log, lambda s: S.positive_arrays(s)),
     "sqrt": (lambda x: x.sqrt(), np.sqrt, lambda s: S.positive_arrays(s)),
@@ -315,6 +316,23 @@ def test_sigmoid_is_stable_for_huge_inputs(xp):
         np.testing.assert_allclose(out.numpy(), [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-15)
         assert np.all(np.isfinite(to_numpy(x.grad)))
         np.testing.assert_allclose(to_numpy(x.grad)[2], 0.25)
+
+
+@S.SETTINGS
+@given(data=st.data())
+def test_abs_with_broadcasting(xp, data):
+    """|x| * y and |x - y| over shapes that broadcast, away from the kink at 0."""
+    sx, sy = data.draw(S.broadcastable_shapes(), label="shapes")
+    x, y = data.draw(S.nonzero_arrays(sx, low=0.01), label="x"), data.draw(S.float_arrays(sy), label="y")
+    check_op(xp, lambda x, y: abs(x) * y, [x, y], lambda x, y: np.abs(x) * y)
+    d = data.draw(S.nonzero_arrays(np.broadcast_shapes(sx, sy), low=0.01), label="x - y")
+    check_op(xp, lambda x, y: (x - y).abs(), [y + d, y], lambda x, y: np.abs(x - y))
+
+
+def test_abs_gradient_at_zero_is_zero(xp):
+    x = Tensor(xp.asarray(np.array([-1.5, 0.0, 2.0])), requires_grad=True)
+    x.abs().sum().backward()
+    np.testing.assert_array_equal(to_numpy(x.grad), [-1.0, 0.0, 1.0])
 
 
 def test_relu_gradient_at_zero_is_zero(xp):

@@ -25,9 +25,10 @@ _grad_enabled = True
 # anomaly.detect_anomaly() sets this to a checker whose forward(fn, inputs, out) and
 # backward(fn, g, gxs) run after each op; None (anomaly mode off) costs one test per op.
 _anomaly_hook = None
-# Counts in-place writes. A write stamps the written tensor's version box with the new count;
-# an op remembers the count when it was recorded (``recorded_at``), so a box newer than that
-# means a value the op may have saved was changed after the op used it.
+# Counts in-place changes. Each tensor has a version box [written_at, rebased_at], shared with
+# its views: a write to its array stamps written_at, and a recorded in-place op, which makes
+# the tensor the output of a new op, gives it a new box with both stamps. An op remembers the
+# count when it was recorded (``recorded_at``); backward compares (``_check_versions``).
 _writes = 0
 
 
@@ -85,7 +86,7 @@ class Tensor:
         if device is not None:
             backend.require_device(device)
         self.data = _as_array(data, device, dtype)
-        self._version = [0]
+        self._version = [0, 0]
         self.grad = None
         self._ctx = None
         self.requires_grad = False
@@ -97,7 +98,7 @@ class Tensor:
         """A Tensor around an existing backend array, with no checks or copies."""
         t = cls.__new__(cls)
         t._data, t.grad, t._ctx, t.requires_grad = array, None, None, requires_grad
-        t._version = [0]
+        t._version = [0, 0]
         return t
 
     def _set_data(self, value):
@@ -152,10 +153,11 @@ class Tensor:
         return self.data.item()
 
     def _scalar(self, kind):
+        """The one element, for float(), int() and bool(); the errors are PyTorch's types."""
         if self.data.size != 1:
-            raise RuntimeError(f"{kind}() of a Tensor needs exactly one element, got shape {self.shape}"
-                               + (" (reduce it first, e.g. with .any(), .all() or .sum())"
-                                  if kind == "bool" and self.data.size else ""))
+            hint = " (reduce it first, e.g. with .any(), .all() or .sum())" if self.data.size else ""
+            error = RuntimeError if kind == "bool" else ValueError
+            raise error(f"{kind}() of a Tensor needs exactly one element, got shape {self.shape}{hint}")
         return self.data.item()
 
     def __float__(self): return float(self._scalar("float"))
@@ -361,7 +363,7 @@ class Tensor:
             array_op(self.data, other.data)
         _writes += 1
         if recorded:  # a new box: ops that used the old value see a newer version and refuse
-            self._version = [_writes]
+            self._version = [_writes, _writes]
             self._ctx.recorded_at = _writes
         else:
             self._version[0] = _writes
@@ -574,29 +576,53 @@ def _keepdims_arg(keepdims, keepdim):
 def _share_version(t, inputs):
     """A view of an input's array shares the input's version box: a write to one is a write
     to both, so ops that saved either see it."""
-    root = t._data.base
-    while root.base is not None:
-        root = root.base
+    root = _root(t._data)
     for p in inputs:
         if p is not None:
-            a = p._data
-            while a.base is not None:
-                a = a.base
-            if a is root:
+            if _root(p._data) is root:
                 t._version = p._version
                 return
 
 
 def _check_versions(t, ctx):
-    """Refuse to backpropagate through an op whose input or output was changed in place
-    after the op was recorded: its backward would use the changed value."""
+    """Refuse to backpropagate through an op when, since it was recorded, an input became the
+    output of a recorded in-place op (its gradient would flow to the wrong place), or the op's
+    input or output was written in place while the op keeps that array for its backward."""
     for i, p in enumerate((t,) + tuple(ctx.parents)):
-        if p is not None and p._version[0] > ctx.recorded_at:
-            what = "its output" if i == 0 else f"its input {i - 1}"
+        if p is None:
+            continue
+        what = "its output" if i == 0 else f"its input {i - 1}"
+        written_at, rebased_at = p._version
+        if rebased_at > ctx.recorded_at:
+            raise RuntimeError(
+                f"backward through {ctx.name}: {what} (shape {p.shape}) was changed in place by a "
+                f"recorded op after {ctx.name} used it; write `y = y + ...` instead of `y += ...` "
+                f"for a tensor that is already in use")
+        if written_at > ctx.recorded_at and _keeps(ctx, p._data):
             raise RuntimeError(
                 f"backward through {ctx.name}: {what} (shape {p.shape}) was changed in place after "
-                f"{ctx.name} used it, so the gradient would use the wrong value; change it in "
-                f"place only after backward(), or write `y = y + ...` instead of `y += ...`")
+                f"{ctx.name} saved it for its backward, so the gradient would use the wrong value; "
+                f"change it in place only after backward(), or write `y = y + ...`")
+
+
+def _root(array):
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
+
+
+def _keeps(ctx, array):
+    """True when the op holds ``array``, or a view of its memory, among its attributes."""
+    root, todo = _root(array), list(vars(ctx).values())
+    while todo:
+        value = todo.pop()
+        if isinstance(value, (tuple, list)):
+            todo.extend(value)
+        elif isinstance(value, dict):
+            todo.extend(value.values())
+        elif is_array(value) and _root(value) is root:
+            return True
+    return False
 
 
 def _shape_arg(shape):
