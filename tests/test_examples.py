@@ -51,6 +51,9 @@ def test_01_backprop_by_hand(tmp_path):
     # the numbers of the worked example in docs/02-autodiff.md
     for number in ("0.289318", "-1.075766", "-0.846033", "-1.692067", "-0.423017"):
         assert number in out
+    # gradient descent on the same numbers: in place under no_grad, the loss falls at every step
+    losses = [float(v) for v in re.search(r"L: (.*?)   \(w", out)[1].split(" -> ")]
+    assert len(losses) == 6 and losses[0] == 0.289318 and all(b < a for a, b in zip(losses, losses[1:]))
     out = run_example("01_backprop_by_hand.py", "--x=-1", "--w=3", "--b=0.25", "--t=-0.5", cwd=tmp_path)
     assert "all gradients agree" in out
 
