@@ -10,6 +10,10 @@ deep graphs work) and adds up gradients of tensors used more than once.
     >>> (x * x).sum().backward()
     >>> x.grad
     array([2., 4., 6.], dtype=float32)
+
+``+=``, ``-=``, ``*=`` and ``/=`` change a tensor in place, as in PyTorch: a parameter is
+updated under ``no_grad`` (``with no_grad(): w -= lr * w.grad``), and backward refuses to
+use a value that an op saved and that was changed in place afterwards (``_check_versions``).
 """
 import contextlib
 import operator
