@@ -124,11 +124,11 @@ class Tensor:
         return self
 
     # ------------------------------------------------------------------ attributes
-    shape = property(lambda self: tuple(self.data.shape))
-    dtype = property(lambda self: self.data.dtype)
-    ndim = property(lambda self: self.data.ndim)
-    size = property(lambda self: int(self.data.size))
-    device = property(lambda self: backend.device_of(self.data))
+    shape = property(lambda self: tuple(self._data.shape))
+    dtype = property(lambda self: self._data.dtype)
+    ndim = property(lambda self: self._data.ndim)
+    size = property(lambda self: int(self._data.size))
+    device = property(lambda self: backend.device_of(self._data))
     is_leaf = property(lambda self: self._ctx is None)
     T = property(lambda self: self.transpose())
 
@@ -208,7 +208,7 @@ class Tensor:
 
         This is the only place graph nodes are made.
         """
-        arrays = [t.data if t is not None else None for t in inputs]
+        arrays = [t._data if t is not None else None for t in inputs]
         get_array_module(*arrays)  # raises if inputs live on different devices
         # under no_grad nothing needs a gradient, so forwards keep nothing for a backward
         needs = [_grad_enabled and t is not None and t.requires_grad for t in inputs]
