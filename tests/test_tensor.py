@@ -1,6 +1,7 @@
 """Engine tests for ``Tensor``: construction, the graph, backward, no_grad, dtypes, devices."""
 import gc
 import math
+import operator
 import weakref
 
 import numpy as np
@@ -530,6 +531,7 @@ def test_to_cuda_and_back_carries_the_gradient():
 
 # ============================================================================ in place
 
+OUT_OF_PLACE = {"+=": operator.add, "-=": operator.sub, "*=": operator.mul, "/=": operator.truediv}
 INPLACE = {"+=": (lambda t, o: t.__iadd__(o), np.add), "-=": (lambda t, o: t.__isub__(o), np.subtract),
            "*=": (lambda t, o: t.__imul__(o), np.multiply), "/=": (lambda t, o: t.__itruediv__(o), np.divide)}
 
@@ -545,6 +547,32 @@ def test_inplace_ops_update_the_array_and_keep_the_tensor(xp, op):
         assert t.data is array and t.dtype == np.float32
         o = other.numpy() if isinstance(other, Tensor) else to_numpy(xp.asarray(other))
         np.testing.assert_allclose(t.numpy(), ref(start, o), rtol=1e-6)
+
+
+@pytest.mark.parametrize("op", sorted(INPLACE))
+@S.FEW
+@given(data=st.data())
+def test_inplace_equals_out_of_place_in_values_and_gradients(xp, op, data):
+    """x op= y gives x op y, written into x's array without a graph, recorded with one."""
+    sx, sy = data.draw(S.broadcastable_shapes().filter(
+        lambda s: np.broadcast_shapes(*s) == tuple(s[0])), label="shapes")
+    a, b = data.draw(S.float_arrays(sx), label="x"), data.draw(S.nonzero_arrays(sy), label="y")
+    fn, ref = INPLACE[op]
+    t = Tensor(xp.asarray(a.copy()))
+    array = t.data
+    fn(t, Tensor(xp.asarray(b)))
+    assert t.data is array
+    np.testing.assert_allclose(t.numpy(), ref(a, b), rtol=1e-12)
+    # recorded: on a non-leaf, the gradients are those of the out-of-place expression
+    grads = []
+    for inplace in (True, False):
+        x, y = leaf(xp, a), leaf(xp, b)
+        h = x * 1.5
+        h = fn(h, y) if inplace else OUT_OF_PLACE[op](h, y)
+        (h * h).sum().backward()
+        grads.append((h.numpy(), to_numpy(x.grad), to_numpy(y.grad)))
+    for u, v in zip(*grads):
+        np.testing.assert_allclose(u, v, rtol=1e-12)
 
 
 def test_inplace_on_a_leaf_that_requires_grad_refuses_and_explains_the_idiom(xp):
