@@ -5,9 +5,10 @@ A layered layout, the idea behind Graphviz's ``dot`` in its simplest form:
 1. Each node goes one layer after its furthest input, so every edge points forward.
    Inputs with nothing before them (parameters, constants) then move up next to the
    first op that uses them, instead of all waiting in layer 0.
-2. Within a layer, nodes are sorted by the average slot of their neighbours in the
-   layer before (a sweep forward), then in the layer after (a sweep back), a few times
-   over: the barycentre heuristic, which removes most edge crossings.
+2. Within a layer, nodes start in the order of their first use, then are sorted by the
+   average slot of their neighbours in the layer before (a sweep forward), then in the
+   layer after (a sweep back), a few times over: the barycentre heuristic, which removes
+   most edge crossings.
 
     >>> layered_layout(3, [(0, 2), (1, 2)])   # two inputs feeding one op
     [(0, 0), (0, 1), (1, 0)]
@@ -33,6 +34,14 @@ def layered_layout(n, edges, sweeps=4):
     rows = [[] for _ in range(max(layer, default=-1) + 1)]
     for i in range(n):
         rows[layer[i]].append(i)
+    def first_use(i):  # the order in which nodes are first used: x before y in f(x, y)
+        if not children[i]:
+            return n + i, 0
+        j = min(children[i])
+        return j, parents[j].index(i)
+
+    for row in rows:
+        row.sort(key=first_use)
     slot, pos = [0] * n, [0.0] * n  # pos: the slot measured from the middle of its layer
     for row in rows:
         _place(row, slot, pos)
