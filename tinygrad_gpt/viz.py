@@ -123,11 +123,9 @@ def draw(tensor, path=DEFAULT_GRAPH_PATH, names=None, rankdir="LR", engine="auto
     fmt = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
     if fmt not in ("svg", "png", "pdf", "dot"):
         raise ValueError(f"draw: {path} should end in .svg, .png, .pdf or .dot")
-    folder = os.path.dirname(os.fspath(path))
     if fmt == "dot":
         text = to_dot(tensor, names, rankdir)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
+        _make_folder(path)
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         return path
@@ -142,8 +140,7 @@ def draw(tensor, path=DEFAULT_GRAPH_PATH, names=None, rankdir="LR", engine="auto
             raise VizError(f"no Graphviz `dot` program on PATH, and {e}") if engine == "auto" else e
         return path
     text = to_dot(tensor, names, rankdir)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
+    _make_folder(path)
     result = subprocess.run([exe, f"-T{fmt}", "-o", os.fspath(path)], input=text.encode(),
                             capture_output=True, timeout=120)
     if result.returncode != 0:
@@ -174,53 +171,62 @@ def draw_with_matplotlib(tensor, path, names=None, rankdir="LR"):
     if rankdir not in ("LR", "TB"):
         raise ValueError(f"draw: rankdir must be 'LR' or 'TB' without Graphviz, got {rankdir!r}")
     nodes, edges = _graph(tensor, names)
-    places = layered_layout(len(nodes), edges)
-    n_layers = 1 + max(layer for layer, _ in places)
-    widths = [0] * n_layers
-    for layer, slot in places:
-        widths[layer] = max(widths[layer], slot + 1)
-    box_w = max(1.1, 0.2 + 0.062 * max(len(line) for _, parts in nodes for line in parts))
-    step_layer = (box_w if rankdir == "LR" else _BOX_H) + _GAP_LAYER
-    step_slot = (_BOX_H if rankdir == "LR" else box_w) + _GAP_SLOT
-    along, across = n_layers * step_layer - _GAP_LAYER, max(widths) * step_slot - _GAP_SLOT
-    W, H = (along, across) if rankdir == "LR" else (across, along)
-    W, H = W + 2 * _MARGIN, H + 2 * _MARGIN
+    box = (max(1.1, 0.2 + 0.062 * max(len(line) for _, parts in nodes for line in parts)), _BOX_H)
+    (W, H), centres = _box_centres(layered_layout(len(nodes), edges), box, rankdir)
     dpi = min(100.0, _MAX_PIXELS / max(W, H))  # a huge graph gets a smaller scale, not a huge file
-    centres = []
-    for layer, slot in places:  # in inches from the bottom left
-        a = _MARGIN + layer * step_layer + (box_w if rankdir == "LR" else _BOX_H) / 2
-        c = (max(widths) - widths[layer]) * step_slot / 2 + slot * step_slot  # each layer centred
-        c = _MARGIN + c + (_BOX_H if rankdir == "LR" else box_w) / 2
-        centres.append((a, H - c) if rankdir == "LR" else (c, H - a))
 
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
     fig = _figure(W, H)
-    fig.set_dpi(dpi)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, W)
     ax.set_ylim(0, H)
     ax.axis("off")
-    half = (box_w / 2, _BOX_H / 2)
+    half_w, half_h = box[0] / 2, box[1] / 2
     for i, j in edges:  # from the side of the input's box to the side of the output's box
         (xi, yi), (xj, yj) = centres[i], centres[j]
-        start, end = ((xi + half[0], yi), (xj - half[0], yj)) if rankdir == "LR" else \
-            ((xi, yi - half[1]), (xj, yj + half[1]))
+        start, end = ((xi + half_w, yi), (xj - half_w, yj)) if rankdir == "LR" else \
+            ((xi, yi - half_h), (xj, yj + half_h))
         ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=8,
                                      color="#777777", linewidth=0.7, shrinkA=0, shrinkB=1))
     boxes = []
     for (kind, parts), (x, y) in zip(nodes, centres):
-        ax.add_patch(FancyBboxPatch((x - half[0], y - half[1]), box_w, _BOX_H, linewidth=0.8,
-                                    boxstyle="round,pad=0,rounding_size=0.06" if kind == "op" else "square,pad=0",
+        style = "round,pad=0,rounding_size=0.06" if kind == "op" else "square,pad=0"
+        ax.add_patch(FancyBboxPatch((x - half_w, y - half_h), *box, boxstyle=style, linewidth=0.8,
                                     facecolor=COLORS[kind], edgecolor="#555555"))
         ax.text(x, y, "\n".join(parts), ha="center", va="center", fontsize=7,
                 fontweight="bold" if kind == "op" else "normal")
-        boxes.append(tuple(round(v * dpi) for v in (x - half[0], H - y - half[1], x + half[0], H - y + half[1])))
-    folder = os.path.dirname(os.fspath(path))
-    if folder:
-        os.makedirs(folder, exist_ok=True)
+        corners = (x - half_w, H - y - half_h, x + half_w, H - y + half_h)  # from the top left
+        boxes.append(tuple(round(v * dpi) for v in corners))
+    _make_folder(path)
     fig.savefig(path, dpi=dpi)
     return GraphPicture([p for _, p in nodes], [k for k, _ in nodes], edges, boxes,
                         (round(W * dpi), round(H * dpi)))
+
+
+def _box_centres(places, box, rankdir):
+    """((width, height), [(x, y)] box centres) in inches from the bottom left, for the
+    (layer, slot) places of the layout; each layer is centred across the picture."""
+    n_layers = 1 + max(layer for layer, _ in places)
+    widths = [0] * n_layers
+    for layer, slot in places:
+        widths[layer] = max(widths[layer], slot + 1)
+    along, across = box if rankdir == "LR" else box[::-1]  # a box's size along the layers, and across
+    step_layer, step_slot = along + _GAP_LAYER, across + _GAP_SLOT
+    length = 2 * _MARGIN + n_layers * step_layer - _GAP_LAYER
+    breadth = 2 * _MARGIN + max(widths) * step_slot - _GAP_SLOT
+    W, H = (length, breadth) if rankdir == "LR" else (breadth, length)
+    centres = []
+    for layer, slot in places:
+        a = _MARGIN + layer * step_layer + along / 2
+        c = _MARGIN + (max(widths) - widths[layer]) * step_slot / 2 + slot * step_slot + across / 2
+        centres.append((a, H - c) if rankdir == "LR" else (c, H - a))
+    return (W, H), centres
+
+
+def _make_folder(path):
+    folder = os.path.dirname(os.fspath(path))
+    if folder:
+        os.makedirs(folder, exist_ok=True)
 
 
 # ----------------------------------------------------------------------------- matplotlib
