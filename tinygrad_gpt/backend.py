@@ -5,6 +5,8 @@ for its module (``xp = get_array_module(x)``) and calls ``xp.exp``, ``xp.matmul`
 and so on, so the same op code runs on both devices.
 
     >>> import numpy as np
+
+from .errors import DeviceError
     >>> get_array_module(np.ones(3)) is np
     True
 """
@@ -20,10 +22,6 @@ except Exception:  # ImportError, or a CuPy that cannot find its CUDA libraries
     _cupy = None
 
 DEVICES = ("cpu", "cuda")
-
-
-class DeviceError(RuntimeError):
-    """Raised when a device is unknown, unavailable, or mixed inside one op."""
 
 
 def _check_device_name(device):

@@ -9,15 +9,13 @@ import difflib
 import sys
 import typing
 
-from .backend import DeviceError
-from .data import DataError
-from .lock import LockError
-from .serialization import CheckpointError
-from .train import ConfigError, TrainConfig, TrainingError, train
+from .errors import (CheckpointError, ConfigError, DataError, DeviceError, GradcheckFailure, LockError,
+                     TrainingError, UsageError, VizError)
+from .train import TrainConfig, train
 from .sample import SampleConfig, sample
 from .pretrained import ExportConfig, export
-from .gradcheck_cli import GradcheckConfig, GradcheckFailure, gradcheck
-from .viz import AttentionConfig, PlotConfig, VizError, attention, plot
+from .gradcheck_cli import GradcheckConfig, gradcheck
+from .viz import AttentionConfig, PlotConfig, attention, plot
 
 COMMANDS = {"train": (TrainConfig, train, "train a GPT (the main job)"),
             "sample": (SampleConfig, sample, "generate text from a trained checkpoint"),
@@ -25,10 +23,6 @@ COMMANDS = {"train": (TrainConfig, train, "train a GPT (the main job)"),
             "gradcheck": (GradcheckConfig, gradcheck, "check every op's backward against central differences"),
             "plot": (PlotConfig, plot, "draw out_dir/loss.png from out_dir/log.jsonl"),
             "attention": (AttentionConfig, attention, "draw out_dir/attention.png: a checkpoint's attention on --text")}
-
-
-class UsageError(ValueError):
-    """A bad command line."""
 
 
 def _field_type(field):

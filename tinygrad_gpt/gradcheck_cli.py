@@ -21,11 +21,7 @@ import numpy as np
 from . import backend, functional as F
 from .gradcheck import analytic_jacobian, check_grads, numerical_jacobian
 from .tensor import Tensor
-from .train import ConfigError
-
-
-class GradcheckFailure(RuntimeError):
-    """At least one op's backward disagrees with central differences."""
+from .errors import ConfigError, GradcheckFailure
 
 
 @dataclass

@@ -7,11 +7,10 @@ import numpy as np
 
 from . import backend
 from .checkpoint import load_checkpoint
-from .serialization import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .data import read_text_file
 from .tokenizer import tokenizer_from_dict
 from .pretrained import from_pretrained, load_hf_tokenizer
-from .train import ConfigError
 
 
 @dataclass

@@ -21,11 +21,11 @@ from typing import Optional
 import numpy as np
 
 from . import backend
-from .anomaly import AnomalyError, detect_anomaly
+from .anomaly import detect_anomaly
 from .backend import get_array_module
 from .checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
-from .serialization import CheckpointError
-from .data import DataError, Dataset, load_text
+from .errors import AnomalyError, CheckpointError, ConfigError, DataError, TrainingError
+from .data import Dataset, load_text
 from .model import GPT, GPTConfig
 from .optim import clip_grad_norm_, cosine_lr
 from .tensor import no_grad
@@ -34,14 +34,6 @@ from .bpe import BPETokenizer
 from .tokenizer import tokenizer_from_dict
 from .pretrained import crop_block_size, from_pretrained, load_hf_tokenizer
 from .lock import RunLock
-
-
-class ConfigError(ValueError):
-    """A flag value that cannot be used; the message names the flag."""
-
-
-class TrainingError(RuntimeError):
-    """The run cannot go on (for example, the loss became NaN)."""
 
 
 @dataclass

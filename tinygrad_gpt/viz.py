@@ -26,13 +26,8 @@ from . import backend, functional as F
 from .backend import get_array_module, to_numpy
 from .tokenizer import tokenizer_from_dict
 from .checkpoint import CKPT_NAME, load_checkpoint
-from .serialization import CheckpointError
+from .errors import CheckpointError, ConfigError, VizError
 from .tensor import Tensor, no_grad, _RELEASED
-from .train import ConfigError
-
-
-class VizError(RuntimeError):
-    """A picture cannot be made: a missing program or library, or unusable input."""
 
 
 # ----------------------------------------------------------------------------- computation graphs
