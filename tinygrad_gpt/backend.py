@@ -5,8 +5,6 @@ for its module (``xp = get_array_module(x)``) and calls ``xp.exp``, ``xp.matmul`
 and so on, so the same op code runs on both devices.
 
     >>> import numpy as np
-
-from .errors import DeviceError
     >>> get_array_module(np.ones(3)) is np
     True
 """
@@ -15,6 +13,8 @@ import os
 import sys
 
 import numpy as np
+
+from .errors import DeviceError
 
 try:  # CuPy is optional: without it only the "cpu" device exists.
     import cupy as _cupy
