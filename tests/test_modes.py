@@ -151,3 +151,21 @@ def test_the_rule_files_never_import_the_fast_layer():
     for name in ("rules.py", "ops.py", "function.py", "tensor.py", "backend.py", "errors.py"):
         text = open(os.path.join(ROOT, "tinygrad_gpt", name), encoding="utf-8").read()
         assert not re.search(r"^\s*(from|import)\s+\S*fast", text, re.M), name
+
+
+def test_numba_is_imported_on_first_use_and_never_with_tinygrad_gpt_numba_0():
+    code = """if True:
+        import sys
+        import numpy as np
+        from tinygrad_gpt import Tensor, functional as F
+        from tinygrad_gpt.fast import kernels
+        F.layer_norm(Tensor(np.ones((4, 8), np.float32)), Tensor(np.ones(8, np.float32)))
+        print('numba' in sys.modules, kernels.enabled)
+    """
+    for flag, expected in (("0", "False False"), ("1", "True True")):
+        env = dict(os.environ, PYTHONPATH=ROOT, TINYGRAD_GPT_NUMBA=flag)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        if flag == "1" and result.stdout.strip() == "False False":
+            pytest.skip("numba is not installed")
+        assert result.stdout.strip() == expected

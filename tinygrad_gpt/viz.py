@@ -195,7 +195,7 @@ def attention_weights(model, idx):
 
     The model's own code hands only the attended values onward, so the weights are
     recomputed here from its parameters, under no_grad and in eval mode, with the
-    same formula as ``fused.Attention``: softmax(q k^T / sqrt(hs) + causal mask).
+    same formula as ``rules.Attention``: softmax(q k^T / sqrt(hs) + causal mask).
     """
     tr = model.transformer
     idx = model._check_idx(idx)
