@@ -166,7 +166,8 @@ class Tensor:
     def _apply(fn_cls, *inputs, **kwargs):
         """Run ``fn_cls`` forward on the inputs' arrays and link the result into the graph.
 
-        This is the only place graph nodes are made.
+        This is the only place graph nodes are made. In the "fast" mode ``_fast_ops`` names
+        the fast op that runs in place of a rule (functional.mode sets it).
         """
         fn_cls = _fast_ops.get(fn_cls, fn_cls)
         arrays = [t.data if t is not None else None for t in inputs]
