@@ -14,11 +14,13 @@ plot is made, and drawn with the Agg backend so no window ever opens.
 or after ``backward(retain_graph=True)``, which keeps the graph and gives every
 intermediate tensor a ``.grad`` too, so the picture shows all gradient norms.
 """
+import io
 import json
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from . import backend, functional as F
 from .backend import get_array_module, to_numpy
 from .tokenizer import tokenizer_from_dict
 from .checkpoint import CKPT_NAME, load_checkpoint
+from .fileio import file_op, write_atomic
 from .serialization import CheckpointError
 from .tensor import Tensor, no_grad, _RELEASED
 from .train import ConfigError
@@ -148,7 +151,7 @@ def _figure(width, height, layout=None):
 def read_log(path):
     """The records of a ``log.jsonl``; a half-written last line (a run in progress) is skipped."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with file_op("reading", path), open(path, encoding="utf-8") as f:
             lines = [line for line in f.read().splitlines() if line.strip()]
     except FileNotFoundError:
         raise VizError(f"{path}: no training log there (train first with "
@@ -189,8 +192,16 @@ def plot_losses(log_jsonl_path, out_png):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_png)
-    return out_png
+    return save_figure(fig, out_png)
+
+
+def save_figure(fig, path):
+    """Render ``fig`` in memory, then write it atomically: a full disk leaves no half picture."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png")
+    with file_op("writing", path):
+        write_atomic(path, [buf.getvalue()])
+    return path
 
 
 # ----------------------------------------------------------------------------- attention maps
@@ -259,8 +270,7 @@ def plot_attention(model, tokenizer, text, out_png):
                 ax.set_yticks([])
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="attention weight")
     fig.suptitle("causal self-attention: rows are queries, columns the keys they read")
-    fig.savefig(out_png)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -284,8 +294,10 @@ def plot(cfg, print_fn=print):
 @dataclass
 class AttentionConfig:
     out_dir: str = "out"            # reads out_dir/ckpt.safetensors, writes out_dir/attention.png
-    text: str = "The quick brown fox"
-    device: str = backend.default_device()
+    text: str = "The quick brown fox"  # the text whose attention is drawn
+    device: str = backend.default_device()  # where the model runs (default: $TINYGRAD_GPT_DEVICE or cpu)
+
+    CHOICES: ClassVar[dict] = {"device": backend.DEVICES}
 
     def validate(self):
         if not self.text:
@@ -299,7 +311,9 @@ def attention(cfg, print_fn=print):
     """The ``attention`` command: a checkpoint and a text -> out_dir/attention.png."""
     cfg.validate()
     backend.require_device(cfg.device)
-    ckpt = load_checkpoint(os.path.join(cfg.out_dir, CKPT_NAME))
+    path = os.path.join(cfg.out_dir, CKPT_NAME)
+    with file_op("reading", path):
+        ckpt = load_checkpoint(path)
     try:
         tokenizer = tokenizer_from_dict(ckpt.extra["tokenizer"])  # characters, or BPE
     except (KeyError, ValueError) as e:
