@@ -149,11 +149,14 @@ def test_console_script(tmp_path):
 
 @pytest.mark.parametrize("args", [[], ["-h"], ["--help"]])
 def test_top_level_help(tmp_path, args):
+    """-h prints the usage and exits 0; no command at all prints it on stderr and exits 2."""
     result = tinygrad_gpt(*args, cwd=tmp_path)
-    assert result.returncode == 0 and result.stderr == ""
-    first, *rest = result.stdout.splitlines()
-    assert first == "usage: python -m tinygrad_gpt {" + ",".join(cli.COMMANDS) + "} [--key=value ...]"
-    listed = [line.split()[0] for line in rest if line.strip()]
+    assert result.returncode == (0 if args else 2)
+    text = result.stdout if args else result.stderr
+    assert (result.stderr if args else result.stdout) == ""
+    first, *rest = text.splitlines()
+    assert first == "usage: python -m tinygrad_gpt {" + ",".join(cli.COMMANDS) + "} [RECIPE] [--key=value ...]"
+    listed = [line.split()[0] for line in rest if line.startswith("  ")]
     assert listed == list(cli.COMMANDS) and listed[:2] == ["train", "sample"]
 
 
@@ -161,7 +164,7 @@ def test_top_level_help(tmp_path, args):
 def test_command_help(tmp_path, command, config_cls):
     result = tinygrad_gpt(command, "--batch_size=oops", "-h", cwd=tmp_path)  # -h wins over bad flags
     assert result.returncode == 0 and result.stderr == ""
-    assert result.stdout.startswith(f"usage: python -m tinygrad_gpt {command} [--key=value ...]")
+    assert result.stdout.startswith(f"usage: python -m tinygrad_gpt {command} [RECIPE] [--key=value ...]")
     for f in dataclasses.fields(config_cls):
         assert f"  --{f.name}=" in result.stdout
     assert not (tmp_path / "out").exists()
