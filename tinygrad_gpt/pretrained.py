@@ -25,7 +25,7 @@ import numpy as np
 from . import backend, nn
 from .bpe import BPETokenizer, ENDOFTEXT
 from .tokenizer import tokenizer_from_dict
-from .checkpoint import check_model_state, expected_shapes, load_checkpoint
+from .checkpoint import CKPT_NAME, check_model_state, expected_shapes, load_checkpoint
 from .model import GPT, GPTConfig
 from .fileio import file_op, write_atomic
 from .serialization import CheckpointError, load_file, save_file
@@ -269,7 +269,7 @@ def save_pretrained(model, folder, tokenizer=None):
 def export_checkpoint(path, folder):
     """Write a training checkpoint (file or out_dir) as a Hugging Face GPT-2 folder, with its
     tokenizer when that is a BPE one (a character tokenizer has no GPT-2 file format)."""
-    with file_op("reading", path):
+    with file_op("reading", os.path.join(path, CKPT_NAME) if os.path.isdir(path) else path):
         ckpt = load_checkpoint(path)
     tokenizer = ckpt.extra.get("tokenizer")
     tokenizer = tokenizer_from_dict(tokenizer) if tokenizer is not None else None

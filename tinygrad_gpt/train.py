@@ -358,15 +358,14 @@ def _restore(run, ckpt):
 def _loop(run, print_fn):
     """Iterations start_iter .. max_iters: evaluate and save on schedule, then step."""
     cfg = run.cfg
-    log = RunLog(cfg.out_dir)
-    moved = log.set_aside_past(run.start_iter if run.resumed else None)
-    if moved:
-        print_fn(f"moved {moved} records that the checkpoint does not hold from {log.path} to {log.old_path}")
-    log.open()
-    progress = Progress(cfg.max_iters, run.start_iter, cfg.progress)
+    log, progress = RunLog(cfg.out_dir), Progress(cfg.max_iters, run.start_iter, cfg.progress)
     losses, it = None, run.start_iter
     run.signals.armed = True
     try:
+        moved = log.set_aside_past(run.start_iter if run.resumed else None)
+        if moved:
+            print_fn(f"moved {moved} records that the checkpoint does not hold from {log.path} to {log.old_path}")
+        log.open()
         for it in range(run.start_iter, cfg.max_iters + 1):
             lr = cosine_lr(it, cfg.learning_rate, cfg.warmup_iters, run.lr_decay_iters, cfg.min_lr)
             resumed_here = run.resumed and it == run.start_iter and not run.eval_pending
