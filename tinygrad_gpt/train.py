@@ -370,8 +370,9 @@ def _loop(run, print_fn):
             lr = cosine_lr(it, cfg.learning_rate, cfg.warmup_iters, run.lr_decay_iters, cfg.min_lr)
             resumed_here = run.resumed and it == run.start_iter and not run.eval_pending
             eval_due = (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not resumed_here
-            if should_stop(run):
-                _stop_and_save(run, it, eval_due)
+            signum = should_stop(run)
+            if signum:
+                _stop_and_save(run, it, eval_due, signum)
             if eval_due:
                 progress.clear()
                 losses = _evaluate_and_save(run, it, log, print_fn)
@@ -405,22 +406,22 @@ def _loop(run, print_fn):
 
 
 def should_stop(run):
-    """True when the run should stop before its next step: a SIGTERM or Ctrl-C arrived.
+    """The number of the signal (SIGTERM, SIGINT) that asks the run to stop before its next step,
+    or None to go on.
 
     The loop asks here, and only here, once per iteration; every process of one run must
     get the same answer, so they all stop at the same step.
     """
-    return run.signals is not None and run.signals.requested is not None
+    return None if run.signals is None else run.signals.requested
 
 
-def _stop_and_save(run, it, eval_pending):
+def _stop_and_save(run, it, eval_pending, signum):
     """Save the state before step ``it`` (unless the checkpoint on disk holds it) and stop."""
     if run.saved_iter != it:
         _check_weights(run, it)
         _save(run, it, eval_pending)
-    signum = run.signals.requested
     raise Stopped(f"stopped by {signal_name(signum)}: saved iteration {it} to {run.ckpt_path}",
-                  EXIT_CODES[signum], saved=True)
+                  EXIT_CODES.get(signum, 1), saved=True)
 
 
 def _duration(seconds):
