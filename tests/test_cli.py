@@ -462,7 +462,7 @@ def test_help_explains_every_flag_from_its_comment(command):
 
 def test_help_says_what_lr_decay_iters_none_means():
     line = next(line for line in cli.help_text("train").splitlines() if line.startswith("  --lr_decay_iters="))
-    assert line.startswith("  --lr_decay_iters=None") and "None: max_iters" in line
+    assert line.startswith("  --lr_decay_iters=None") and "None: max_iters" in line and "resume" in line
 
 
 def test_a_misspelt_command_gets_a_suggestion():

@@ -63,7 +63,7 @@ class TrainConfig:
     # optimizer and schedule
     learning_rate: float = 1e-3     # the peak learning rate, reached after warmup
     max_iters: int = 2000           # training steps in all (a resumed run continues to it)
-    lr_decay_iters: Optional[int] = None  # the step where the decay reaches min_lr (None: max_iters; see README on resume)
+    lr_decay_iters: Optional[int] = None  # decay ends here, at min_lr (None: max_iters; resume: the checkpoint's)
     min_lr: float = 1e-4            # the learning rate after the decay
     warmup_iters: int = 100         # steps of linear warmup
     beta1: float = 0.9              # AdamW's first-moment decay
@@ -76,7 +76,7 @@ class TrainConfig:
     eval_iters: int = 50            # batches per loss estimate
     log_interval: int = 10          # print a loss line every this many steps (without a progress bar)
     always_save_checkpoint: bool = True  # save at every evaluation (False: only when val loss improves)
-    init_from: str = "scratch"      # scratch | resume (out_dir's checkpoint) | a Hugging Face GPT-2 folder to fine-tune
+    init_from: str = "scratch"      # scratch | resume (out_dir's checkpoint) | a GPT-2 folder to fine-tune
     tokenizer: str = "char"         # characters, or a byte-level BPE trained on the data first (scratch runs only)
     vocab_size: int = 1024          # the BPE's size for --tokenizer=bpe
     # system
@@ -387,7 +387,8 @@ def _loop(run, print_fn):
             log.write({"iter": it, "loss": loss, "lr": lr, "ms": ms})
             progress.update(it, loss)
             if it % cfg.log_interval == 0 and not progress.enabled:
-                print_fn(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {ms:.1f} ms, {_duration(progress.eta(it))} left")
+                left = _duration(progress.eta(it))
+                print_fn(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {ms:.1f} ms, {left} left")
     except AnomalyError as e:
         raise TrainingError(f"at iteration {it}: {e}") from None
     except FileError as e:
