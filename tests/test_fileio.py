@@ -9,6 +9,7 @@ file; one real full-disk test runs on a small tmpfs where this process may mount
 import builtins
 import errno
 import os
+import shutil
 import subprocess
 import tempfile
 
@@ -317,3 +318,29 @@ def test_a_full_disk(small_disk, tmp_path, monkeypatch, capsys):
     assert main(["train", f"--data={data}", *TINY, f"--out_dir={out}", "--init_from=resume"], capsys)[0] == 0
     state = load_checkpoint(out)
     assert state.extra["iter"] == 12 and all(np.isfinite(v).all() for v in state.model_state.values())
+
+
+def test_an_immutable_checkpoint(tmp_path, monkeypatch, capsys):
+    """chattr +i on the checkpoint: the rename over it is refused (EPERM), for real."""
+    if shutil.which("chattr") is None:
+        pytest.skip("no chattr here")
+    data = write_text(tmp_path / "input.txt")
+    out = tmp_path / "out"
+    ckpt = out / CKPT_NAME
+    real, calls = train_mod._train_step, []
+
+    def step(*args):
+        calls.append(1)
+        if len(calls) == 3 and subprocess.run(["chattr", "+i", str(ckpt)], capture_output=True).returncode:
+            pytest.skip("chattr +i is not possible here")
+        return real(*args)
+    monkeypatch.setattr(train_mod, "_train_step", step)
+    try:
+        result, _, err = main(["train", f"--data={data}", *TINY, f"--out_dir={out}"], capsys)
+    finally:
+        subprocess.run(["chattr", "-i", str(ckpt)], capture_output=True)
+    assert result == 1
+    one_error_line(err, f"operation not permitted while writing {ckpt} (is the file or its folder immutable?",
+                   "the previous checkpoint (iteration 0) is intact")
+    assert load_checkpoint(out).extra["iter"] == 0 and leftovers(out) == []
+    assert_log_matches_checkpoint(out)

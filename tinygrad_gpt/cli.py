@@ -216,7 +216,7 @@ def main(argv=None):
     except Abort as e:
         return _fail(f"interrupted by {signal_name(e.signum)}; nothing was saved", EXIT_CODES[e.signum])
     except KeyboardInterrupt:
-        return _fail("interrupted; nothing was saved", 130)
+        return _fail("interrupted", 130)
     except OSError as e:  # an OS error no command named more precisely
         return _fail(describe(e, "accessing"), 1)
     return 0

@@ -243,19 +243,21 @@ def train(cfg, print_fn=print):
     """
     cfg.validate()
     backend.require_device(cfg.device)
-    made, run = _prepare_out_dir(cfg.out_dir), None
+    made, run = [], None
     try:
-        with StopSignals() as signals, RunLock(cfg.out_dir) as lock:
-            if lock.taken_over:
-                pid = f" (process {lock.stale_pid})" if lock.stale_pid is not None else ""
-                print_fn(f"taking over {lock.path}, left by a run that no longer exists{pid}")
-            _remove_partial_writes(cfg.out_dir)
-            run = _setup(cfg, print_fn)
-            run.signals = signals
-            anomaly = detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
-            # non-finite values are caught by the checks below, so NumPy's warnings would only repeat them
-            with anomaly, np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-                losses = _loop(run, print_fn)
+        with StopSignals() as signals:  # from here on a signal never leaves a half-made out_dir
+            made = _prepare_out_dir(cfg.out_dir)
+            with RunLock(cfg.out_dir) as lock:
+                if lock.taken_over:
+                    pid = f" (process {lock.stale_pid})" if lock.stale_pid is not None else ""
+                    print_fn(f"taking over {lock.path}, left by a run that no longer exists{pid}")
+                _remove_partial_writes(cfg.out_dir)
+                run = _setup(cfg, print_fn)
+                run.signals = signals
+                anomaly = detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
+                # non-finite values are caught by the checks below, so NumPy's warnings would only repeat them
+                with anomaly, np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                    losses = _loop(run, print_fn)
     except BaseException:
         if run is None or run.saved_iter is None:  # failed before anything worth keeping
             _forget_out_dir(cfg.out_dir, made)
