@@ -150,12 +150,11 @@ def _figure(width, height, layout=None):
 
 def read_log(path):
     """The records of a ``log.jsonl``; a half-written last line (a run in progress) is skipped."""
-    try:
-        with file_op("reading", path), open(path, encoding="utf-8") as f:
-            lines = [line for line in f.read().splitlines() if line.strip()]
-    except FileNotFoundError:
+    if not os.path.exists(path):
         raise VizError(f"{path}: no training log there (train first with "
-                       f"`python -m tinygrad_gpt train --out_dir=...`)") from None
+                       f"`python -m tinygrad_gpt train --out_dir=...`)")
+    with file_op("reading", path), open(path, encoding="utf-8") as f:
+        lines = [line for line in f.read().splitlines() if line.strip()]
     records = []
     for n, line in enumerate(lines, 1):
         try:
