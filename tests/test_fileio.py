@@ -344,3 +344,14 @@ def test_an_immutable_checkpoint(tmp_path, monkeypatch, capsys):
                    "the previous checkpoint (iteration 0) is intact")
     assert load_checkpoint(out).extra["iter"] == 0 and leftovers(out) == []
     assert_log_matches_checkpoint(out)
+
+
+def test_a_lock_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    from tinygrad_gpt.lock import LockError, RunLock
+
+    def pwrite(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    with pytest.raises(LockError, match=r"cannot write the lock file \(No space left on device\)"):
+        RunLock(tmp_path).__enter__()
+    assert os.listdir(tmp_path) == []

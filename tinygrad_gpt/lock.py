@@ -16,6 +16,7 @@ this host, and never judged when it names another host (delete it by hand there)
     >>> with RunLock("out") as lock:  # doctest: +SKIP
     ...     lock.taken_over, lock.stale_pid  # (True, pid) when a dead run's lock was taken over
 """
+import contextlib
 import errno
 import os
 import socket
@@ -84,6 +85,12 @@ class RunLock:
                         self._claim(fd)
                         self._fd = fd
                         return self
+                except OSError as e:  # a full disk or a read-only mount while writing our pid
+                    os.close(fd)
+                    if created:
+                        with contextlib.suppress(OSError):
+                            os.remove(self.path)
+                    raise LockError(f"{self.path}: cannot write the lock file ({e.strerror})") from None
                 except BaseException:
                     os.close(fd)
                     raise
