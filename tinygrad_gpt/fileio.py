@@ -15,13 +15,10 @@ import errno
 import os
 import tempfile
 
+from .errors import FileError
+
 HINTS = {errno.EPERM: " (is the file or its folder immutable? `lsattr` shows the i flag)",
          errno.EROFS: " (the file system is mounted read-only)"}
-
-
-class FileError(OSError):
-    """An operating-system error on one of the project's files; the message names file, operation, cause.
-    An OSError still, so ``except OSError`` catches it as before."""
 
 
 def describe(e, operation, path=None):

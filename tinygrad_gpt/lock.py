@@ -22,6 +22,8 @@ import os
 import socket
 import time
 
+from .errors import LockError
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -29,10 +31,6 @@ except ImportError:  # Windows
 
 LOCK_NAME = ".lock"
 YOUNG_SECONDS = 10  # (fallback only) a lock file this new without a pid in it is still being written
-
-
-class LockError(RuntimeError):
-    """The lock is held by another live process, or cannot be created."""
 
 
 def pid_alive(pid):

@@ -14,11 +14,9 @@ import difflib
 import os
 import re
 
+from .errors import RecipeError
+
 RECIPE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot be found or read, or that holds a key or value the command cannot use."""
 
 
 def shipped_recipes():

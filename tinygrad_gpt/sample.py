@@ -5,15 +5,14 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from . import backend
+from . import backend, functional as F
 from .checkpoint import load_checkpoint
+from .errors import CheckpointError, ConfigError
 from .fileio import file_op
 from .model import sampling_problem
-from .serialization import CheckpointError
 from .data import read_text_file
 from .tokenizer import tokenizer_from_dict
 from .pretrained import from_pretrained, load_hf_tokenizer
-from .train import ConfigError
 
 
 @dataclass
@@ -29,8 +28,9 @@ class SampleConfig:
     seed: int = 1337                # the same seed gives the same samples
     device: str = backend.default_device()  # where the model runs (default: $TINYGRAD_GPT_DEVICE or cpu)
     use_cache: bool = True          # the KV cache (same tokens, faster)
+    ops: str = "fast"               # composed | rules | fast: how the ops run (functional.mode)
 
-    CHOICES: ClassVar[dict] = {"device": backend.DEVICES}
+    CHOICES: ClassVar[dict] = {"device": backend.DEVICES, "ops": F.MODES}
 
     def validate(self):
         for name in ("num_samples", "max_new_tokens"):
@@ -81,8 +81,9 @@ def sample(cfg, print_fn=print):
         ids = np.asarray([tokenizer.encode(text)] * cfg.num_samples, dtype=np.int64)
     except ValueError as e:
         raise ConfigError(f"--start: {e}") from None
-    out = model.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                         top_p=cfg.top_p, use_cache=cfg.use_cache, seed=cfg.seed)
+    with F.mode(cfg.ops):
+        out = model.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                             top_p=cfg.top_p, use_cache=cfg.use_cache, seed=cfg.seed)
     samples = [tokenizer.decode(row.tolist()) for row in out]
     for s in samples:
         print_fn(s)

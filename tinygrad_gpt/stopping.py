@@ -14,21 +14,14 @@ that arrives before the loop is armed, raises ``Abort`` (a KeyboardInterrupt) at
 import signal
 import threading
 
+from .errors import Stopped  # noqa: F401 (raised by train.py; kept importable from here)
+
 NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal number, as shells report
 
 
 def signal_name(signum):
     return NAMES.get(signum, f"signal {signum}")
-
-
-class Stopped(RuntimeError):
-    """The run stopped on a signal; ``exit_code`` is the one a shell expects for it. ``saved``: a
-    checkpoint of the stopping point was written, and the message ends by saying how to resume."""
-
-    def __init__(self, message, exit_code, saved=False):
-        super().__init__(message + ("; resume with --init_from=resume" if saved else ""))
-        self.what, self.exit_code, self.saved = message, exit_code, saved
 
 
 class Abort(KeyboardInterrupt):
