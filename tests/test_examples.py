@@ -109,6 +109,44 @@ def test_07_attention_maps(tmp_path, ckpt_dir):
         assert "tinygrad_gpt[plot]" in out
 
 
+def check_page_against(page, outputs, allowed=()):
+    """Every worked number on a docs page is one the examples printed.
+
+    The page's numbers are its decimals with two or more places (``0.6590``) and its
+    integers grouped by commas (``124,439,808``), outside python code blocks; each must
+    occur in the examples' output, except the constants in ``allowed``. Each fenced
+    block that starts with ``$ python examples/...`` must match that output line by
+    line (``...`` stands for skipped lines).
+    """
+    text = open(os.path.join(DOCS, page), encoding="utf-8").read()
+    out = "\n".join(outputs)
+    prose = re.sub(r"```python\n.*?```|\]\([^)]*\)", "", text, flags=re.S)  # no code, no link targets
+    numbers = set(re.findall(r"(?<![\w.])\d+\.\d{2,}|\d{1,3}(?:,\d{3})+", prose))
+    missing = sorted(n for n in numbers - set(allowed) if n not in out)
+    assert not missing, f"{page}: numbers the examples did not print: {missing}"
+    lines = [line.rstrip() for line in out.splitlines()]
+    for block in re.findall(r"```\n\$ python examples/[^\n]*\n(.*?)```", text, flags=re.S):
+        at = 0
+        for line in block.rstrip("\n").splitlines():
+            if line.strip() == "...":
+                continue
+            assert line.rstrip() in lines[at:], f"{page}: {line!r} is not in the output (in order)"
+            at = lines.index(line.rstrip(), at) + 1
+    return numbers
+
+
+def test_08_worked_numbers(tmp_path):
+    out = run_example("08_worked_numbers.py", f"--plots={tmp_path}", cwd=tmp_path)
+    assert "the engine agrees with every formula" in out and "MISMATCH" not in out
+    numbers = check_page_against("08a-worked-numbers.md", [out])
+    assert {"0.6590", "0.4170", "0.2482", "0.4011", "1.2033", "0.937"} <= numbers
+    if HAVE_MATPLOTLIB:
+        check_png(tmp_path / "causal_average.png")
+        check_png(tmp_path / "sqrt_dk.png")
+        for name in ("causal_average.png", "sqrt_dk.png"):
+            check_png(os.path.join(DOCS, "images", name))  # the committed pictures
+
+
 # ----------------------------------------------------------------------------- the docs
 
 def _docs():
