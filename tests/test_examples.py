@@ -147,6 +147,16 @@ def test_08_worked_numbers(tmp_path):
             check_png(os.path.join(DOCS, "images", name))  # the committed pictures
 
 
+def test_09_positions(tmp_path):
+    out = run_example("09_positions.py", f"--plot={tmp_path / 'positions.png'}", cwd=tmp_path)
+    assert "all checks hold" in out and "MISMATCH" not in out
+    assert "previous position in 100% of rows" in out and "own character in 100% of rows" in out
+    check_page_against("08b-positions-and-heads.md", [out])
+    if HAVE_MATPLOTLIB:
+        check_png(tmp_path / "positions.png")
+        check_png(os.path.join(DOCS, "images", "positions.png"))
+
+
 # ----------------------------------------------------------------------------- the docs
 
 def _docs():
