@@ -157,6 +157,72 @@ def test_09_positions(tmp_path):
         check_png(os.path.join(DOCS, "images", "positions.png"))
 
 
+def test_10_warmup(tmp_path):
+    out = run_example("10_warmup.py", "--iters=6", "--warmup=3", "--eval_interval=3", "--eval_iters=1",
+                      "--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=16", "--batch_size=4",
+                      f"--plot={tmp_path / 'warmup.png'}", cwd=tmp_path)
+    assert "warmup 3:" in out and "no warmup:" in out and "unigram entropy of train" in out
+    starts = re.findall(r"^\s+0\s+(\d+\.\d+)\s+(\d+\.\d+)$", out, re.M)
+    assert len(starts) == 2 and starts[0] == starts[1]  # the same initial weights in both runs
+    assert len(re.findall(r"steps clipped \(norm > 1\): \d+ of 6", out)) == 2
+    if HAVE_MATPLOTLIB:
+        check_png(tmp_path / "warmup.png")
+        for name in ("warmup.png", "warmup_recipe.png"):
+            check_png(os.path.join(DOCS, "images", name))  # the committed pictures
+
+
+SHAKESPEARE = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(SHAKESPEARE), reason="tiny Shakespeare is not at ../shared/data")
+def test_10_warmup_full_runs(tmp_path):
+    """Rerun the two 300-step runs page 10a quotes; losses within 0.05 (float32 rounds differently
+    on other CPUs), the exact unigram entropy, and the page's prose numbers taken from its blocks."""
+    text = open(os.path.join(DOCS, "10a-training-dynamics.md"), encoding="utf-8").read()
+    blocks = re.findall(r"```\n\$ python examples/10_warmup.py ([^\n]*)\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 2
+    finals = {}
+    for args, block in blocks:
+        args = [a for a in args.split() if not a.startswith("--data=")] + [f"--data={SHAKESPEARE}"]
+        out = run_example("10_warmup.py", *args, cwd=tmp_path)
+        if "unigram entropy" in block:
+            assert block.splitlines()[1] in out
+        rows = {}  # (run, step) -> (train, val), from the output and from the page
+        for source in (out, block):
+            run = None
+            for line in source.splitlines():
+                run = line[:-1] if re.match(r"^(no )?warmup( \d+)?:$", line) else run
+                m = re.match(r"^\s+(\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)$", line)
+                if m:
+                    rows.setdefault((run, int(m[1])), []).append((float(m[2]), float(m[3])))
+        quoted = [v for v in rows.values() if len(v) == 2]
+        assert len(quoted) >= 5
+        for (got, page) in quoted:
+            assert abs(got[0] - page[0]) < 0.05 and abs(got[1] - page[1]) < 0.05, (got, page)
+        finals[args[-2]] = {run: v[0][0] for (run, step), v in rows.items() if step == 300}
+    high = finals["--lr=1e-2"]
+    assert high["no warmup"] > high["warmup 100"] + 0.3  # the collapse the page describes
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    quoted_numbers = set(re.findall(r"\d+\.\d{2,}", "".join(b for _, b in blocks)))
+    assert set(re.findall(r"(?<![\w.])\d+\.\d{2,}", re.sub(r"\]\([^)]*\)", "", prose))) <= quoted_numbers
+
+
+def test_11_whole_model(tmp_path):
+    out = run_example("11_whole_model.py", cwd=tmp_path)
+    assert "every formula matches the model" in out and "MISMATCH" not in out
+    assert "the model counts 814,720" in out and "124,439,808" in out
+    check_page_against("09a-the-whole-model.md", [out])
+
+
+def test_12_tokens_and_sampling(tmp_path):
+    out = run_example("12_tokens_and_sampling.py", cwd=tmp_path)
+    assert "the sampler draws the distributions above" in out and "decodes back: True" in out
+    assert "BPETokenizer.encode('lowest') = [259, 257]" in out
+    cache = run_example("11_whole_model.py", "--no_build", "--batches=1", cwd=tmp_path)
+    check_page_against("12a-tokens-and-sampling.md", [out, cache], allowed=("50,000",))  # GPT-2's merges
+
+
 # ----------------------------------------------------------------------------- the docs
 
 def _docs():
