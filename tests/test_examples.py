@@ -225,6 +225,20 @@ def test_12_tokens_and_sampling(tmp_path):
 
 # ----------------------------------------------------------------------------- the docs
 
+def test_docs_gradcheck_table_is_what_the_command_prints(tmp_path):
+    """Page 11 quotes rows of ``python -m tinygrad_gpt gradcheck``; each must be a row it prints."""
+    text = open(os.path.join(DOCS, "11-gradient-checking.md"), encoding="utf-8").read()
+    block = re.search(r"```\n\$ python -m tinygrad_gpt gradcheck\n(.*?)```", text, flags=re.S)[1]
+    result = subprocess.run([sys.executable, "-m", "tinygrad_gpt", "gradcheck"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stdout + result.stderr
+    printed = [line.rstrip() for line in result.stdout.splitlines()]
+    quoted = [line.rstrip() for line in block.splitlines() if line.strip() != "..."]
+    assert len(quoted) >= 5 and not [line for line in quoted if line not in printed]
+    assert re.fullmatch(r"(\d+) of \1 passed", printed[-1])
+
+
 def _docs():
     return {name: open(os.path.join(DOCS, name), encoding="utf-8").read()
             for name in sorted(os.listdir(DOCS)) if name.endswith(".md")}
