@@ -26,6 +26,16 @@ CONFIGS = {  # name: (vocab V, block_size T, layers L, heads, width C)
 }
 
 
+def hidden(model, idx, caches=None):
+    """The stream after every block and ln_f, (B, T, C), from the model's public modules
+    (what ``GPT.forward`` multiplies by the tied head); each block fills its cache if given."""
+    tr = model.transformer
+    x = tr.wte.weight[idx] + tr.wpe.weight[0:idx.shape[1]]
+    for i, block in enumerate(tr.h):
+        x = block(x, None if caches is None else caches[i])
+    return tr.ln_f(x)
+
+
 def count(V, T, L, C):
     """Parameters of a GPT with biases and a tied head, term by term."""
     block = (2 * C) + (C * 3 * C + 3 * C) + (C * C + C) + (2 * C) + (C * 4 * C + 4 * C) + (4 * C * C + C)
@@ -99,7 +109,7 @@ def kv_cache(V, T, L, nh, C):
     model = GPT(GPTConfig(block_size=T, vocab_size=V, n_layer=L, n_head=nh, n_embd=C)).eval()
     caches = [LayerCache() for _ in range(L)]
     with no_grad():
-        model._body(np.zeros((1, T), dtype=np.int64), 0, caches)  # fill the caches with a full window
+        hidden(model, np.zeros((1, T), dtype=np.int64), caches)  # fill the caches with a full window
     held = sum(c.k.size + c.v.size for c in caches)
     print(f"   n_layer={L}, T={T}, C={C}: the caches hold {held:,} numbers; 2 n_layer T C = {2 * L * T * C:,}")
     for name, (V2, T2, L2, nh2, C2) in CONFIGS.items():
@@ -126,7 +136,7 @@ def tied_head_at_init(batches, seed):
             for _ in range(batches):
                 x, y = data.get_batch(split, 12, rng)
                 logits, loss = model(x, y)
-                h = model._body(x, 0, None)
+                h = hidden(model, x)
                 sep.append(F.cross_entropy(h @ untied.T, y).item())
                 tied.append(loss.item())
                 same.append((x == y).mean())
