@@ -259,6 +259,14 @@ def test_docs_links_resolve():
     assert not broken, broken
 
 
+def test_docs_readme_lists_every_page():
+    readme = _docs()["README.md"]
+    linked = re.findall(r"^\| \[[^\]]+\]\(([^)#]+\.md)\)", readme, re.M)
+    assert sorted(linked) == sorted(n for n in _docs() if n != "README.md")
+    assert linked[:-1] == sorted(linked[:-1])  # reading order is file order, the appendix last
+    assert linked[-1].startswith("appendix")
+
+
 def test_docs_name_real_functions():
     modules = [importlib.import_module(f"tinygrad_gpt.{m[:-3]}") for m in os.listdir(
         os.path.join(ROOT, "tinygrad_gpt")) if m.endswith(".py") and not m.startswith("__")]
