@@ -196,7 +196,8 @@ def draw_with_matplotlib(tensor, path, names=None, rankdir="LR"):
         corners = (x - half_w, H - y - half_h, x + half_w, H - y + half_h)  # from the top left
         boxes.append(tuple(round(v * dpi) for v in corners))
     _make_folder(path)
-    fig.savefig(path, dpi=dpi)
+    fig.set_dpi(dpi)  # savefig's resolution is the figure's
+    save_figure(fig, path)
     return GraphPicture([p for _, p in nodes], [k for k, _ in nodes], edges, boxes,
                         (round(W * dpi), round(H * dpi)))
 
