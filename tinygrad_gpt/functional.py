@@ -181,8 +181,8 @@ def dropout(x, p, training=True):
 # ----------------------------------------------------------------------------- attention
 
 def _check_qkv(q, k, v, causal):
-    if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
-        raise ValueError(f"scaled_dot_product_attention: q, k, v need the same rank >= 2, "
+    if min(q.ndim, k.ndim, v.ndim) < 2:  # the leading dims broadcast, as in a matrix product
+        raise ValueError(f"scaled_dot_product_attention: q, k, v need rank >= 2, "
                          f"got shapes {q.shape}, {k.shape}, {v.shape}")
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise ValueError(f"scaled_dot_product_attention: shapes {q.shape}, {k.shape}, {v.shape} "

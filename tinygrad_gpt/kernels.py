@@ -28,9 +28,15 @@ if os.environ.get("TINYGRAD_GPT_NUMBA", "1") != "0":
 
 
 def usable(*arrays):
-    """True when the kernels are on and the arrays are NumPy arrays in C order, all float32 or
-    all float64."""
-    return (enabled and all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in arrays)
+    """True when the kernels are on and the arrays are writable NumPy arrays in C order, all
+    float32 or all float64.
+
+    The kernels' signatures are for writable C-order arrays only: numba refuses a read-only one
+    (a broadcast gradient from a sum's backward, a leaf made from a read-only array) even where
+    the kernel only reads it. Such arrays, and strided or zero-stride ones, take the NumPy path.
+    """
+    return (enabled and all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable
+                            for a in arrays)
             and len({a.dtype for a in arrays}) == 1 and arrays[0].dtype in (np.float32, np.float64))
 
 
