@@ -300,8 +300,8 @@ def fam_pow(data, prog):
 
 @st.composite
 def axis_arg(draw, ndim):
-    if ndim == 0:
-        return None
+    if ndim == 0:  # PyTorch takes 0 and -1 for a 0-d tensor's axis
+        return draw(st.sampled_from([None, 0, -1]))
     kind = draw(st.sampled_from(["none", "int", "tuple"]))
     if kind == "none":
         return None
@@ -312,7 +312,7 @@ def axis_arg(draw, ndim):
 
 
 def _dims(axis, ndim):
-    if axis is None:
+    if axis is None or ndim == 0:
         return tuple(range(ndim))
     return tuple(a % ndim for a in ((axis,) if isinstance(axis, int) else axis))
 
@@ -483,12 +483,10 @@ SOFTMAX = {
 
 
 def fam_softmax(data, prog):
-    x = pick(data, prog, lambda v: v.ndim >= 1)
-    if x is None:
-        return False
+    x = pick(data, prog)
     name = data.draw(st.sampled_from(sorted(SOFTMAX)), label="softmax")
     ndim = prog.values[x].ndim
-    axis = data.draw(st.integers(-ndim, ndim - 1), label="axis")
+    axis = data.draw(st.integers(-max(ndim, 1), max(ndim, 1) - 1), label="axis")
     ours, theirs = SOFTMAX[name]
     return try_step(prog, f"{name}[axis={axis}]", [x], lambda a: ours(a, axis), lambda a: theirs(a, dim=axis))
 
@@ -547,7 +545,7 @@ def fam_layer_norm(data, prog):
 
 
 def fam_cross_entropy(data, prog):
-    x = pick(data, prog, lambda v: v.ndim >= 2 and v.shape[-1] >= 2)
+    x = pick(data, prog, lambda v: v.ndim >= 1 and v.shape[-1] >= 2)
     if x is None:
         return False
     shape = prog.values[x].shape

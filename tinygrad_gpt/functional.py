@@ -90,7 +90,7 @@ def log_softmax_composed(x, axis=-1):
 def _flatten_targets(logits, targets, ignore_index):
     """Check shapes and ids; return logits as (N, V) and targets as (N,)."""
     t = _int_array(targets, logits.data, "cross_entropy targets")
-    if logits.ndim < 2 or tuple(t.shape) != logits.shape[:-1]:
+    if logits.ndim < 1 or tuple(t.shape) != logits.shape[:-1]:
         raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
                          f"{logits.shape[:-1]}, got {tuple(t.shape)}")
     V = logits.shape[-1]
@@ -104,7 +104,7 @@ def _flatten_targets(logits, targets, ignore_index):
 def cross_entropy(logits, targets, ignore_index=-1):
     """Mean negative log-likelihood of ``targets`` under softmax(logits).
 
-    logits: (N, V) or (B, T, V). targets: integers of shape (N,) or (B, T);
+    logits: (V,), (N, V) or (B, T, V). targets: integers of shape (), (N,) or (B, T);
     positions equal to ``ignore_index`` are left out of the mean.
     """
     logits2, t = _flatten_targets(logits, targets, ignore_index)
@@ -125,6 +125,8 @@ def cross_entropy_composed(logits, targets, ignore_index=-1):
 
 def layer_norm(x, weight, bias=None, eps=1e-5):
     """Normalise the last axis to zero mean and unit variance, then scale and shift."""
+    if x.ndim == 0:
+        raise ValueError("layer_norm: the input needs at least one axis, got a 0-d tensor")
     C = x.shape[-1]
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and p.shape != (C,):

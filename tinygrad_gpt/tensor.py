@@ -312,13 +312,19 @@ class Tensor:
     def mean(self, axis=None, keepdims=False):
         axes = ops._axes(axis, self.ndim)
         n = int(np.prod([self.shape[a] for a in axes])) if axes else 1
-        return self.sum(axis=axis, keepdims=keepdims) * (1.0 / n)
+        return self.sum(axis=axis, keepdims=keepdims) * (1.0 / n if n else float("nan"))  # empty: NaN
 
     # ------------------------------------------------------------------ softmax family
     def softmax(self, axis=-1):
+        if self.ndim == 0:  # one value along no axis: as in PyTorch, axis 0 or -1, result 1
+            ops._axes(axis, 0)
+            return self.reshape(1).softmax(0).reshape(())
         return Tensor._apply(fused.Softmax, self, axis=axis)
 
     def log_softmax(self, axis=-1):
+        if self.ndim == 0:
+            ops._axes(axis, 0)
+            return self.reshape(1).log_softmax(0).reshape(())
         return Tensor._apply(fused.LogSoftmax, self, axis=axis)
 
     # ------------------------------------------------------------------ movement
@@ -348,6 +354,10 @@ class Tensor:
         tensors = list(tensors)
         if not tensors:
             raise ValueError("cat: needs at least one tensor")
+        ndim = tensors[0].ndim
+        if ndim == 0 or not -ndim <= axis < ndim:
+            raise ValueError(f"cat: axis {axis} is out of range for tensors of shape {tensors[0].shape}"
+                             + (" (0-d tensors cannot be joined; use stack)" if ndim == 0 else ""))
         return Tensor._apply(ops.Cat, *tensors, axis=axis)
 
     @staticmethod
@@ -360,6 +370,8 @@ class Tensor:
         for t in tensors:
             if t.shape != shape:
                 raise ValueError(f"stack: all tensors need one shape, got {shape} and {t.shape}")
+        if not -len(shape) - 1 <= axis <= len(shape):
+            raise ValueError(f"stack: axis {axis} is out of range for tensors of shape {shape}")
         axis = axis % (len(shape) + 1)
         new = shape[:axis] + (1,) + shape[axis:]
         return Tensor.cat([t.reshape(new) for t in tensors], axis=axis)
@@ -367,6 +379,8 @@ class Tensor:
     def split(self, split_size_or_sections, axis=0):
         """Cut into pieces along ``axis``: equal pieces of a given size (the last may be
         smaller), or a list of sizes that add up to the axis length. Returns a tuple."""
+        if not -self.ndim <= axis < self.ndim:
+            raise ValueError(f"split: axis {axis} is out of range for a tensor of shape {self.shape}")
         n = self.shape[axis]
         if isinstance(split_size_or_sections, int):
             if split_size_or_sections <= 0:
