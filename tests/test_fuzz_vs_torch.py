@@ -781,3 +781,201 @@ def test_random_programs_match_torch(prog, xp):
     for mode in modes():
         note(f"mode: {mode}")
         compare(prog, xp, mode)
+
+
+# ============================================================================ what PyTorch refuses
+
+ERRORS = (ValueError, IndexError, TypeError, RuntimeError)
+
+
+def refused_alike(ours, theirs, words):
+    """PyTorch refuses; ours refuses too, with one of our errors whose message names the problem
+    (one of ``words``), not an internal slip such as 'tuple index out of range'."""
+    with pytest.raises(Exception):
+        theirs()
+    with pytest.raises(ERRORS) as info:
+        ours()
+    message = str(info.value)
+    assert any(w.lower() in message.lower() for w in words), message
+    for slip in ("tuple index out of range", "has no attribute", "NoneType", "No matching definition"):
+        assert slip not in message, message
+
+
+def _pair(*shapes):
+    """Random float64 arrays of the given shapes."""
+    rng = np.random.default_rng(0)
+    return tuple(rng.standard_normal(s) for s in shapes)
+
+
+def _both(*arrays):
+    """The arrays as our Tensors and as torch tensors (float64, requiring gradients)."""
+    return ([Tensor(a, requires_grad=True) for a in arrays],
+            [torch.tensor(a, requires_grad=True) for a in arrays])
+
+
+ids = np.array
+REFUSALS = {
+    # name: (input shapes, ours(*tensors), theirs(*torch tensors), words the message names)
+    "sum, an axis twice": ([(2, 3)], lambda x: x.sum(axis=(0, 0)), lambda x: x.sum(dim=(0, 0)), ["twice"]),
+    "sum, 1 and -1": ([(2, 3)], lambda x: x.sum(axis=(1, -1)), lambda x: x.sum(dim=(1, -1)), ["twice"]),
+    "max, an axis twice": ([(2, 3)], lambda x: x.max(axis=(1, 1)), lambda x: x.amax(dim=(1, 1)), ["twice"]),
+    "mean, axis out of range": ([(2, 3)], lambda x: x.mean(axis=2), lambda x: x.mean(dim=2), ["axis"]),
+    "sum of 0-d, axis 1": ([()], lambda x: x.sum(axis=1), lambda x: x.sum(dim=1), ["axis"]),
+    "max of empty": ([(0, 3)], lambda x: x.max(), lambda x: x.amax(), ["zero-size", "Max"]),
+    "softmax, axis out of range": ([(2, 3)], lambda x: x.softmax(2), lambda x: x.softmax(2), ["axis"]),
+    "softmax of 0-d, axis 1": ([()], lambda x: x.softmax(1), lambda x: x.softmax(1), ["axis"]),
+    "add, shapes": ([(2, 3), (4,)], lambda x, y: x + y, lambda x, y: x + y, ["shape"]),
+    "matmul, inner sizes": ([(2, 3), (2, 3)], lambda x, y: x @ y, lambda x, y: x @ y, ["shape"]),
+    "matmul, 0-d": ([(), (2, 3)], lambda x, y: x @ y, lambda x, y: x @ y, ["shape"]),
+    "matmul, batch": ([(2, 2, 3), (3, 3, 4)], lambda x, y: x @ y, lambda x, y: x @ y, ["shape"]),
+    "reshape, size": ([(2, 3)], lambda x: x.reshape(4, -1), lambda x: x.reshape(4, -1), ["reshape"]),
+    "reshape, two -1": ([(2, 3)], lambda x: x.reshape(-1, -1), lambda x: x.reshape(-1, -1), ["reshape", "-1"]),
+    "permute, not a permutation": ([(2, 3)], lambda x: x.permute(0, 0), lambda x: x.permute(0, 0), ["permutation"]),
+    "permute, too few axes": ([(2, 3)], lambda x: x.permute(0), lambda x: x.permute(0), ["permutation"]),
+    "index, int out of range": ([(2, 3)], lambda x: x[5], lambda x: x[5], ["index"]),
+    "index, ids out of range": ([(2, 3)], lambda x: x[ids([0, 2])], lambda x: x[torch.tensor([0, 2])], ["index"]),
+    "index, too many": ([(2, 3)], lambda x: x[0, 0, 0], lambda x: x[0, 0, 0], ["index"]),
+    "index, float ids": ([(2, 3)], lambda x: x[ids([0.5])], lambda x: x[torch.tensor([0.5])], ["integer"]),
+    "index, mask shape": ([(2, 3)], lambda x: x[ids([True, False, True])],
+                          lambda x: x[torch.tensor([True, False, True])], ["boolean", "mask"]),
+    "masked_fill, mask shape": ([(2, 3)], lambda x: x.masked_fill(np.zeros((3, 2), bool), 0.0),
+                                lambda x: x.masked_fill(torch.zeros(3, 2, dtype=torch.bool), 0.0), ["shape"]),
+    "cat, 0-d": ([(), ()], lambda x, y: Tensor.cat([x, y]), lambda x, y: torch.cat([x, y]), ["0-d"]),
+    "cat, axis out of range": ([(2, 3), (2, 3)], lambda x, y: Tensor.cat([x, y], axis=2),
+                               lambda x, y: torch.cat([x, y], dim=2), ["axis"]),
+    "cat, shapes": ([(2, 3), (2, 4)], lambda x, y: Tensor.cat([x, y], axis=0),
+                    lambda x, y: torch.cat([x, y], dim=0), ["shape"]),
+    "cat, ranks": ([(2, 3), (3,)], lambda x, y: Tensor.cat([x, y]), lambda x, y: torch.cat([x, y]),
+                   ["shape", "dimension"]),
+    "cat, none": ([], lambda: Tensor.cat([]), lambda: torch.cat([]), ["at least one"]),
+    "stack, shapes": ([(2, 3), (3, 2)], lambda x, y: Tensor.stack([x, y]), lambda x, y: torch.stack([x, y]),
+                      ["shape"]),
+    "stack, axis out of range": ([(2, 3), (2, 3)], lambda x, y: Tensor.stack([x, y], axis=3),
+                                 lambda x, y: torch.stack([x, y], dim=3), ["axis"]),
+    "split, sizes do not add up": ([(4, 3)], lambda x: x.split([1, 2]), lambda x: x.split([1, 2]), ["add up"]),
+    "split, size 0": ([(4, 3)], lambda x: x.split(0), lambda x: x.split(0), ["positive"]),
+    "split, axis out of range": ([(4, 3)], lambda x: x.split(2, axis=2), lambda x: x.split(2, dim=2), ["axis"]),
+    "layer_norm, weight shape": ([(2, 3), (4,)], lambda x, w: F.layer_norm(x, w),
+                                 lambda x, w: TF.layer_norm(x, (3,), w), ["weight"]),
+    "layer_norm, 0-d": ([(), (1,)], lambda x, w: F.layer_norm(x, w), lambda x, w: TF.layer_norm(x, (1,), w),
+                        ["0-d"]),
+    "linear, sizes": ([(2, 3), (4, 5)], lambda x, w: F.linear(x, w), lambda x, w: x @ w, ["shape"]),
+    "linear, bias": ([(2, 3), (3, 5), (4,)], lambda x, w, b: F.linear(x, w, b), lambda x, w, b: x @ w + b,
+                     ["bias"]),
+    "embedding, id out of range": ([(4, 3)], lambda w: F.embedding(ids([1, 4]), w),
+                                   lambda w: TF.embedding(torch.tensor([1, 4]), w), ["ids"]),
+    "embedding, negative id": ([(4, 3)], lambda w: F.embedding(ids([-1]), w),
+                               lambda w: TF.embedding(torch.tensor([-1]), w), ["ids"]),
+    "embedding, float ids": ([(4, 3)], lambda w: F.embedding(ids([1.0]), w),
+                             lambda w: TF.embedding(torch.tensor([1.0]), w), ["integers"]),
+    "cross_entropy, target out of range": ([(2, 3)], lambda x: F.cross_entropy(x, ids([0, 3])),
+                                           lambda x: TF.cross_entropy(x, torch.tensor([0, 3])), ["target"]),
+    "cross_entropy, target shape": ([(2, 3)], lambda x: F.cross_entropy(x, ids([0, 1, 2])),
+                                    lambda x: TF.cross_entropy(x, torch.tensor([0, 1, 2])), ["targets"]),
+    "cross_entropy, float targets": ([(2, 3)], lambda x: F.cross_entropy(x, ids([0.0, 1.0])),
+                                     lambda x: TF.nll_loss(x, torch.tensor([0.0, 1.0])), ["integers"]),
+    "attention, head sizes": ([(2, 4, 3), (2, 4, 2), (2, 4, 3)],
+                              lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=False),
+                              lambda q, k, v: TF.scaled_dot_product_attention(q, k, v), ["shapes"]),
+    "attention, 1-D": ([(3,), (3,), (3,)], lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=False),
+                       lambda q, k, v: TF.scaled_dot_product_attention(q, k, v), ["rank"]),
+    "attention, key and value lengths": ([(2, 4, 3), (2, 4, 3), (2, 5, 3)],
+                                         lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=False),
+                                         lambda q, k, v: TF.scaled_dot_product_attention(q, k, v), ["shapes"]),
+    "backward of a non-scalar": ([(2, 3)], lambda x: (x * 2).backward(), lambda x: (x * 2).backward(),
+                                 ["one-element"]),
+    "backward, grad shape": ([(2, 3)], lambda x: (x * 2).backward(np.ones(3)),
+                             lambda x: (x * 2).backward(torch.ones(3, dtype=torch.float64)), ["shape"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_what_torch_refuses_we_refuse_clearly(name):
+    shapes, ours, theirs, words = REFUSALS[name]
+    ts, tt = _both(*_pair(*shapes)) if shapes else ([], [])
+    refused_alike(lambda: ours(*ts), lambda: theirs(*tt), words)
+
+
+def test_integer_tensors_cannot_require_gradients():
+    refused_alike(lambda: Tensor(np.arange(3), requires_grad=True),
+                  lambda: torch.tensor(np.arange(3), requires_grad=True), ["floating-point"])
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@settings(max_examples=max(60, PROGRAMS // 10), deadline=None)
+@given(shapes=st.tuples(small_shapes(0, 3, 3), small_shapes(0, 3, 3)),
+       op=st.sampled_from(["add", "mul", "div", "matmul", "cat", "masked_fill", "pow"]),
+       axis=st.integers(-3, 2))
+def test_random_shapes_are_refused_or_accepted_alike(shapes, op, axis):
+    """Two operands of random shapes: where PyTorch refuses the pair, ours refuses it clearly;
+    where PyTorch accepts it, ours gives the same shape."""
+    ts, tt = _both(*_pair(*shapes))
+    ours, theirs = {
+        "add": (lambda x, y: x + y, lambda x, y: x + y),
+        "mul": (lambda x, y: x * y, lambda x, y: x * y),
+        "div": (lambda x, y: x / y, lambda x, y: x / y),
+        "pow": (lambda x, y: x ** y, lambda x, y: x ** y),
+        "matmul": (lambda x, y: x @ y, torch.matmul),
+        "cat": (lambda x, y: Tensor.cat([x, y], axis=axis), lambda x, y: torch.cat([x, y], dim=axis)),
+        "masked_fill": (lambda x, y: x.masked_fill(y.data > 0, 1.0), lambda x, y: x.masked_fill(y > 0, 1.0)),
+    }[op]
+    try:
+        with torch.no_grad():
+            expected = tuple(theirs(*tt).shape)
+    except Exception:
+        refused_alike(lambda: ours(*ts), lambda: theirs(*tt), ["shape", "axis", "0-d", "dimension"])
+        return
+    assert ours(*ts).shape == expected
+
+
+# ============================================================================ regression cases
+# Programs the fuzzer and its probes found, kept as they were found.
+
+def _program_agrees(arrays, ours, theirs, rtol=1e-10):
+    ts, tt = _both(*arrays)
+    loss, ref = ours(*ts), theirs(*tt)
+    np.testing.assert_allclose(to_numpy(loss.data), ref.detach().numpy(), rtol=rtol, atol=1e-12)
+    loss.backward()
+    ref.backward()
+    for t, u in zip(ts, tt):
+        np.testing.assert_allclose(to_numpy(t.grad), u.grad.numpy(), rtol=rtol, atol=1e-12)
+
+
+def test_found_layer_norm_backward_given_a_read_only_gradient():
+    """The sum over rows hands layer norm's backward a read-only broadcast gradient; the numba
+    kernel refused it with a TypeError (readonly array(float64, 2d, C))."""
+    _program_agrees(_pair((1, 3), (3,)) + _pair((3,)),
+                    lambda x, w, b: F.layer_norm(x, w, b, 1e-5).sum(axis=0)[np.array([2, 1])].mean(),
+                    lambda x, w, b: TF.layer_norm(x, (3,), w, b, 1e-5).sum(dim=0)[torch.tensor([2, 1])].mean())
+
+
+def test_found_attention_with_keys_of_another_rank():
+    """q of rank 3, k and v of rank 4 (their leading dims broadcast): PyTorch takes it, ours
+    said 'q, k, v need the same rank'."""
+    _program_agrees(_pair((1, 1, 2), (3, 1, 4, 2)) + _pair((3, 1, 4, 1)),
+                    lambda q, k, v: (F.scaled_dot_product_attention(q, k, v, causal=False) ** 2).sum(),
+                    lambda q, k, v: (TF.scaled_dot_product_attention(q, k, v) ** 2).sum())
+
+
+def test_found_power_zero_at_zero():
+    """relu makes exact zeros; x ** 0 had gradient 0 * 0^-1 = NaN there, PyTorch's is 0."""
+    _program_agrees(_pair((5,)), lambda x: (x.relu() ** 0 + x.relu() ** 2).sum(),
+                    lambda x: (x.relu() ** 0 + x.relu() ** 2).sum())
+
+
+@pytest.mark.parametrize("axis", [0, -1])
+def test_found_0d_tensors_take_axis_0_and_minus_1(axis):
+    _program_agrees(_pair(()), lambda x: x.sum(axis=axis) * x.max(axis=axis, keepdims=True) + x.softmax(axis)
+                    + x.log_softmax(axis) + x.mean(axis=axis),
+                    lambda x: x.sum(dim=axis) * x.amax(dim=axis, keepdim=True) + x.softmax(axis)
+                    + x.log_softmax(axis) + x.mean(dim=axis))
+
+
+def test_found_cross_entropy_of_one_row():
+    _program_agrees(_pair((4,)), lambda x: F.cross_entropy(x * 2, np.array(1)),
+                    lambda x: TF.cross_entropy(x * 2, torch.tensor(1)))
+
+
+def test_found_mean_over_no_elements_is_nan():
+    ours, theirs = Tensor(np.ones((0, 3))).mean(), torch.ones(0, 3).mean()
+    assert np.isnan(ours.item()) and bool(torch.isnan(theirs))

@@ -355,6 +355,9 @@ class Tensor:
         if not tensors:
             raise ValueError("cat: needs at least one tensor")
         ndim = tensors[0].ndim
+        if any(t.ndim != ndim for t in tensors):
+            raise ValueError(f"cat: tensors need the same number of dimensions, got shapes "
+                             f"{', '.join(str(t.shape) for t in tensors)}")
         if ndim == 0 or not -ndim <= axis < ndim:
             raise ValueError(f"cat: axis {axis} is out of range for tensors of shape {tensors[0].shape}"
                              + (" (0-d tensors cannot be joined; use stack)" if ndim == 0 else ""))
