@@ -219,14 +219,26 @@ def fam_binary(data, prog):
     if kind == "array":  # a constant array on either side (ndarray op Tensor, Tensor op ndarray)
         shape = data.draw(broadcast_partner(prog.values[x].shape), label="shape")
         seed = data.draw(st.integers(0, 2 ** 32 - 1), label="seed")
-        c = np.random.default_rng(seed).uniform(0.5, 2.0, size=shape) * np.random.default_rng(seed + 1).choice([-1, 1], size=shape)
-        if prog.dtype == np.float32:
-            c = c.astype(np.float32).astype(np.float64)
-        left = data.draw(st.booleans(), label="left")
-        if left:
-            return try_step(prog, f"{op}[array{shape} left]", [x], lambda a: fn(_dev(c, a), a),
-                            lambda a: fn(_torch(c), a), check=(divisor_ok if op == "div" else lambda v: True))
-        return try_step(prog, f"{op}[array{shape}]", [x], lambda a: fn(a, _dev(c, a)), lambda a: fn(a, _torch(c)))
+        rng = np.random.default_rng(seed)
+        # float values of the program's dtype; integers or booleans (which must not raise a
+        # float32 program's dtype); or a 0-d float64 array (which must not either, beside axes)
+        ckind = data.draw(st.sampled_from(["float", "float", "int", "bool", "0-d float64"]), label="constant")
+        if ckind == "bool" and op == "div":
+            ckind = "int"
+        if ckind == "int":
+            c = rng.integers(1, 4, size=shape) * rng.choice([-1, 1], size=shape)
+        elif ckind == "bool":
+            c = rng.random(shape) < 0.5
+        elif ckind == "0-d float64":
+            c = np.array(rng.uniform(0.5, 2.0))
+        else:
+            c = (rng.uniform(0.5, 2.0, size=shape) * rng.choice([-1, 1], size=shape)).astype(prog.dtype)
+        const = lambda a: _xp(a).asarray(c)  # noqa: E731
+        ref = torch.tensor(c.astype(np.float64))
+        if data.draw(st.booleans(), label="left"):
+            return try_step(prog, f"{op}[{ckind} array{c.shape} left]", [x], lambda a: fn(const(a), a),
+                            lambda a: fn(ref, a), check=(divisor_ok if op == "div" else lambda v: True))
+        return try_step(prog, f"{op}[{ckind} array{c.shape}]", [x], lambda a: fn(a, const(a)), lambda a: fn(a, ref))
     if kind == "pool":
         y = pick(data, prog, lambda v: _broadcasts(v.shape, prog.values[x].shape))
     else:
@@ -979,3 +991,17 @@ def test_found_cross_entropy_of_one_row():
 def test_found_mean_over_no_elements_is_nan():
     ours, theirs = Tensor(np.ones((0, 3))).mean(), torch.ones(0, 3).mean()
     assert np.isnan(ours.item()) and bool(torch.isnan(theirs))
+
+
+@pytest.mark.parametrize("constant", [np.arange(1, 4), np.array([True, False, True]), np.array(2.0)],
+                         ids=["int64", "bool", "0-d float64"])
+def test_found_constants_keep_a_float32_program_float32(constant):
+    """float32 * int64 array was a float64 array (NumPy's promotion); in PyTorch a constant of
+    another kind, or a 0-d one, does not raise a float tensor's dtype."""
+    x, tx = Tensor(np.ones(3, np.float32), requires_grad=True), torch.ones(3, requires_grad=True)
+    for ours, theirs in ((x * constant, tx * torch.tensor(constant)), (constant + x, torch.tensor(constant) + tx),
+                         (x ** constant, tx ** torch.tensor(constant)), (x * Tensor(constant), None)):
+        assert ours.dtype == np.float32
+        assert theirs is None or theirs.dtype == torch.float32
+    (x * constant).sum().backward()
+    assert x.grad.dtype == np.float32

@@ -252,10 +252,19 @@ class Tensor:
 
     # ------------------------------------------------------------------ arithmetic
     def _lift(self, other):
-        """Turn a Python number or array into a constant Tensor beside self."""
+        """Turn a Python number or array into a constant Tensor beside self.
+
+        As in PyTorch, a constant does not raise a float tensor's dtype: integer and boolean
+        operands, and 0-d float arrays beside a tensor with axes, take the tensor's dtype (NumPy
+        alone would make float32 * int64 a float64 array)."""
+        if isinstance(other, Tensor) and not other.requires_grad:
+            other = other.data
         if isinstance(other, Tensor):
             return other
         if is_array(other):
+            if self.dtype.kind == "f" and (other.dtype.kind in "biu"
+                                           or (other.dtype.kind == "f" and other.ndim == 0 < self.ndim)):
+                other = other.astype(self.dtype)
             return Tensor._wrap(other)
         xp = get_array_module(self.data)
         if isinstance(other, (bool, int, float, np.number)) and self.dtype.kind == "f":
