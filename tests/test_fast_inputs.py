@@ -2,19 +2,31 @@
 (zero-stride) and 0-d arrays, as inputs and as upstream gradients.
 
 Each test runs a fast op (a compiled numba kernel, or a chunked or tiled path) on arrays of
-every layout, compares values and gradients with the op's plain composition from contiguous
-copies in float64, and shows which path ran: each kernel is wrapped to count its calls. A
-kernel takes only writable C-order arrays; any other layout goes through the NumPy path
-(``kernels.usable``), unless the op's own reshape already made a fresh copy.
+every layout, compares values and gradients with the op's rule (``functional.mode("rules")``
+where the modes exist, else the op's composed twin) on contiguous copies in float64, and shows
+which path ran: each kernel is wrapped to count its calls. A kernel takes only writable C-order
+arrays; any other layout goes through the NumPy path (``kernels.usable``), unless the op's own
+reshape already made a fresh copy.
 """
+import contextlib
+import importlib
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tinygrad_gpt import Tensor, backend, functional as F, fused, kernels, ops, optim
+from tinygrad_gpt import Tensor, functional as F, optim
 from tinygrad_gpt.backend import to_numpy
 
 import strategies as S
+
+try:  # the fast layer's own package, or the kernels beside the ops
+    kernels = importlib.import_module("tinygrad_gpt.fast.kernels")
+except ImportError:
+    kernels = importlib.import_module("tinygrad_gpt.kernels")
+if hasattr(kernels, "load"):  # kernels compiled on first use: now, so that they can be wrapped
+    kernels.load()
 
 LAYOUTS = ("contiguous", "read-only", "strided", "transposed", "broadcast")
 # the fixtures below patch modules for the whole test; ``calls`` is cleared at each example
@@ -41,6 +53,16 @@ def with_layout(a, layout, xp):
     return xp.asarray(a)
 
 
+def modules_with(name):
+    """The package's loaded modules that hold ``name`` (a constant or an imported function)."""
+    return [m for key, m in sorted(sys.modules.items())
+            if key.startswith("tinygrad_gpt") and m is not None and hasattr(m, name)]
+
+
+def in_mode(name):
+    return F.mode(name) if hasattr(F, "mode") else contextlib.nullcontext()
+
+
 def plain(a):
     """A contiguous float64 host copy, for the reference."""
     return np.array(to_numpy(a), dtype=np.float64)
@@ -49,7 +71,7 @@ def plain(a):
 def takes(*arrays):
     """Whether a kernel takes these arrays (as the op hands them over) as they are: writable
     NumPy arrays in C order, with the kernels on. Anything else must take the NumPy path."""
-    return kernels.enabled and all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable
+    return bool(kernels.enabled) and all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable
                                    for a in arrays)
 
 
@@ -74,9 +96,10 @@ def chunks(request, monkeypatch):
     """Run as it is, or with tiny chunks on two threads, so that the chunked paths of
     ``backend.for_chunks`` run on small arrays."""
     if request.param == "chunks":
-        real = backend.for_chunks
-        monkeypatch.setattr(backend, "CHUNKED_MIN", 8)
-        for module in (fused, ops, optim):
+        users = modules_with("for_chunks")
+        real = users[0].for_chunks
+        monkeypatch.setattr(sys.modules[real.__module__], "CHUNKED_MIN", 8)
+        for module in users:
             monkeypatch.setattr(module, "for_chunks", lambda fn, n, array, chunk=None: real(fn, n, array, chunk=2))
     return request.param
 
@@ -92,17 +115,21 @@ def backprop(fn, arrays, g_layout, xp, seed):
     """Values of fn on Tensors of ``arrays`` and their gradients for an upstream gradient of the
     given layout."""
     ts = [Tensor(a, requires_grad=True) for a in arrays]
-    out = fn(*ts)
-    g = np.random.default_rng(seed).standard_normal(out.shape).astype(out.dtype)
-    g = with_layout(g, g_layout, xp)
-    out.backward(g)
+    with in_mode("fast"):
+        out = fn(*ts)
+        g = np.random.default_rng(seed).standard_normal(out.shape).astype(out.dtype)
+        g = with_layout(g, g_layout, xp)
+        out.backward(g)
     return out, [t.grad for t in ts], g
 
 
-def reference(fn, arrays, g):
+def reference(fn, composed, arrays, g):
+    """The rule's values and gradients: ``fn`` in "rules" mode where the modes exist, else the
+    composed twin; on contiguous float64 copies."""
     ts = [Tensor(plain(a), requires_grad=True) for a in arrays]
-    out = fn(*ts)
-    out.backward(plain(g))
+    with in_mode("rules"):
+        out = (fn if hasattr(F, "mode") else composed)(*ts)
+        out.backward(plain(g))
     return out.numpy(), [t.grad for t in ts]
 
 
@@ -111,7 +138,7 @@ def reference(fn, arrays, g):
 @SETTINGS
 @given(data=st.data())
 def test_layer_norm_kernels_on_every_layout(data, calls, chunks, xp):
-    """Both layer-norm kernels against layer_norm_composed, on read-only, strided, transposed and
+    """Both layer-norm kernels against the rule, on read-only, strided, transposed and
     broadcast inputs and gradients; the kernels run exactly when each array they read is a
     writable C-order array, the NumPy path otherwise."""
     calls.clear()
@@ -125,7 +152,7 @@ def test_layer_norm_kernels_on_every_layout(data, calls, chunks, xp):
     b = with_layout(rng.uniform(-1, 1, C).astype(dtype), b_layout, xp)
     arrays = [x, w, b] if bias else [x, w]
     out, grads, g = backprop(F.layer_norm, arrays, g_layout, xp, seed=1)
-    ref_out, ref_grads = reference(F.layer_norm_composed, arrays, g)
+    ref_out, ref_grads = reference(F.layer_norm, F.layer_norm_composed, arrays, g)
     rtol = 1e-10 if dtype == np.float64 else 2e-4
     # a row's gradient is amplified by 1 / std: rows of rows.uniform(-2, 2) keep it small
     assert_close(out.data, ref_out, rtol, "forward")
@@ -167,7 +194,7 @@ def test_layer_norm_crash_on_a_read_only_gradient_is_fixed(calls):
 @SETTINGS
 @given(data=st.data())
 def test_gelu_kernel_on_every_layout(data, calls, chunks, xp):
-    """x.gelu() in float32 (the kernel's dtype) against gelu_composed in float64, on inputs of
+    """x.gelu() in float32 (the kernel's dtype) against its rule in float64, on inputs of
     every layout and rank 0..3 and gradients of every layout. The op flattens its input, which
     copies a strided or broadcast one: only a read-only input that stays a view misses the kernel."""
     calls.clear()
@@ -176,7 +203,7 @@ def test_gelu_kernel_on_every_layout(data, calls, chunks, xp):
     rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="seed"))
     x = with_layout(rng.uniform(-4, 4, shape).astype(np.float32), x_layout, xp)
     out, (gx,), g = backprop(lambda t: t.gelu(), [x], g_layout, xp, seed=2)
-    ref_out, (ref_gx,) = reference(F.gelu_composed, [x], g)
+    ref_out, (ref_gx,) = reference(lambda t: t.gelu(), F.gelu_composed, [x], g)
     assert out.dtype == np.float32 and gx.dtype == np.float32
     assert_close(out.data, ref_out, 2e-6, "forward")
     assert_close(gx, ref_gx, 2e-5, "gradient")
@@ -192,7 +219,7 @@ def test_gelu_kernel_on_every_layout(data, calls, chunks, xp):
 @SETTINGS
 @given(data=st.data())
 def test_linear_gelu_kernel_on_every_layout(data, calls, chunks, xp):
-    """F.linear(..., activation="gelu") in float32 against linear_composed then gelu_composed in
+    """F.linear(..., activation="gelu") in float32 against its rule (or the composed ops) in
     float64. The kernel works on the op's own fresh product, so every layout of x, W, b and the
     gradient reaches it."""
     calls.clear()
@@ -204,7 +231,8 @@ def test_linear_gelu_kernel_on_every_layout(data, calls, chunks, xp):
     w = with_layout(rng.uniform(-1, 1, (n_in, n_out)).astype(np.float32), layouts[1], xp)
     b = with_layout(rng.uniform(-1, 1, n_out).astype(np.float32), layouts[2], xp)
     out, grads, g = backprop(lambda x, w, b: F.linear(x, w, b, activation="gelu"), [x, w, b], layouts[3], xp, 3)
-    ref_out, ref_grads = reference(lambda x, w, b: F.gelu_composed(F.linear_composed(x, w, b)), [x, w, b], g)
+    ref_out, ref_grads = reference(lambda x, w, b: F.linear(x, w, b, activation="gelu"),
+                                   lambda x, w, b: F.gelu_composed(F.linear_composed(x, w, b)), [x, w, b], g)
     assert_close(out.data, ref_out, 2e-5, "forward")
     for name, a, e in zip("xwb", grads, ref_grads):
         assert a.dtype == np.float32
@@ -271,11 +299,11 @@ def test_adamw_read_only_parameter_is_refused_on_both_paths():
 @SETTINGS
 @given(data=st.data())
 def test_attention_paths_on_every_layout(data, xp, monkeypatch):
-    """The tiled, blocked and max-shift-skipping attention paths against the composed attention,
+    """The tiled, blocked and max-shift-skipping attention paths against the rule,
     with q, k, v and the gradient in every layout."""
-    monkeypatch.setattr(fused, "TILED_MIN", 2)
-    monkeypatch.setattr(fused, "QUERY_TILE", 2)
-    monkeypatch.setattr(fused, "SCORE_CHECK_MIN", 1)
+    for name, value in (("TILED_MIN", 2), ("QUERY_TILE", 2), ("SCORE_CHECK_MIN", 1)):
+        for module in modules_with(name):  # where the attention paths read them
+            monkeypatch.setattr(module, name, value)
     lead = data.draw(S.shapes(1, 2, max_side=3), label="lead")
     Tq = data.draw(st.integers(1, 6), label="Tq")
     causal = data.draw(st.booleans(), label="causal")
@@ -292,8 +320,9 @@ def test_attention_paths_on_every_layout(data, xp, monkeypatch):
     else:
         fn = lambda q, k, v: F.blocked_attention(q, k, v, causal=causal, block=1, tile=tile)  # noqa: E731
     out, grads, g = backprop(fn, [q, k, v], layouts[3], xp, 4)
-    ref_out, ref_grads = reference(
-        lambda q, k, v: F.scaled_dot_product_attention_composed(q, k, v, causal=causal), [q, k, v], g)
+    ref_out, ref_grads = reference(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=causal),
+                                   lambda q, k, v: F.scaled_dot_product_attention_composed(q, k, v, causal=causal),
+                                   [q, k, v], g)
     assert_close(out.data, ref_out, 1e-10, "forward")
     for name, a, e in zip("qkv", grads, ref_grads):
         assert_close(a, e, 1e-9, f"gradient of {name}")

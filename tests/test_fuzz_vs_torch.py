@@ -13,12 +13,13 @@ its kink, no near-constant layer-norm rows, tanh and sigmoid away from saturatio
 fractional powers of values well above 0, divisors away from 0, every value finite and below
 1e4 in size).
 
-    pytest tests/test_fuzz_vs_torch.py                                    # a few hundred programs
+    pytest tests/test_fuzz_vs_torch.py                                    # 250 programs
     TINYGRAD_GPT_FUZZ_PROGRAMS=5000 pytest tests/test_fuzz_vs_torch.py \\
-        --hypothesis-show-statistics                                       # a long run, op counts
+        -k random_programs --hypothesis-show-statistics                    # a long run, op counts
 
 With ``functional.mode`` present every program runs in each of its modes; under
-``pytest --device=cuda`` the leaves live on the device.
+``pytest --device=cuda`` the leaves live on the device. Below the fuzzer: inputs PyTorch refuses,
+which ours must refuse with a readable error, and the failures found so far, as plain tests.
 """
 import math
 import os
@@ -63,6 +64,7 @@ class Step:
     leaf: np.ndarray = None
     layout: str = "contiguous"
     requires_grad: bool = True
+    n_out: int = 1
 
 
 @dataclass
@@ -79,7 +81,7 @@ class Program:
     def describe(self):
         lines, n = [], 0
         for s in self.steps:
-            outs = 1 if s.leaf is not None else self._outs(s)
+            outs = s.n_out
             names = ", ".join(f"v{n + i}" for i in range(outs))
             if s.leaf is not None:
                 lines.append(f"{names} = leaf{tuple(s.leaf.shape)} {s.layout}"
@@ -89,9 +91,6 @@ class Program:
             n += outs
         lines.append("loss = " + " + ".join(f"{r}(v{i})" for i, r, _ in self.loss))
         return "\n".join(lines)
-
-    def _outs(self, step):
-        return getattr(step, "n_out", 1)
 
 
 def _torch(a):
@@ -140,9 +139,7 @@ def try_step(prog, name, inputs, ours, theirs, check=lambda *vs: True):
     if not all(bool(torch.isfinite(o).all()) and float(o.abs().max(), ) <= BOUND
                if o.numel() else False for o in outs):
         return False
-    step = Step(name, inputs, ours, theirs)
-    step.n_out = len(outs)
-    prog.steps.append(step)
+    prog.steps.append(Step(name, inputs, ours, theirs, n_out=len(outs)))
     prog.values.extend(outs)
     prog.used.update(inputs)
     event(name.split("[")[0].split("(")[0])
@@ -225,6 +222,8 @@ def fam_binary(data, prog):
         ckind = data.draw(st.sampled_from(["float", "float", "int", "bool", "0-d float64"]), label="constant")
         if ckind == "bool" and op == "div":
             ckind = "int"
+        if ckind == "0-d float64" and prog.values[x].ndim == 0:  # two 0-d operands: float64 in PyTorch too
+            ckind = "float"
         if ckind == "int":
             c = rng.integers(1, 4, size=shape) * rng.choice([-1, 1], size=shape)
         elif ckind == "bool":
@@ -440,7 +439,8 @@ def fam_index(data, prog):
         return try_step(prog, f"getitem[ints {ids.tolist()}]", [x], lambda a: a[ids], lambda a: a[tids])
     if kind == "ints2":  # a 2-D index array
         ids2 = np.concatenate([ids, ids]).reshape(2, -1)
-        return try_step(prog, "getitem[ints 2-D]", [x], lambda a: a[ids2], lambda a: a[torch.as_tensor(ids2.astype(np.int64))])
+        tids2 = torch.as_tensor(ids2.astype(np.int64))
+        return try_step(prog, "getitem[ints 2-D]", [x], lambda a: a[ids2], lambda a: a[tids2])
     if kind == "tensor":
         return try_step(prog, "getitem[Tensor ids]", [x], lambda a: a[Tensor(_xp(a).asarray(ids))], lambda a: a[tids])
     if kind == "list":
@@ -545,15 +545,25 @@ def fam_layer_norm(data, prog):
         return False
     C = prog.values[x].shape[-1]
     fn = data.draw(st.sampled_from(["layer_norm", "layer_norm_composed"]), label="layer_norm")
-    w = add_leaf(data, prog, (C,))
-    bias = data.draw(st.booleans(), label="bias")
+    affine = data.draw(st.sampled_from(["weight, bias", "weight, bias", "weight", "bias", "none"]), label="affine")
     eps = data.draw(st.sampled_from([1e-5, 1e-3]), label="eps")
-    if bias:
-        b = add_leaf(data, prog, (C,))
-        return try_step(prog, f"{fn}[eps={eps}]", [x, w, b], lambda a, w, b: getattr(F, fn)(a, w, b, eps),
-                        lambda a, w, b: TF.layer_norm(a, (C,), w, b, eps), check=lambda a, w, b: rows_spread(a))
-    return try_step(prog, f"{fn}[no bias, eps={eps}]", [x, w], lambda a, w: getattr(F, fn)(a, w, eps=eps),
-                    lambda a, w: TF.layer_norm(a, (C,), w, None, eps), check=lambda a, w: rows_spread(a))
+    w = add_leaf(data, prog, (C,)) if "weight" in affine else None
+    b = add_leaf(data, prog, (C,)) if "bias" in affine else None
+    params = [i for i in (w, b) if i is not None]
+
+    def split(ps):  # the inputs after x back into (weight, bias)
+        ps = list(ps)
+        return (ps.pop(0) if w is not None else None), (ps.pop(0) if b is not None else None)
+
+    def ours(a, *ps):
+        weight, bias = split(ps)
+        return getattr(F, fn)(a, weight, bias, eps=eps)
+
+    def theirs(a, *ps):
+        weight, bias = split(ps)
+        return TF.layer_norm(a, (C,), weight, bias, eps)
+    return try_step(prog, f"{fn}[{affine}, eps={eps}]", [x] + params, ours, theirs,
+                    check=lambda a, *ps: rows_spread(a))
 
 
 def fam_cross_entropy(data, prog):
@@ -613,11 +623,14 @@ def fam_attention(data, prog):
     if fn == "blocked":
         block = data.draw(st.sampled_from([None, 1, 2]), label="block")
         tile = data.draw(st.sampled_from([None, 1, 2, 3]), label="tile")
-        ours = lambda q, k, v: F.blocked_attention(q, k, v, causal=causal, scale=scale, block=block, tile=tile)  # noqa: E731
+        def ours(q, k, v):
+            return F.blocked_attention(q, k, v, causal=causal, scale=scale, block=block, tile=tile)
     elif fn == "sdpa":
-        ours = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=causal, scale=scale)  # noqa: E731
+        def ours(q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, causal=causal, scale=scale)
     else:
-        ours = lambda q, k, v: F.scaled_dot_product_attention_composed(q, k, v, causal=causal, scale=scale)  # noqa: E731
+        def ours(q, k, v):
+            return F.scaled_dot_product_attention_composed(q, k, v, causal=causal, scale=scale)
     return try_step(prog, f"{fn}_attention[causal={causal}, scale={scale}]", ins, ours,
                     lambda q, k, v: _torch_attention(q, k, v, causal, scale), check=bounded(5.0))
 
@@ -894,6 +907,17 @@ REFUSALS = {
     "attention, key and value lengths": ([(2, 4, 3), (2, 4, 3), (2, 5, 3)],
                                          lambda q, k, v: F.scaled_dot_product_attention(q, k, v, causal=False),
                                          lambda q, k, v: TF.scaled_dot_product_attention(q, k, v), ["shapes"]),
+    "masked_fill, integer mask": ([(2, 3)], lambda x: x.masked_fill(ids([1, 0, 1]), 0.0),
+                                  lambda x: x.masked_fill(torch.tensor([1, 0, 1]), 0.0), ["boolean"]),
+    "embedding, 1-D weight": ([(4,)], lambda w: F.embedding(ids([1, 2]), w),
+                              lambda w: TF.embedding(torch.tensor([1, 2]), w), ["2-D"]),
+    "cross_entropy, integer logits": ([], lambda: F.cross_entropy(Tensor(np.ones((2, 3), np.int64)), ids([0, 1])),
+                                      lambda: TF.cross_entropy(torch.ones(2, 3, dtype=torch.long),
+                                                               torch.tensor([0, 1])),
+                                      ["floating-point"]),
+    "matmul, float32 @ float64": ([], lambda: Tensor(np.ones((2, 3), np.float32)) @ Tensor(np.ones((3, 2))),
+                                  lambda: torch.ones(2, 3) @ torch.ones(3, 2, dtype=torch.float64), ["dtype"]),
+    "dropout, p above 1": ([(2, 3)], lambda x: F.dropout(x, 1.5), lambda x: TF.dropout(x, 1.5), ["dropout"]),
     "backward of a non-scalar": ([(2, 3)], lambda x: (x * 2).backward(), lambda x: (x * 2).backward(),
                                  ["one-element"]),
     "backward, grad shape": ([(2, 3)], lambda x: (x * 2).backward(np.ones(3)),
@@ -1005,3 +1029,12 @@ def test_found_constants_keep_a_float32_program_float32(constant):
         assert theirs is None or theirs.dtype == torch.float32
     (x * constant).sum().backward()
     assert x.grad.dtype == np.float32
+
+
+def test_found_layer_norm_without_weight_and_an_empty_index():
+    """PyTorch takes layer_norm without a weight (ours failed deep in NumPy), and an empty list
+    picks no rows (ours called it a float index)."""
+    _program_agrees(_pair((2, 3), (3,)), lambda x, b: (F.layer_norm(x, None, b) ** 2).sum()
+                    + (F.layer_norm_composed(x * 2, None) ** 3).sum() + x[[]].sum(),
+                    lambda x, b: (TF.layer_norm(x, (3,), None, b) ** 2).sum()
+                    + (TF.layer_norm(x * 2, (3,)) ** 3).sum() + x[[]].sum())

@@ -279,8 +279,8 @@ class Tensor:
     def __rmul__(self, other): return Tensor._apply(ops.Mul, self._lift(other), self)
     def __truediv__(self, other): return Tensor._apply(ops.Div, self, self._lift(other))
     def __rtruediv__(self, other): return Tensor._apply(ops.Div, self._lift(other), self)
-    def __matmul__(self, other): return Tensor._apply(ops.MatMul, self, self._lift(other))
-    def __rmatmul__(self, other): return Tensor._apply(ops.MatMul, self._lift(other), self)
+    def __matmul__(self, other): return Tensor._apply(ops.MatMul, *_one_dtype(self, self._lift(other)))
+    def __rmatmul__(self, other): return Tensor._apply(ops.MatMul, *_one_dtype(self._lift(other), self))
     def __neg__(self): return Tensor._apply(ops.Neg, self)
 
     def __pow__(self, other):
@@ -307,8 +307,12 @@ class Tensor:
         """A copy with ``value`` where the boolean ``mask`` (broadcastable) is True."""
         mask = mask.data if isinstance(mask, Tensor) else mask
         xp = get_array_module(self.data)
-        if not is_array(mask) or mask.dtype != bool or get_array_module(mask) is not xp:
-            mask = xp.asarray(mask, dtype=bool)  # a mask, like an index, goes where the data is
+        if not is_array(mask):
+            mask = np.asarray(mask)
+        if mask.dtype != bool:  # as in PyTorch: 0/1 integers are not taken for a mask
+            raise TypeError(f"masked_fill: the mask must be boolean, got dtype {mask.dtype}")
+        if get_array_module(mask) is not xp:
+            mask = xp.asarray(mask)  # a mask, like an index, goes where the data is
         return Tensor._apply(ops.MaskedFill, self, mask=mask, value=value)
 
     # ------------------------------------------------------------------ reductions
@@ -455,6 +459,13 @@ def _propagate(ctx, g, grads, owned):
             owned.add(key)
 
 
+def _one_dtype(x, y):
+    """Matrix-product operands, which must share a float dtype (PyTorch refuses float32 @ float64)."""
+    if x.dtype != y.dtype and x.dtype.kind == "f" and y.dtype.kind == "f":
+        raise TypeError(f"matmul: operands need one dtype, got {x.dtype} and {y.dtype}")
+    return x, y
+
+
 def _shape_arg(shape):
     """Accept f(2, 3) and f((2, 3)) alike."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -470,7 +481,7 @@ def _index_arg(index, like):
         if isinstance(i, Tensor):
             i = i.data
         if isinstance(i, list) or (is_array(i) and get_array_module(i) is not xp):
-            i = xp.asarray(i)
+            i = xp.asarray(i, dtype=np.int64) if isinstance(i, list) and not i else xp.asarray(i)
         if is_array(i) and i.dtype.kind == "f":
             raise TypeError(f"indices must be integers or booleans, got dtype {i.dtype}")
         return i
