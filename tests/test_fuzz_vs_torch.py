@@ -23,7 +23,7 @@ which ours must refuse with a readable error, and the failures found so far, as 
 """
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -67,13 +67,12 @@ class Step:
     n_out: int = 1
 
 
-@dataclass
 class Program:
-    dtype: type
-    steps: list = field(default_factory=list)
-    values: list = field(default_factory=list)  # float64 torch values, no graph: for the checks
-    used: set = field(default_factory=set)
-    loss: list = field(default_factory=list)    # (pool index, reduction, weights)
+    """Steps in order, the pool of values they make (float64 torch values without a graph, for the
+    drawing's checks) and the loss terms: (pool index, reduction, weights)."""
+
+    def __init__(self, dtype):
+        self.dtype, self.steps, self.values, self.used, self.loss = dtype, [], [], set(), []
 
     def __repr__(self):  # what hypothesis prints for a failing program
         return f"Program({np.dtype(self.dtype)}):\n{self.describe()}"
