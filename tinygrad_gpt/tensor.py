@@ -315,15 +315,19 @@ class Tensor:
         As in PyTorch, a constant does not raise a float tensor's dtype: integer and boolean
         operands, and 0-d float arrays beside a tensor with axes, take the tensor's dtype (NumPy
         alone would make float32 * int64 a float64 array)."""
+        source = None
         if isinstance(other, Tensor) and not other.requires_grad:
-            other = other.data
+            source, other = other, other.data
         if isinstance(other, Tensor):
             return other
         if is_array(other):
             if self.dtype.kind == "f" and (other.dtype.kind in "biu"
                                            or (other.dtype.kind == "f" and other.ndim == 0 < self.ndim)):
                 other = other.astype(self.dtype)
-            return Tensor._wrap(other)
+            t = Tensor._wrap(other)
+            if source is not None and other is source._data:
+                t._version = source._version  # one array: a write to the tensor is seen here too
+            return t
         xp = get_array_module(self.data)
         if isinstance(other, (bool, int, float, np.number)) and self.dtype.kind == "f":
             return Tensor._wrap(xp.asarray(other, dtype=self.dtype))
