@@ -127,5 +127,6 @@ def main(argv=None):
 
 
 def _fail(message, code):
+    message = " ".join(str(message).splitlines())  # one line, whatever a file's names hold
     print(f"error: {message}", file=sys.stderr)
     return code

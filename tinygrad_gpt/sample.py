@@ -6,10 +6,8 @@ from typing import Optional
 import numpy as np
 
 from . import backend
-from .checkpoint import load_checkpoint
-from .serialization import CheckpointError
+from .checkpoint import checkpoint_tokenizer, load_checkpoint
 from .data import read_text_file
-from .tokenizer import tokenizer_from_dict
 from .pretrained import from_pretrained, load_hf_tokenizer
 from .train import ConfigError
 
@@ -52,12 +50,7 @@ def prompt_text(start):
 
 def _from_checkpoint(cfg):
     ckpt = load_checkpoint(os.path.join(cfg.out_dir, "ckpt.safetensors"))
-    if "tokenizer" not in ckpt.extra:
-        raise CheckpointError(f"{ckpt.path}: the checkpoint holds no tokenizer, so text cannot be encoded")
-    try:
-        tokenizer = tokenizer_from_dict(ckpt.extra["tokenizer"])
-    except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{ckpt.path}: the saved tokenizer is unreadable ({e})") from None
+    tokenizer = checkpoint_tokenizer(ckpt)
     return ckpt.build_model(device=cfg.device), tokenizer
 
 
@@ -66,7 +59,8 @@ def sample(cfg, print_fn=print):
     cfg.validate()
     backend.require_device(cfg.device)
     if cfg.init_from != "resume":  # a Hugging Face GPT-2 folder, with its own tokenizer
-        model, tokenizer = from_pretrained(cfg.init_from, device=cfg.device), load_hf_tokenizer(cfg.init_from)
+        model = from_pretrained(cfg.init_from, device=cfg.device)
+        tokenizer = load_hf_tokenizer(cfg.init_from, vocab_size=model.config.vocab_size)
     else:
         model, tokenizer = _from_checkpoint(cfg)
     model.eval()
@@ -76,7 +70,8 @@ def sample(cfg, print_fn=print):
     try:
         ids = np.asarray([tokenizer.encode(text)] * cfg.num_samples, dtype=np.int64)
     except ValueError as e:
-        raise ConfigError(f"--start: {e}") from None
+        where = f"--start={cfg.start}" if cfg.start.startswith("FILE:") else "--start"
+        raise ConfigError(f"{where}: {e}") from None
     out = model.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                          top_p=cfg.top_p, use_cache=cfg.use_cache, seed=cfg.seed)
     samples = [tokenizer.decode(row.tolist()) for row in out]

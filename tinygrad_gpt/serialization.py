@@ -35,6 +35,7 @@ DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
 _WRITE_NAMES = {np.dtype(code).str: name for name, code in DTYPES.items() if name != "BF16"}
 SHA_KEY = "sha256"
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the same limit as the reference implementation
+MAX_NDIM = 64  # NumPy's limit on dimensions
 
 
 class CheckpointError(ValueError):
@@ -203,8 +204,11 @@ def _read_header(path):
     header = _parse_json(raw, fail)
     metadata = header.pop("__metadata__", None)
     metadata = {} if metadata is None else metadata
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise fail("__metadata__ must be an object of string -> string")
+    if not isinstance(metadata, dict):
+        raise fail(f"__metadata__ must be an object of string -> string, got {type(metadata).__name__}")
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise fail(f"__metadata__ entry {key!r} must be a string, got {type(value).__name__}")
     entries = [_check_entry(name, info, fail) for name, info in header.items()]
     _check_layout(entries, size - 8 - n, fail)
     return 8 + n, entries, metadata
@@ -235,6 +239,8 @@ def _parse_json(raw, fail):
         header = json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as e:
         raise fail(f"header is not valid JSON ({e.msg} at header position {e.pos})") from None
+    except (ValueError, RecursionError) as e:  # an integer of thousands of digits, nesting too deep
+        raise fail(f"header is not valid JSON ({str(e)[:60] or 'nested too deeply'})") from None
     if not isinstance(header, dict):
         raise fail(f"header must be a JSON object, got {type(header).__name__}")
     return header
@@ -249,13 +255,18 @@ def _check_entry(name, info, fail):
     if not isinstance(info, dict):
         raise fail(f"tensor {name!r}: entry must be an object")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if dtype not in DTYPES:
-        raise fail(f"tensor {name!r}: unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise fail(f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise fail(f"tensor {name!r}: unknown dtype {str(dtype)[:40]!r}")
+    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
+            or not all(_is_int(d) and d >= 0 for d in shape)):
+        raise fail(f"tensor {name!r}: shape must be a list of at most {MAX_NDIM} non-negative integers, "
+                   f"got {str(shape)[:60]}")
+    if math.prod(d for d in shape if d) >= 2 ** 62 // 8:  # an empty tensor still needs a shape NumPy can hold
+        raise fail(f"tensor {name!r}: shape {shape} is too large")
     if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
             or not 0 <= offsets[0] <= offsets[1]):
-        raise fail(f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end, got {offsets!r}")
+        raise fail(f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end, "
+                   f"got {str(offsets)[:60]}")
     nbytes = math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize
     if offsets[1] - offsets[0] != nbytes:
         raise fail(f"tensor {name!r}: data_offsets {offsets} span {offsets[1] - offsets[0]} bytes "

@@ -23,7 +23,7 @@ import numpy as np
 from . import backend
 from .anomaly import AnomalyError, detect_anomaly
 from .backend import get_array_module
-from .checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
+from .checkpoint import CKPT_NAME, check_training_state, load_checkpoint, save_checkpoint
 from .serialization import CheckpointError
 from .data import DataError, Dataset, load_text
 from .model import GPT, GPTConfig
@@ -31,7 +31,6 @@ from .optim import clip_grad_norm_, cosine_lr
 from .tensor import no_grad
 from .tokenizer import CharTokenizer
 from .bpe import BPETokenizer
-from .tokenizer import tokenizer_from_dict
 from .pretrained import crop_block_size, from_pretrained, load_hf_tokenizer
 from .lock import RunLock
 
@@ -173,17 +172,15 @@ RESUME_KEYS = ("iter", "best_val_loss", "tokenizer", "batch_rng", "rng")
 
 
 def _check_resumable(ckpt):
-    """A checkpoint can resume training only with optimizer state, RNG states and a tokenizer."""
+    """A checkpoint can resume training only with optimizer state, RNG states and a tokenizer,
+    each of the right type and range; returns the tokenizer."""
     missing = [k for k in RESUME_KEYS if k not in ckpt.extra]
     if ckpt.optimizer_state is None:
         missing.append("optimizer state")
     if missing:
         raise CheckpointError(f"{ckpt.path}: cannot resume training from this checkpoint; "
                               f"it lacks {', '.join(missing)}")
-    try:
-        tokenizer_from_dict(ckpt.extra["tokenizer"])
-    except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{ckpt.path}: the saved tokenizer is unreadable ({e})") from None
+    return check_training_state(ckpt)
 
 
 def _prepare_out_dir(out_dir):
@@ -195,16 +192,43 @@ def _prepare_out_dir(out_dir):
         raise ConfigError(f"--out_dir={out_dir}: the folder is not writable")
 
 
+@contextlib.contextmanager
+def _out_dir(out_dir):
+    """Create ``out_dir`` (and missing parents) for the run; a run that fails before writing
+    anything there removes the folders it created, so a refused run leaves no trace."""
+    created, folder = [], os.path.abspath(out_dir)
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        created.append(folder)
+        folder = os.path.dirname(folder)
+    _prepare_out_dir(out_dir)
+    try:
+        yield
+    except BaseException:
+        for folder in created:  # innermost first; a folder with anything in it stays
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+        raise
+
+
 def _load_data(cfg, tokenizer=None):
     text, name = load_text(cfg.dataset, cfg.data)
     if tokenizer is None:
         tokenizer = (BPETokenizer.train(text, cfg.vocab_size) if cfg.tokenizer == "bpe"
                      else CharTokenizer.from_text(text))
+    where = cfg.data if cfg.data is not None else name
     try:
         ids = tokenizer.encode_array(text)
     except ValueError as e:  # resuming on text with characters the checkpoint's tokenizer lacks
-        raise DataError(f"{name}: {e}") from None
-    return Dataset(ids, cfg.block_size), tokenizer, name
+        raise DataError(f"{where}: {e}") from None
+    dataset = Dataset(ids, cfg.block_size)
+    for split in Dataset.SPLITS:
+        if len(dataset.split(split)) < cfg.block_size + 1:
+            raise DataError(f"{where}: the {split} split has {len(dataset.split(split))} tokens, too few for "
+                            f"block_size {cfg.block_size} (it needs at least {cfg.block_size + 1}); use a "
+                            f"smaller block_size or more text")
+    return dataset, tokenizer, name
 
 
 def train(cfg, print_fn=print):
@@ -216,13 +240,12 @@ def train(cfg, print_fn=print):
     """
     cfg.validate()
     backend.require_device(cfg.device)
-    _prepare_out_dir(cfg.out_dir)
-    with RunLock(cfg.out_dir) as lock:
+    with _out_dir(cfg.out_dir), RunLock(cfg.out_dir) as lock:
         if lock.taken_over:
             pid = f" (process {lock.stale_pid})" if lock.stale_pid is not None else ""
             print_fn(f"taking over {lock.path}, left by a run that no longer exists{pid}")
+        run = _setup(cfg, print_fn)  # reads and checks every file; writes nothing
         _remove_partial_writes(cfg.out_dir)
-        run = _setup(cfg, print_fn)
         anomaly = detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
         # non-finite values are caught by the checks below, so NumPy's warnings would only repeat them
         with anomaly, np.errstate(over="ignore", divide="ignore", invalid="ignore"):
@@ -270,15 +293,14 @@ def _setup(cfg, print_fn):
     ckpt = pretrained = tokenizer = None
     if cfg.init_from == "resume":
         ckpt = load_checkpoint(ckpt_path)
-        _check_resumable(ckpt)
-        tokenizer = tokenizer_from_dict(ckpt.extra["tokenizer"])
+        tokenizer = _check_resumable(ckpt)
         model_config = ckpt.config
         cfg.block_size = model_config.block_size  # the model's shape comes from the checkpoint
     elif cfg.init_from != "scratch":  # a GPT-2 folder: its weights and its own BPE tokenizer
         pretrained = from_pretrained(cfg.init_from, dtype=cfg.dtype, dropout=cfg.dropout)
         cfg.block_size = min(cfg.block_size, pretrained.config.block_size)
         model_config = crop_block_size(pretrained, cfg.block_size).config
-        tokenizer = load_hf_tokenizer(cfg.init_from)
+        tokenizer = load_hf_tokenizer(cfg.init_from, vocab_size=model_config.vocab_size)
     dataset, tokenizer, data_name = _load_data(cfg, tokenizer)
     if ckpt is None and pretrained is None:
         model_config = GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size,
