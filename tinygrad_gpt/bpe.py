@@ -284,8 +284,8 @@ class BPETokenizer:
             with open(vocab_json, encoding="utf-8") as f:
                 vocab = json.load(f)
         except (OSError, ValueError, RecursionError) as e:  # ValueError: bad UTF-8 or JSON, huge numbers
-            raise ValueError(f"{vocab_json}: cannot read a BPE vocabulary from it "
-                             f"({str(e)[:100] or 'nested too deeply'})") from None
+            problem = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:100]
+            raise ValueError(f"{vocab_json}: cannot read a BPE vocabulary from it ({problem})") from None
         try:
             with open(merges_txt, encoding="utf-8") as f:
                 lines = list(enumerate(f.read().splitlines(), start=1))
@@ -330,6 +330,10 @@ class BPETokenizer:
         if special_tokens is None:  # tokens that BPE cannot build are added (special) tokens
             made = {tokens[a] + tokens[b] for a, b in pairs}
             special_tokens = [t for t in tokens if t not in made and len(t) > 1]
+            for t in special_tokens:  # a special token is spelled as its plain text, not in GPT-2's table
+                if _utf8_or_none(t) != token_bytes[vocab[t]]:
+                    raise ValueError(f"{merges_source}: no merge makes the token {t[:40]!r} of {vocab_source} "
+                                     f"(is {merges_source} cut short, or the token misspelled?)")
         for name in special_tokens:
             if _utf8_or_none(name) not in index:
                 raise ValueError(f"{vocab_source}: special token {name[:40]!r} is not in the vocabulary")

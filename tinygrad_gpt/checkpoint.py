@@ -26,7 +26,7 @@ import numpy as np
 
 from .backend import check_rng_state
 from .model import GPT, GPTConfig, parameter_shapes
-from .serialization import CheckpointError, load_file, save_file, read_metadata
+from .serialization import CheckpointError, json_problem, load_file, save_file, read_metadata
 from .tokenizer import tokenizer_from_dict
 
 FORMAT = "tinygrad_gpt.checkpoint"
@@ -77,9 +77,8 @@ def _json_field(meta, key, path):
         raise CheckpointError(f"{path}: the checkpoint has no {key!r} entry") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: the {key!r} entry is not valid JSON ({e.msg})") from None
-    except (ValueError, RecursionError) as e:  # an integer of thousands of digits, nesting too deep
-        raise CheckpointError(f"{path}: the {key!r} entry is not valid JSON "
-                              f"({str(e)[:60] or 'nested too deeply'})") from None
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path}: the {key!r} entry is not valid JSON ({json_problem(e)})") from None
 
 
 def _check_format(meta, path):
@@ -131,15 +130,15 @@ def config_from_dict(d, path, source="model_config"):
         raise CheckpointError(f"{path}: bad {source}: {e}") from None
 
 
-def check_model_state(state, config, path, source="model_config"):
+def check_model_state(state, config, path, source="model_config", names=None):
     """Every name and shape of GPT(config), no more and no less, float and finite; otherwise
     CheckpointError naming ``path`` and the first problem (``source`` names where the config
-    came from, for the message).
+    came from, and ``names`` how it spells GPTConfig's fields, e.g. {"block_size": "n_positions"}).
 
     The config's sizes are first checked against the tensors present, which the file's size
     bounds; only then are the expected shapes built from the model, layer by layer.
     """
-    _check_sizes(state, config, path, source)
+    _check_sizes(state, config, path, source, names or {})
     expected = parameter_shapes(config)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -154,7 +153,7 @@ def check_model_state(state, config, path, source="model_config"):
         _check_floats(state[name], name, path)
 
 
-def _check_sizes(state, config, path, source):
+def _check_sizes(state, config, path, source, names):
     """The config's sizes against the embeddings and layers present, with no loop over a size."""
     for name, (a, b) in (("transformer.wte.weight", ("vocab_size", "n_embd")),
                          ("transformer.wpe.weight", ("block_size", "n_embd"))):
@@ -163,7 +162,7 @@ def _check_sizes(state, config, path, source):
             raise CheckpointError(f"{path}: there is no {name} tensor")
         if tuple(state[name].shape) != want:
             raise CheckpointError(f"{path}: {name} has shape {tuple(state[name].shape)}, but {source} says "
-                                  f"{a}={want[0]} and {b}={want[1]}")
+                                  f"{names.get(a, a)}={want[0]} and {names.get(b, b)}={want[1]}")
     # more layers than the file has tensors for is refused here; a stray layer is named below
     layers = {int(m.group(1)) for m in map(_LAYER.match, state) if m}
     contiguous = bool(layers) and min(layers) == 0 and max(layers) == len(layers) - 1

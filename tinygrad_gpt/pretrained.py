@@ -25,7 +25,7 @@ from .bpe import BPETokenizer, ENDOFTEXT
 from .tokenizer import tokenizer_from_dict
 from .checkpoint import check_model_state, load_checkpoint
 from .model import GPTConfig, empty_gpt
-from .serialization import CheckpointError, load_file, save_file
+from .serialization import CheckpointError, json_problem, load_file, save_file
 
 CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", "model.safetensors.index.json"
 PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
@@ -106,7 +106,7 @@ def _read_config(folder):
     except FileNotFoundError:
         raise CheckpointError(f"{folder}: no {CONFIG_NAME} there (is it a Hugging Face GPT-2 folder?)") from None
     except (OSError, ValueError, RecursionError) as e:  # ValueError: bad UTF-8, bad JSON, 5000-digit ints
-        raise CheckpointError(f"{path}: cannot read it ({str(e)[:100] or 'nested too deeply'})") from None
+        raise CheckpointError(f"{path}: cannot read it ({json_problem(e)})") from None
     if not isinstance(hf, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     return hf
@@ -155,7 +155,7 @@ def _read_weights(files, config, dtype, config_path=CONFIG_NAME):
                 if name in state:
                     raise CheckpointError(f"{path}: {key} is also in another shard")
                 state[name] = x if x.dtype == dtype else x.astype(dtype)
-    check_model_state(state, config, files[0], source=config_path)
+    check_model_state(state, config, files[0], source=config_path, names={"block_size": "n_positions"})
     wte = state["transformer.wte.weight"]
     if head is not None and (head.shape != wte.shape or not np.array_equal(head.astype(dtype), wte)):
         raise CheckpointError(f"{files[0]}: lm_head.weight differs from the token embedding; this GPT "

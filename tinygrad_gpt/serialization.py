@@ -239,11 +239,20 @@ def _parse_json(raw, fail):
         header = json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as e:
         raise fail(f"header is not valid JSON ({e.msg} at header position {e.pos})") from None
-    except (ValueError, RecursionError) as e:  # an integer of thousands of digits, nesting too deep
-        raise fail(f"header is not valid JSON ({str(e)[:60] or 'nested too deeply'})") from None
+    except (ValueError, RecursionError) as e:
+        raise fail(f"header is not valid JSON ({json_problem(e)})") from None
     if not isinstance(header, dict):
         raise fail(f"header must be a JSON object, got {type(header).__name__}")
     return header
+
+
+def json_problem(e):
+    """What Python's json refused beyond a syntax error: a number too long, nesting too deep."""
+    if isinstance(e, RecursionError):
+        return "it is nested too deeply"
+    if "digits" in str(e):
+        return "it holds an integer of thousands of digits"
+    return str(e)[:100]
 
 
 def _is_int(v):
