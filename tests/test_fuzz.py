@@ -563,3 +563,182 @@ def test_fuzz(family, files, tmp_path):
         shutil.rmtree(case_dir, ignore_errors=True)
     assert not failures, f"{len(failures)} bad cases of {family_cases(family)} (exit codes {codes}):\n" + \
         "\n".join(failures[:25])
+
+
+# ----------------------------------------------------------------------------- the cases that started it
+
+def edited(source, folder, key, edit):
+    """A copy of checkpoint ``source`` in ``folder/out`` whose JSON metadata entry ``key`` went through ``edit``."""
+    out = folder / "out"
+    out.mkdir(parents=True)
+    header, data = read_st(source)
+    tree = json.loads(header["__metadata__"][key])
+    edit(tree)
+    header["__metadata__"][key] = dumps(tree)
+    (out / "ckpt.safetensors").write_bytes(st_bytes(header, data))
+    return out
+
+
+def one_error(code, stderr, *words):
+    assert code == 1, (code, stderr)
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    for word in words:
+        assert str(word) in lines[0], (word, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["sample", "resume"])
+def test_a_config_with_2_40_layers_is_refused_at_once(files, tmp_path, command):
+    out = edited(files["char"], tmp_path, "model_config", lambda c: c.update(n_layer=2 ** 40))
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    code, stderr = run_cli(commands_for_checkpoint(out, files["text"])[command], seconds=10)
+    seconds, (_, peak) = time.perf_counter() - t0, tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    one_error(code, stderr, out / "ckpt.safetensors", "n_layer=1099511627776")
+    assert seconds < 5 and peak < 50 * 2 ** 20, (seconds, peak)
+
+
+def test_a_config_json_with_2_40_layers_is_refused_at_once(files, tmp_path):
+    folder = tmp_path / "hf"
+    shutil.copytree(files["hf"], folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    (folder / "config.json").write_text(json.dumps({**config, "n_layer": 2 ** 40}), encoding="utf-8")
+    t0 = time.perf_counter()
+    code, stderr = run_cli(commands_for_folder(folder, tmp_path / "new", files["text"])["sample"], seconds=10)
+    one_error(code, stderr, folder / "config.json", "n_layer=1099511627776")
+    assert time.perf_counter() - t0 < 5
+
+
+@pytest.mark.parametrize("family", ["ckpt", "hf"])
+def test_a_header_claiming_a_2_40_element_tensor_is_refused_at_once(files, tmp_path, family):
+    """Shape and offsets agree with each other, so only the file's real size can refuse them."""
+    if family == "ckpt":
+        target, folder = tmp_path / "out" / "ckpt.safetensors", tmp_path / "out"
+        folder.mkdir()
+        shutil.copyfile(files["char"], target)
+        argv = commands_for_checkpoint(folder, files["text"])["sample"]
+    else:
+        folder = tmp_path / "hf"
+        shutil.copytree(files["hf"], folder)
+        target = folder / "model.safetensors"
+        argv = commands_for_folder(folder, tmp_path / "new", files["text"])["sample"]
+    header, data = read_st(target)
+    name = next(k for k in header if k != "__metadata__")
+    begin = header[name]["data_offsets"][0]
+    header[name].update(shape=[2 ** 20, 2 ** 20], data_offsets=[begin, begin + 4 * 2 ** 40])
+    target.write_bytes(st_bytes(header, data))
+    tracemalloc.start()
+    code, stderr = run_cli(argv, seconds=10)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    one_error(code, stderr, target, name)
+    assert peak < 50 * 2 ** 20, peak
+
+
+def test_a_negative_batch_rng_state_is_refused(files, tmp_path):
+    out = edited(files["char"], tmp_path, "extra", lambda e: e["batch_rng"]["state"].update(state=-1))
+    code, stderr = run_cli(commands_for_checkpoint(out, files["text"])["resume"])
+    one_error(code, stderr, out / "ckpt.safetensors", "batch_rng", "state.state")
+
+
+def test_an_optimizer_eps_that_is_a_list_is_refused(files, tmp_path):
+    out = edited(files["char"], tmp_path, "optimizer", lambda o: o["param_groups"][0].update(eps=[1e-8]))
+    code, stderr = run_cli(commands_for_checkpoint(out, files["text"])["resume"])
+    one_error(code, stderr, out / "ckpt.safetensors", "eps")
+
+
+def test_a_list_as_a_dtype_in_a_gpt2_folder_is_refused(files, tmp_path):
+    folder = tmp_path / "hf"
+    shutil.copytree(files["hf"], folder)
+    header, data = read_st(folder / "model.safetensors")
+    header["transformer.wte.weight"]["dtype"] = ["F32"]
+    (folder / "model.safetensors").write_bytes(st_bytes(header, data))
+    code, stderr = run_cli(commands_for_folder(folder, tmp_path / "new", files["text"])["sample"])
+    one_error(code, stderr, folder / "model.safetensors", "transformer.wte.weight", "dtype")
+
+
+@pytest.mark.parametrize("line, words", [("a b c", ["merges.txt: merge", "line 3", "'a b c'"]),
+                                         ("Ġ xyz", ["merges.txt: merge", "line 3", "'xyz' is not a token of",
+                                                    "vocab.json"])])
+def test_a_bad_merges_line_names_merges_txt(files, tmp_path, line, words):
+    folder = tmp_path / "hf"
+    shutil.copytree(files["hf"], folder)
+    lines = (folder / "merges.txt").read_text(encoding="utf-8").split("\n")
+    (folder / "merges.txt").write_text("\n".join(lines[:2] + [line] + lines[2:]), encoding="utf-8")
+    code, stderr = run_cli(commands_for_folder(folder, tmp_path / "new", files["text"])["sample"])
+    message = one_error(code, stderr, folder / "merges.txt", *words)
+    assert "vocab.json:" not in message  # the file at fault comes first
+
+
+def test_a_merge_making_an_unknown_token_names_both_files(files, tmp_path):
+    folder = tmp_path / "hf"
+    shutil.copytree(files["hf"], folder)
+    vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+    lines = (folder / "merges.txt").read_text(encoding="utf-8").split("\n")
+    made = "".join(lines[1].split(" "))
+    vocab[made + "x"] = vocab.pop(made)  # the first merge's token, misspelled in vocab.json
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    code, stderr = run_cli(commands_for_folder(folder, tmp_path / "new", files["text"])["sample"])
+    one_error(code, stderr, f"{folder / 'merges.txt'}: merge 0 (line 2)", "makes a token", folder / "vocab.json")
+
+
+def test_a_vocab_json_that_is_not_json_names_vocab_json(files, tmp_path):
+    folder = tmp_path / "hf"
+    shutil.copytree(files["hf"], folder)
+    (folder / "vocab.json").write_text('{"a": 0,', encoding="utf-8")
+    code, stderr = run_cli(commands_for_folder(folder, tmp_path / "new", files["text"])["finetune"])
+    one_error(code, stderr, f"{folder / 'vocab.json'}: cannot read")
+    assert not (tmp_path / "new").exists()
+
+
+# ----------------------------------------------------------------------------- nothing lost
+
+def test_a_refused_resume_leaves_out_dir_byte_for_byte(files, tmp_path):
+    out = edited(files["char"], tmp_path, "extra", lambda e: e.update(iter=-5))
+    (out / "log.jsonl").write_text('{"iter": 0, "loss": 3.0}\n', encoding="utf-8")
+    (out / ".ckpt.safetensors.abc.tmp").write_bytes(b"half a checkpoint")  # a killed run's leftover
+    before = tree_hash(out)
+    code, stderr = run_cli(commands_for_checkpoint(out, files["text"])["resume"])
+    one_error(code, stderr, out / "ckpt.safetensors", "iter")
+    assert tree_hash(out) == before
+
+
+def test_a_refused_fine_tune_writes_nothing(files, tmp_path):
+    folder = tmp_path / "hf"
+    shutil.copytree(files["hf"], folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    (folder / "config.json").write_text(json.dumps({**config, "layer_norm_epsilon": "tiny"}), encoding="utf-8")
+    new = tmp_path / "runs" / "new"  # neither folder exists yet
+    code, stderr = run_cli(commands_for_folder(folder, new, files["text"])["finetune"])
+    one_error(code, stderr, folder / "config.json", "layer_norm_epsilon")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_good_fine_tune_still_runs(files, tmp_path):
+    code, stderr = run_cli(commands_for_folder(files["hf"], tmp_path / "new", files["text"])["finetune"])
+    assert code == 0 and stderr == "", stderr
+    assert (tmp_path / "new" / "ckpt.safetensors").exists()
+
+
+# ----------------------------------------------------------------------------- as a real process
+
+SUBPROCESS_CASES = {
+    "n_layer": ("model_config", lambda c: c.update(n_layer=2 ** 40), "n_layer"),
+    "batch_rng": ("extra", lambda e: e["batch_rng"]["state"].update(state=-1), "batch_rng"),
+    "eps": ("optimizer", lambda o: o["param_groups"][0].update(eps=[1e-8]), "eps"),
+    "tokenizer": ("extra", lambda e: e["tokenizer"]["chars"].append(["x"]), "tokenizer"),
+}
+
+
+@pytest.mark.parametrize("case", list(SUBPROCESS_CASES))
+def test_as_a_process(files, tmp_path, case):
+    key, edit, word = SUBPROCESS_CASES[case]
+    out = edited(files["char"], tmp_path, key, edit)
+    argv = commands_for_checkpoint(out, files["text"])["resume"][1:]
+    result = subprocess.run([sys.executable, "-m", "tinygrad_gpt", "train", *argv], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and word in lines[0], result.stderr
