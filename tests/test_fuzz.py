@@ -200,11 +200,12 @@ def mutate_json(tree, rng, prefer=None):
         return tree, path, words
     elif kind == "add" and isinstance(node, dict):
         key = rng.choice(["zzz_unknown", "", "__class__"])
-        node[key] = rng.choice(HOSTILE)
-        return tree, path + (key,), words + [repr(key), key or "''"]
+        node[key] = value = rng.choice(HOSTILE)
+        return tree, path + (key,), ["JSON"] if isinstance(value, Raw) and not parses(value.text) else \
+            words + [repr(key), key or "''"]
     elif kind == "add" and isinstance(node, list):
-        node.append(rng.choice(HOSTILE + node[:1] * 3))
-        return tree, path + ("+",), words
+        node.append(value := rng.choice(HOSTILE + node[:1] * 3))
+        return tree, path + ("+",), ["JSON"] if isinstance(value, Raw) and not parses(value.text) else words
     else:
         value = rng.choice(HOSTILE)
     if isinstance(value, Raw) and not parses(value.text):  # the whole document is refused, and named
@@ -368,7 +369,7 @@ def data_values(rng, path):
         data[at:at + 4] = struct.pack("<f", value)
     header["__metadata__"]["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
     path.write_bytes(st_bytes(header, bytes(data)))
-    words = [name, name.removeprefix("model.")]
+    words = [name, name.removeprefix("model."), "logits are not finite"]  # an overflow names no tensor
     if name.startswith("optim."):  # the optimizer names its arrays by key and parameter index
         words.append(f"{name.split('.')[2]} of parameter {name.split('.')[1]}")
     return f"tensor {name!r} holds {value}", words
@@ -514,6 +515,7 @@ def header_bytes_text(rng, path):
 
 
 def text_case(rng, case_dir, files, family):
+    case_dir.mkdir(parents=True)
     target = case_dir / "data.txt"
     shutil.copyfile(files["text"], target)
     what, words = text_data(rng, target)

@@ -263,6 +263,8 @@ class GPT(Module):
             with no_grad():
                 for _ in range(max_new_tokens):
                     logits = to_numpy(self._next_logits(idx, caches)).astype(np.float64)
+                    if not np.isfinite(logits).all():  # weights that overflow: no token can be drawn
+                        raise FloatingPointError("the model's logits are not finite (nan or inf)")
                     nxt = sample_token(logits, temperature, top_k, top_p, rng)  # (B,)
                     idx = xp.concatenate([idx, xp.asarray(nxt[:, None], dtype=idx.dtype)], axis=1)
         finally:

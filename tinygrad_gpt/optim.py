@@ -79,7 +79,7 @@ class Optimizer:
         sizes = [len(g["params"]) if isinstance(g, dict) and isinstance(g.get("params"), list) else None
                  for g in groups]
         if sizes != [len(g["params"]) for g in self.param_groups]:
-            raise ValueError(f"{name}: parameter groups do not match "
+            raise ValueError(f"{name}: param_groups do not match this optimizer's "
                              f"(saved sizes {sizes}, these {[len(g['params']) for g in self.param_groups]})")
         options = [self._check_options(saved, i) for i, saved in enumerate(groups)]
         new_state = {}

@@ -22,8 +22,7 @@ import numpy as np
 
 from . import backend, nn
 from .bpe import BPETokenizer, ENDOFTEXT
-from .tokenizer import tokenizer_from_dict
-from .checkpoint import check_model_state, load_checkpoint
+from .checkpoint import check_model_state, checkpoint_tokenizer, load_checkpoint
 from .model import GPTConfig, empty_gpt
 from .serialization import CheckpointError, json_problem, load_file, save_file
 
@@ -106,7 +105,7 @@ def _read_config(folder):
     except FileNotFoundError:
         raise CheckpointError(f"{folder}: no {CONFIG_NAME} there (is it a Hugging Face GPT-2 folder?)") from None
     except (OSError, ValueError, RecursionError) as e:  # ValueError: bad UTF-8, bad JSON, 5000-digit ints
-        raise CheckpointError(f"{path}: cannot read it ({json_problem(e)})") from None
+        raise CheckpointError(f"{path}: cannot read it as JSON ({json_problem(e)})") from None
     if not isinstance(hf, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     return hf
@@ -254,8 +253,7 @@ def export_checkpoint(path, folder):
     """Write a training checkpoint (file or out_dir) as a Hugging Face GPT-2 folder, with its
     tokenizer when that is a BPE one (a character tokenizer has no GPT-2 file format)."""
     ckpt = load_checkpoint(path)
-    tokenizer = ckpt.extra.get("tokenizer")
-    tokenizer = tokenizer_from_dict(tokenizer) if tokenizer is not None else None
+    tokenizer = checkpoint_tokenizer(ckpt) if "tokenizer" in ckpt.extra else None
     model = ckpt.build_model()
     save_pretrained(model, folder, tokenizer if isinstance(tokenizer, BPETokenizer) else None)
     return folder

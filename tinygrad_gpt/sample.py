@@ -7,6 +7,7 @@ import numpy as np
 
 from . import backend
 from .checkpoint import checkpoint_tokenizer, load_checkpoint
+from .serialization import CheckpointError
 from .data import read_text_file
 from .pretrained import from_pretrained, load_hf_tokenizer
 from .train import ConfigError
@@ -61,8 +62,10 @@ def sample(cfg, print_fn=print):
     if cfg.init_from != "resume":  # a Hugging Face GPT-2 folder, with its own tokenizer
         model = from_pretrained(cfg.init_from, device=cfg.device)
         tokenizer = load_hf_tokenizer(cfg.init_from, vocab_size=model.config.vocab_size)
+        weights = os.path.join(cfg.init_from, "model.safetensors")
     else:
         model, tokenizer = _from_checkpoint(cfg)
+        weights = os.path.join(cfg.out_dir, "ckpt.safetensors")
     model.eval()
     text = prompt_text(cfg.start)
     if not text:
@@ -72,8 +75,12 @@ def sample(cfg, print_fn=print):
     except ValueError as e:
         where = f"--start={cfg.start}" if cfg.start.startswith("FILE:") else "--start"
         raise ConfigError(f"{where}: {e}") from None
-    out = model.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                         top_p=cfg.top_p, use_cache=cfg.use_cache, seed=cfg.seed)
+    try:  # weights too large for their dtype overflow; that is reported once, below, not warned about
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            out = model.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                                 top_p=cfg.top_p, use_cache=cfg.use_cache, seed=cfg.seed)
+    except FloatingPointError as e:
+        raise CheckpointError(f"{weights}: {e}: the weights overflow in {model.transformer.wte.weight.dtype}") from None
     samples = [tokenizer.decode(row.tolist()) for row in out]
     for s in samples:
         print_fn(s)

@@ -189,12 +189,15 @@ def _read_header(path):
     if not os.path.isfile(path):
         raise fail("not a regular file")
     size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise fail(f"file is only {size} bytes, too short to be a safetensors file")
-        (n,) = struct.unpack("<Q", head)
-        raw = f.read(n) if n <= min(size - 8, MAX_HEADER_BYTES) else b""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            raw = f.read(n) if n <= min(size - 8, MAX_HEADER_BYTES) else b""  # the length is checked first
+    except OSError as e:  # e.g. no permission to read it
+        raise fail(f"cannot read it ({e.strerror or e})") from None
+    if len(head) < 8:
+        raise fail(f"file is only {size} bytes, too short to be a safetensors file")
     if not raw.startswith(b"{"):
         _refuse_foreign(head, fail)
         if n > size - 8:

@@ -24,9 +24,7 @@ import numpy as np
 
 from . import backend, functional as F
 from .backend import get_array_module, to_numpy
-from .tokenizer import tokenizer_from_dict
-from .checkpoint import CKPT_NAME, load_checkpoint
-from .serialization import CheckpointError
+from .checkpoint import CKPT_NAME, checkpoint_tokenizer, load_checkpoint
 from .tensor import Tensor, no_grad, _RELEASED
 from .train import ConfigError
 
@@ -300,10 +298,7 @@ def attention(cfg, print_fn=print):
     cfg.validate()
     backend.require_device(cfg.device)
     ckpt = load_checkpoint(os.path.join(cfg.out_dir, CKPT_NAME))
-    try:
-        tokenizer = tokenizer_from_dict(ckpt.extra["tokenizer"])  # characters, or BPE
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f"{ckpt.path}: no usable tokenizer in the checkpoint ({e})") from None
+    tokenizer = checkpoint_tokenizer(ckpt)  # characters, or BPE
     try:
         n = len(tokenizer.encode(cfg.text))
     except ValueError as e:
