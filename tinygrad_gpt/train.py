@@ -212,7 +212,7 @@ def _out_dir(out_dir):
         raise
 
 
-def _load_data(cfg, tokenizer=None):
+def _load_data(cfg, tokenizer=None, tokenizer_source=None):
     text, name = load_text(cfg.dataset, cfg.data)
     if tokenizer is None:
         tokenizer = (BPETokenizer.train(text, cfg.vocab_size) if cfg.tokenizer == "bpe"
@@ -221,7 +221,8 @@ def _load_data(cfg, tokenizer=None):
     try:
         ids = tokenizer.encode_array(text)
     except ValueError as e:  # resuming on text with characters the checkpoint's tokenizer lacks
-        raise DataError(f"{where}: {e}") from None
+        raise DataError(f"{where}: {e} (the tokenizer of {tokenizer_source})" if tokenizer_source
+                        else f"{where}: {e}") from None
     dataset = Dataset(ids, cfg.block_size)
     for split in Dataset.SPLITS:
         if len(dataset.split(split)) < cfg.block_size + 1:
@@ -301,7 +302,8 @@ def _setup(cfg, print_fn):
         cfg.block_size = min(cfg.block_size, pretrained.config.block_size)
         model_config = crop_block_size(pretrained, cfg.block_size).config
         tokenizer = load_hf_tokenizer(cfg.init_from, vocab_size=model_config.vocab_size)
-    dataset, tokenizer, data_name = _load_data(cfg, tokenizer)
+    source = ckpt_path if ckpt is not None else cfg.init_from if pretrained is not None else None
+    dataset, tokenizer, data_name = _load_data(cfg, tokenizer, source)
     if ckpt is None and pretrained is None:
         model_config = GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size,
                                  n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
