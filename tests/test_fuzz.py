@@ -739,8 +739,9 @@ def test_as_a_process(files, tmp_path, case):
     key, edit, word = SUBPROCESS_CASES[case]
     out = edited(files["char"], tmp_path, key, edit)
     argv = commands_for_checkpoint(out, files["text"])["resume"][1:]
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])}  # this tinygrad_gpt
     result = subprocess.run([sys.executable, "-m", "tinygrad_gpt", "train", *argv], capture_output=True,
-                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])})
+                            text=True, timeout=120, env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and word in lines[0], result.stderr

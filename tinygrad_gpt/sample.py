@@ -80,7 +80,8 @@ def sample(cfg, print_fn=print):
             out = model.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                                  top_p=cfg.top_p, use_cache=cfg.use_cache, seed=cfg.seed)
     except FloatingPointError as e:
-        raise CheckpointError(f"{weights}: {e}: the weights overflow in {model.transformer.wte.weight.dtype}") from None
+        dtype = model.transformer.wte.weight.dtype
+        raise CheckpointError(f"{weights}: {e}: the weights overflow in {dtype}") from None
     samples = [tokenizer.decode(row.tolist()) for row in out]
     for s in samples:
         print_fn(s)
