@@ -745,3 +745,12 @@ def test_as_a_process(files, tmp_path, case):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and word in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("log", [b'{"iter": 0, "loss": 3.0}\n\xff\xfe\n', b'[1, 2]\n{"iter": 1, "loss": 2.0}\n',
+                                 b'{"iter": 0, "loss": "3.0"}\n{"iter": 1, "loss": 2.0}\n',
+                                 b"[" * 50000 + b"\n" + b'{"iter": 1, "loss": 2.0}\n'])
+def test_a_corrupt_training_log_is_refused_by_plot(tmp_path, log):
+    (tmp_path / "log.jsonl").write_bytes(log)
+    code, stderr = run_cli(["plot", f"--out_dir={tmp_path}"])
+    one_error(code, stderr, tmp_path / "log.jsonl")

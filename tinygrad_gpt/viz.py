@@ -151,13 +151,22 @@ def read_log(path):
     except FileNotFoundError:
         raise VizError(f"{path}: no training log there (train first with "
                        f"`python -m tinygrad_gpt train --out_dir=...`)") from None
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8
+        raise VizError(f"{path}: cannot read it ({str(e)[:80]})") from None
     records = []
     for n, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
             if n < len(lines):
                 raise VizError(f"{path}, line {n}: not a JSON record") from None
+            continue
+        numbers = [record.get(k) for k in ("iter", "loss", "train_loss", "val_loss")
+                   if isinstance(record, dict) and k in record]
+        if not isinstance(record, dict) or "iter" not in record or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+            raise VizError(f"{path}, line {n}: not a training record (iter and losses as numbers)")
+        records.append(record)
     return records
 
 
