@@ -109,7 +109,8 @@ def load_checkpoint(path):
     stray = [k for k in tensors if not k.startswith("model.") and (optimizer_state is None or
                                                                    not k.startswith("optim."))]
     if stray:
-        raise CheckpointError(f"{path}: unexpected tensor {stray[0]!r}")
+        lacking = " (there is no 'optimizer' entry for it)" if stray[0].startswith("optim.") else ""
+        raise CheckpointError(f"{path}: unexpected tensor {stray[0]!r}{lacking}")
     extra = _json_field(meta, "extra", path)
     if not isinstance(extra, dict):
         raise CheckpointError(f"{path}: the 'extra' entry must be a JSON object, got {type(extra).__name__}")
