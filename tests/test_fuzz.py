@@ -38,7 +38,7 @@ import pytest
 from test_cli import write_text
 from tinygrad_gpt import backend, cli
 
-CASES = int(os.environ.get("TINYGRAD_GPT_FUZZ_CASES", "320"))
+CASES = int(os.environ.get("TINYGRAD_GPT_FUZZ_CASES", "500"))
 SEED = int(os.environ.get("TINYGRAD_GPT_FUZZ_SEED", "0"))
 CASE_SECONDS = 20  # a hang is a failure; the slowest honest case takes well under a second
 # each family's share of the cases

@@ -242,6 +242,8 @@ def _parse_json(raw, fail):
         header = json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as e:
         raise fail(f"header is not valid JSON ({e.msg} at header position {e.pos})") from None
+    except CheckpointError:  # a duplicate key, from no_duplicates
+        raise
     except (ValueError, RecursionError) as e:
         raise fail(f"header is not valid JSON ({json_problem(e)})") from None
     if not isinstance(header, dict):
