@@ -11,9 +11,9 @@ command through ``cli.main`` as ``python -m tinygrad_gpt`` would, and checks tha
 - a refused resume leaves out_dir byte for byte as it was, and a refused fine-tune or
   scratch run writes nothing.
 
-The default is a few hundred cases; ``TINYGRAD_GPT_FUZZ_CASES=5000`` runs more, and
-``TINYGRAD_GPT_FUZZ_SEED`` picks other ones. A failure lists every bad case with its
-mutation and command, so it can be replayed.
+The mutations are in ``mutations.py``. The default is a few hundred cases;
+``TINYGRAD_GPT_FUZZ_CASES=5000`` runs more, and ``TINYGRAD_GPT_FUZZ_SEED`` picks other ones.
+A failure lists every bad case with its mutation and command, so it can be replayed.
 """
 import contextlib
 import hashlib

@@ -127,8 +127,8 @@ class Optimizer:
             values = list(value) if isinstance(value, (list, tuple)) else [value]
             if (isinstance(value, (list, tuple)) != isinstance(default, tuple)
                     or isinstance(default, tuple) and len(values) != len(default)
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                               and v >= 0 for v in values)):
+                    or not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                               and math.isfinite(v) and v >= 0 for v in values)):
                 shape = f"{len(default)} numbers" if isinstance(default, tuple) else "a number"
                 raise ValueError(f"{where} must be {shape} >= 0, got {str(value)[:40]}")
             if key == "betas" and not all(v < 1 for v in values):
