@@ -221,7 +221,7 @@ def data_values(rng, path):
         data[at:at + 4] = struct.pack("<f", value)
     header["__metadata__"]["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
     path.write_bytes(st_bytes(header, bytes(data)))
-    words = [name, name.removeprefix("model."), "logits are not finite"]  # an overflow names no tensor
+    words = [name, name.removeprefix("model."), "not finite"]  # an overflow names no tensor
     if name.startswith("optim."):  # the optimizer names its arrays by key and parameter index
         words.append(f"{name.split('.')[2]} of parameter {name.split('.')[1]}")
     return f"tensor {name!r} holds {value}", words

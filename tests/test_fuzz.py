@@ -193,10 +193,8 @@ def folder_case(rng, case_dir, files, family):
             what = f"config.json {list(where)}"
     elif family == "hf_weights":
         target = folder / "model.safetensors"
-        if rng.random() < 0.5:
-            what, words = header_bytes(rng, target)
-        else:
-            what, words = tensor_entry(rng, target)
+        mutate = rng.choice([header_bytes, header_bytes, tensor_entry, tensor_entry, data_values])
+        what, words = mutate(rng, target)
     elif family == "hf_vocab":
         target = folder / "vocab.json"
         what, words = (header_bytes_text(rng, target), []) if rng.random() < 0.15 else vocab_json(rng, target)

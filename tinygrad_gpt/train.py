@@ -31,7 +31,7 @@ from .optim import clip_grad_norm_, cosine_lr
 from .tensor import no_grad
 from .tokenizer import CharTokenizer
 from .bpe import BPETokenizer
-from .pretrained import crop_block_size, from_pretrained, load_hf_tokenizer
+from .pretrained import WEIGHTS_NAME, crop_block_size, from_pretrained, load_hf_tokenizer
 from .lock import RunLock
 
 
@@ -316,6 +316,10 @@ def _setup(cfg, print_fn):
     run = _Run(cfg, model, optimizer, dataset, tokenizer, stream(cfg.seed, "batches"), ckpt_path)
     if ckpt is not None:
         _restore(run, ckpt)
+    if source is not None:
+        weights = os.path.join(cfg.init_from, WEIGHTS_NAME)  # a GPT-2 folder's, unless it is sharded
+        _check_loaded_weights(model, dataset, ckpt_path if ckpt is not None else
+                              weights if os.path.isfile(weights) else cfg.init_from)
     print_fn(f"data: {data_name}, {len(dataset.train):,} train and {len(dataset.val):,} val tokens, "
              f"vocab {tokenizer.vocab_size}")
     print_fn(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model_config.n_layer} layers, "
@@ -324,6 +328,19 @@ def _setup(cfg, print_fn):
     if ckpt is not None:
         print_fn(f"resuming from {ckpt_path} at iteration {run.start_iter}")
     return run
+
+
+def _check_loaded_weights(model, dataset, source):
+    """Weights read from a file must give finite logits on the data's first window; weights that
+    overflow would only fail after the run had written its log."""
+    x = dataset.train[None, :dataset.block_size].astype(np.int64)  # (1, T)
+    model.eval()  # no dropout: no random numbers drawn
+    with no_grad(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        logits = model(x)[0].data
+    model.train()
+    if not bool(get_array_module(logits).isfinite(logits).all()):
+        raise CheckpointError(f"{source}: the weights give logits that are not finite (nan or inf) on "
+                              f"the data: they overflow in {logits.dtype}")
 
 
 def _restore(run, ckpt):
