@@ -331,16 +331,19 @@ def _setup(cfg, print_fn):
 
 
 def _check_loaded_weights(model, dataset, source):
-    """Weights read from a file must give finite logits on the data's first window; weights that
-    overflow would only fail after the run had written its log."""
-    x = dataset.train[None, :dataset.block_size].astype(np.int64)  # (1, T)
+    """Weights read from a file must give a finite loss and finite gradients on the data's first
+    window; weights that overflow would only fail after the run had written its log."""
+    window = dataset.train[:dataset.block_size + 1].astype(np.int64)
     model.eval()  # no dropout: no random numbers drawn
-    with no_grad(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        logits = model(x)[0].data
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        _, loss = model(window[None, :-1], window[None, 1:])  # (1, T) inputs and targets
+        loss.backward()
+    finite = math.isfinite(loss.item()) and _nonfinite_weight(model, grads=True) is None
+    model.zero_grad()
     model.train()
-    if not bool(get_array_module(logits).isfinite(logits).all()):
-        raise CheckpointError(f"{source}: the weights give logits that are not finite (nan or inf) on "
-                              f"the data: they overflow in {logits.dtype}")
+    if not finite:
+        raise CheckpointError(f"{source}: the weights give a loss or gradients that are not finite (nan or "
+                              f"inf) on the data: they overflow in {model.transformer.wte.weight.dtype}")
 
 
 def _restore(run, ckpt):
@@ -438,10 +441,11 @@ def _evaluate_and_save(run, it, log, print_fn):
     return losses
 
 
-def _nonfinite_weight(model):
-    """The name of the first parameter holding NaN or infinity, or None."""
+def _nonfinite_weight(model, grads=False):
+    """The name of the first parameter (or its gradient) holding NaN or infinity, or None."""
     for name, p in model.named_parameters():
-        if not bool(get_array_module(p.data).isfinite(p.data).all()):
+        x = p.grad if grads else p.data
+        if x is not None and not bool(get_array_module(x).isfinite(x).all()):
             return name
     return None
 
