@@ -5,12 +5,11 @@ from typing import Optional
 
 import numpy as np
 
-from . import backend
+from . import backend, functional as F
 from .checkpoint import checkpoint_tokenizer, load_checkpoint
-from .serialization import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .data import read_text_file
 from .pretrained import from_pretrained, load_hf_tokenizer
-from .train import ConfigError
 
 
 @dataclass
@@ -26,6 +25,7 @@ class SampleConfig:
     seed: int = 1337
     device: str = backend.default_device()
     use_cache: bool = True          # the KV cache (same tokens, faster)
+    ops: str = "fast"               # composed | rules | fast: how the ops run (functional.mode)
 
     def validate(self):
         for name in ("num_samples", "max_new_tokens"):
@@ -41,6 +41,8 @@ class SampleConfig:
             raise ConfigError(f"--init_from must be resume or a Hugging Face GPT-2 folder, got {self.init_from!r}")
         if self.device not in backend.DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(backend.DEVICES)}, got {self.device!r}")
+        if self.ops not in F.MODES:
+            raise ConfigError(f"--ops must be one of {', '.join(F.MODES)}, got {self.ops!r}")
         return self
 
 
@@ -76,7 +78,7 @@ def sample(cfg, print_fn=print):
         where = f"--start={cfg.start}" if cfg.start.startswith("FILE:") else "--start"
         raise ConfigError(f"{where}: {e}") from None
     try:  # weights too large for their dtype overflow; that is reported once, below, not warned about
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with F.mode(cfg.ops), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             out = model.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                                  top_p=cfg.top_p, use_cache=cfg.use_cache, seed=cfg.seed)
     except FloatingPointError as e:

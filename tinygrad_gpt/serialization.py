@@ -26,6 +26,7 @@ import tempfile
 import numpy as np
 
 from .backend import to_device, to_numpy
+from .errors import CheckpointError
 
 # safetensors dtype name -> little-endian NumPy dtype. BF16 has no NumPy dtype: it is
 # read as raw 16-bit words and widened to float32 (and never written).
@@ -36,10 +37,6 @@ _WRITE_NAMES = {np.dtype(code).str: name for name, code in DTYPES.items() if nam
 SHA_KEY = "sha256"
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the same limit as the reference implementation
 MAX_NDIM = 64  # NumPy's limit on dimensions
-
-
-class CheckpointError(ValueError):
-    """Raised when a tensor file cannot be written, or is missing, damaged, or not safetensors."""
 
 
 # ----------------------------------------------------------------------------- writing
