@@ -27,7 +27,7 @@ import numpy as np
 from . import backend, functional as F
 from .backend import get_array_module, to_numpy
 from .checkpoint import CKPT_NAME, checkpoint_tokenizer, load_checkpoint
-from .errors import CheckpointError, ConfigError, VizError
+from .errors import ConfigError, VizError
 from .fileio import file_op, write_atomic
 from .tensor import Tensor, no_grad, _RELEASED
 
