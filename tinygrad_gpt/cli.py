@@ -231,5 +231,6 @@ def _resume_command(command, flags):
 
 
 def _fail(message, code):
+    message = " ".join(str(message).splitlines())  # one line, whatever a file's names hold
     print(f"error: {message}", file=sys.stderr)
     return code
