@@ -881,6 +881,7 @@ def test_query_tiles(Tq, Tk, tile, expected):
     assert _query_tiles(Tq, Tk, False, tile) == [(0, Tq, Tk)]  # no mask: every key, one tile
 
 
+@pytest.mark.host_only("it runs the GPU branch on NumPy arrays; on the device that branch runs anyway")
 def test_attention_without_matmul_out_gives_the_same_results(monkeypatch):
     """Off the CPU, Attention writes its products through a temporary instead of matmul's out=
     (the GPU path); run that branch on NumPy arrays: the same values and gradients."""
@@ -1331,6 +1332,7 @@ def _layer_norm_both_ways(x0, w0, b0, g0, dtype):
     return results
 
 
+@pytest.mark.host_only("numba kernels take NumPy arrays only")
 @S.SETTINGS
 @given(data=st.data())
 def test_layer_norm_kernels_match_numpy(data):
@@ -1360,6 +1362,7 @@ def test_layer_norm_kernels_match_numpy(data):
             assert check_grads(F.layer_norm, ts, **GRAD_TOL)
 
 
+@pytest.mark.host_only("numba kernels take NumPy arrays only")
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_layer_norm_kernels_on_many_rows_and_bad_values():
     """Blocks of rows on two threads (CHUNKED_MIN elements and more) give the NumPy path's

@@ -117,7 +117,7 @@ def cross_entropy_composed(logits, targets, ignore_index=-1):
     xp = get_array_module(t)
     valid = t != ignore_index
     logp = log_softmax_composed(logits2)[xp.arange(t.shape[0]), xp.where(valid, t, 0)]
-    weight = valid.astype(logits.dtype) / logits.dtype.type(valid.sum())
+    weight = valid.astype(logits.dtype) / valid.sum().astype(logits.dtype)  # stays on the device
     return -(logp * weight).sum()
 
 
