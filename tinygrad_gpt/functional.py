@@ -20,8 +20,14 @@ from .backend import get_array_module, is_array
 from .tensor import Tensor
 
 
-def _int_array(ids, like, what):
-    """ids (Tensor, array or list) as an integer array on ``like``'s device, or ValueError."""
+def _int_array(ids, like, what, check):
+    """ids (Tensor, array or list) as an integer array on ``like``'s device, or ValueError.
+
+    ``check(ids, xp)`` raises for ids out of range. It runs where the ids are: host ids
+    (the usual case: batches come from NumPy) are checked on the host before they go to
+    the device, so the check costs no device sync; ids already on the device are checked
+    there, which waits for the device once (on a GPU an out-of-range index would wrap
+    around silently)."""
     if isinstance(ids, Tensor):
         ids = ids.data
     xp = get_array_module(like)
@@ -29,6 +35,7 @@ def _int_array(ids, like, what):
         ids = np.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise ValueError(f"{what} must be integers, got dtype {ids.dtype}")
+    check(ids, get_array_module(ids))
     return xp.asarray(ids) if get_array_module(ids) is not xp else ids
 
 
@@ -89,15 +96,18 @@ def log_softmax_composed(x, axis=-1):
 
 def _flatten_targets(logits, targets, ignore_index):
     """Check shapes and ids; return logits as (N, V) and targets as (N,)."""
-    t = _int_array(targets, logits.data, "cross_entropy targets")
-    if logits.ndim < 2 or tuple(t.shape) != logits.shape[:-1]:
-        raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
-                         f"{logits.shape[:-1]}, got {tuple(t.shape)}")
     V = logits.shape[-1]
-    bad = ((t < 0) | (t >= V)) & (t != ignore_index)
-    if bool(bad.any()):
-        raise ValueError(f"cross_entropy: target ids must be in [0, {V}) or equal ignore_index="
-                         f"{ignore_index}; found {int(t[bad].ravel()[0])}")
+
+    def check(t, xp):
+        if logits.ndim < 2 or tuple(t.shape) != logits.shape[:-1]:
+            raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
+                             f"{logits.shape[:-1]}, got {tuple(t.shape)}")
+        bad = ((t < 0) | (t >= V)) & (t != ignore_index)
+        if bool(bad.any()):
+            raise ValueError(f"cross_entropy: target ids must be in [0, {V}) or equal ignore_index="
+                             f"{ignore_index}; found {int(t[bad].ravel()[0])}")
+
+    t = _int_array(targets, logits.data, "cross_entropy targets", check)
     return logits.reshape(-1, V), t.reshape(-1)
 
 
@@ -160,12 +170,14 @@ def gelu_composed(x):
 
 def embedding(idx, weight):
     """Rows of ``weight`` (V, C) picked by integer ids of any shape: out[..., :] = weight[idx]."""
-    ids = _int_array(idx, weight.data, "embedding ids")
     V = weight.shape[0]
-    if ids.size and bool(((ids < 0) | (ids >= V)).any()):
-        raise ValueError(f"embedding: ids must be in [0, {V}), got min {int(ids.min())} "
-                         f"and max {int(ids.max())}")
-    return weight[ids]
+
+    def check(ids, xp):
+        if ids.size and bool(((ids < 0) | (ids >= V)).any()):
+            raise ValueError(f"embedding: ids must be in [0, {V}), got min {int(ids.min())} "
+                             f"and max {int(ids.max())}")
+
+    return weight[_int_array(idx, weight.data, "embedding ids", check)]
 
 
 def dropout(x, p, training=True):

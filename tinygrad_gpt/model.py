@@ -194,7 +194,7 @@ class GPT(Module):
             raise ValueError(f"targets must hold integer token ids, got dtype {data.dtype}")
         if tuple(data.shape) != tuple(shape):
             raise ValueError(f"targets must have the shape of idx {tuple(shape)}, got {tuple(data.shape)}")
-        return backend.to_device(data, self.transformer.wte.weight.device)
+        return data  # cross_entropy checks the ids where they are (on the host: no device sync)
 
     def _body(self, idx, start, caches, newest_only=False):
         """Embeddings, blocks and the final layer norm: (B, T) ids -> (B, T, C).
