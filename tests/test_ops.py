@@ -1454,6 +1454,7 @@ def test_gelu_kernel_on_inf_nan_and_huge_inputs():
     assert np.isnan(out[1:3]).all() and out[0] == np.inf and out[6] == 88
 
 
+@pytest.mark.host_only("numba kernels take NumPy arrays only")
 @pytest.mark.parametrize("activation", ["gelu_op", "linear_gelu"])
 def test_gelu_kernel_path_matches_numpy_in_float32(activation):
     """In float32, x.gelu() and the MLP's fused Linear+GELU give the NumPy path's values and

@@ -183,7 +183,7 @@ def empty_gpt(config):
     """
     model = GPT.__new__(GPT)
     model._init_weights = lambda: None  # shadow the random init for this one construction
-    with _no_random_init():
+    with _no_random_init(), backend.device("cpu"):  # host placeholders: none is copied anywhere
         GPT.__init__(model, config)
     del model._init_weights
     return model
