@@ -5,7 +5,7 @@ does, counts the explicit ones, and sums cupyx.scatter_add's repeated indices in
 order, as atomics do. These tests hold the project to what that shows: a training step
 waits for the device twice (its loss and its gradient norm), dropout keeps one generator,
 ids are checked on the host, and the embedding's backward gives the same bits every time.
-They skip unless the stand-in is the ``cuda`` device.
+They run under ``--device=cuda``; those that read the stand-in's counters skip on a real GPU.
 """
 import numpy as np
 import pytest
@@ -19,9 +19,17 @@ from tinygrad_gpt.train import TrainConfig, _train_step
 
 @pytest.fixture
 def cupy(device):
-    cupy = backend._cupy
-    if device != "cuda" or not getattr(cupy, "STAND_IN", False):
-        pytest.skip("needs the CuPy stand-in as the cuda device (TINYGRAD_GPT_FAKE_CUPY=1 --device=cuda)")
+    """CuPy, real or the stand-in, when the suite runs on cuda."""
+    if device != "cuda":
+        pytest.skip("runs under --device=cuda (a GPU, or TINYGRAD_GPT_FAKE_CUPY=1 for the stand-in)")
+    return backend._cupy
+
+
+@pytest.fixture
+def standin(cupy):
+    """The stand-in, whose counters these tests read."""
+    if not getattr(cupy, "STAND_IN", False):
+        pytest.skip("counts host syncs on the CuPy stand-in (TINYGRAD_GPT_FAKE_CUPY=1 --device=cuda)")
     return cupy
 
 
@@ -31,7 +39,8 @@ def syncs(cupy):
 
 # ----------------------------------------------------------------------------- the stand-in itself
 
-def test_the_stand_in_refuses_implicit_numpy(cupy):
+def test_the_stand_in_refuses_implicit_numpy(standin):
+    cupy = standin
     x = cupy.asarray(np.arange(6, dtype=np.float32).reshape(2, 3))
     for call in (lambda: np.asarray(x), lambda: np.exp(x), lambda: np.float32(x.sum()),
                  lambda: x + np.ones(3), lambda: np.ones(3) + x, lambda: np.sum(x), lambda: cupy.exp(np.ones(2))):
@@ -44,12 +53,14 @@ def test_the_stand_in_refuses_implicit_numpy(cupy):
     assert not kernels.usable(x)  # no numba kernel takes a device array
 
 
-def test_the_stand_in_wraps_integer_indices_around(cupy):
+def test_the_stand_in_wraps_integer_indices_around(standin):
+    cupy = standin
     x = cupy.asarray(np.arange(3.0))
     assert x[cupy.asarray(np.array([3, -4]))].get().tolist() == [0.0, 2.0]  # as CuPy, no IndexError
 
 
-def test_the_stand_in_scatter_add_sums_in_no_fixed_order(cupy):
+def test_the_stand_in_scatter_add_sums_in_no_fixed_order(standin):
+    cupy = standin
     """What the embedding's backward has to avoid: cupyx.scatter_add's float32 sums change."""
     import cupyx
     ids, rows = _repeated_picks(cupy)
@@ -102,7 +113,8 @@ def test_cross_entropy_composed_keeps_float32_on_the_device(cupy):
     np.testing.assert_allclose(loss.item(), F.cross_entropy(logits, np.array([0, 4, -1, 2])).item(), rtol=1e-6)
 
 
-def test_ids_are_checked_on_the_host_before_they_go_to_the_device(cupy):
+def test_ids_are_checked_on_the_host_before_they_go_to_the_device(standin):
+    cupy = standin
     weight = Tensor(np.ones((5, 2), np.float32), requires_grad=True)
     before = syncs(cupy)
     F.embedding(np.array([[0, 4]]), weight)
@@ -114,7 +126,8 @@ def test_ids_are_checked_on_the_host_before_they_go_to_the_device(cupy):
         F.cross_entropy(weight, cupy.asarray(np.array([0, 1, 2, 3, 7])))
 
 
-def test_dropout_uses_one_generator(cupy):
+def test_dropout_uses_one_generator(standin):
+    cupy = standin
     manual_seed(0)
     x = Tensor(np.ones((4, 8), np.float32))
     made = cupy.COUNTS["generators"]
@@ -139,7 +152,8 @@ def _step_setup(accumulate, dropout):
 
 
 @pytest.mark.parametrize("accumulate, dropout", [(1, 0.0), (3, 0.1)])
-def test_a_training_step_waits_for_the_device_twice(cupy, accumulate, dropout):
+def test_a_training_step_waits_for_the_device_twice(standin, accumulate, dropout):
+    cupy = standin
     """The loss and the gradient norm; nothing else reads the device during a step."""
     model, opt, dataset, cfg, rng = _step_setup(accumulate, dropout)
     _train_step(model, opt, dataset, cfg, 1e-3, rng)  # the first step makes the optimizer's state
