@@ -114,9 +114,9 @@ def pytest_sessionstart(session):
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    name = requested_device(config)
-    where = "the CuPy stand-in" if getattr(backend._cupy, "STAND_IN", False) else \
-        ("CuPy" if name == "cuda" else "NumPy")
-    ran = config._device_ran if name == "cuda" else 0
-    terminalreporter.write_line(f"tests run on the device (cuda, {where}): {ran}" if name == "cuda"
-                                else "tests run on the device: 0 (the suite ran on the host, NumPy)")
+    """Say how many tests ran on the device."""
+    if requested_device(config) != "cuda":
+        terminalreporter.write_line("tests run on the device: 0 (the suite ran on the host, NumPy)")
+        return
+    which = "the CuPy stand-in" if getattr(backend._cupy, "STAND_IN", False) else "CuPy"
+    terminalreporter.write_line(f"tests run on the device (cuda, {which}): {config._device_ran}")

@@ -164,3 +164,15 @@ def test_a_training_step_waits_for_the_device_twice(standin, accumulate, dropout
         assert cupy.COUNTS["sync:float"] - before.get("sync:float", 0) == 2
         # host -> device copies: the batch's ids and targets, per micro-batch, and nothing else
         assert cupy.COUNTS["h2d"] - before.get("h2d", 0) == 2 * accumulate
+
+
+def test_number_operands_go_to_the_device_once(standin):
+    cupy = standin
+    x = Tensor(np.ones(3, np.float32))
+    (x * 0.25 + 3).numpy()
+    before = cupy.COUNTS["h2d"]
+    for _ in range(3):
+        y = x * 0.25 + 3
+    assert cupy.COUNTS["h2d"] == before  # made once, then reused
+    np.testing.assert_array_equal(y.numpy(), 3.25)
+    assert np.signbit((x * -0.0).numpy()).all() and not np.signbit((x * 0.0).numpy()).any()

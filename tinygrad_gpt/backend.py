@@ -162,7 +162,7 @@ def scatter_add(out, index, values):
     """out[index] += values, adding up repeated indices, in place on either device."""
     xp = get_array_module(out)
     rows = (is_array(index) and index.dtype.kind in "iu" and index.size and out.flags.c_contiguous
-            and tuple(values.shape) == tuple(index.shape) + tuple(out.shape[1:]))
+            and tuple(getattr(values, "shape", ())) == tuple(index.shape) + tuple(out.shape[1:]))
     if xp is not np:
         if rows:  # an embedding's backward: the same bits on every run
             _scatter_add_rows_sorted(out, index, values, xp)

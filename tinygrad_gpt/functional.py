@@ -23,7 +23,7 @@ from .tensor import Tensor
 def _int_array(ids, like, what, check):
     """ids (Tensor, array or list) as an integer array on ``like``'s device, or ValueError.
 
-    ``check(ids, xp)`` raises for ids out of range. It runs where the ids are: host ids
+    ``check(ids)`` raises for ids out of range. It runs where the ids are: host ids
     (the usual case: batches come from NumPy) are checked on the host before they go to
     the device, so the check costs no device sync; ids already on the device are checked
     there, which waits for the device once (on a GPU an out-of-range index would wrap
@@ -35,7 +35,7 @@ def _int_array(ids, like, what, check):
         ids = np.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise ValueError(f"{what} must be integers, got dtype {ids.dtype}")
-    check(ids, get_array_module(ids))
+    check(ids)
     return xp.asarray(ids) if get_array_module(ids) is not xp else ids
 
 
@@ -98,7 +98,7 @@ def _flatten_targets(logits, targets, ignore_index):
     """Check shapes and ids; return logits as (N, V) and targets as (N,)."""
     V = logits.shape[-1]
 
-    def check(t, xp):
+    def check(t):
         if logits.ndim < 2 or tuple(t.shape) != logits.shape[:-1]:
             raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
                              f"{logits.shape[:-1]}, got {tuple(t.shape)}")
@@ -172,7 +172,7 @@ def embedding(idx, weight):
     """Rows of ``weight`` (V, C) picked by integer ids of any shape: out[..., :] = weight[idx]."""
     V = weight.shape[0]
 
-    def check(ids, xp):
+    def check(ids):
         if ids.size and bool(((ids < 0) | (ids >= V)).any()):
             raise ValueError(f"embedding: ids must be in [0, {V}), got min {int(ids.min())} "
                              f"and max {int(ids.max())}")

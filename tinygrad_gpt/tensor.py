@@ -70,14 +70,14 @@ def _as_array(data, device, dtype):
     return backend.to_device(array, device or backend.default_device())
 
 
-_constants = {}  # (type, value, dtype) -> 0-d device array of a Python number operand
+_constants = {}  # (repr of the number, dtype) -> 0-d device array of a Python number operand
 
 
 def _device_constant(xp, value, dtype):
     """A 0-d device array holding ``value``, copied to the device on first use only.
 
     Ops never write into their inputs, so one array serves every use of the number."""
-    key = (type(value), value, dtype.str)
+    key = (repr(value), dtype.str)  # repr tells 0.0 from -0.0, and 1 from 1.0 and True
     array = _constants.get(key)
     if array is None:
         if len(_constants) >= 1024:  # a run uses a few dozen numbers; stay bounded anyway
