@@ -88,7 +88,6 @@ def sort(a, axis=-1, kind=None):
     return wrap(_np.sort(unwrap(a), axis=axis, kind="stable"))
 
 
-_CREATION = {"zeros", "ones", "empty", "full", "arange", "eye", "identity", "tri", "linspace"}
 # NumPy names CuPy does not provide, or that would make host data look like device data
 _MISSING = {"may_share_memory", "shares_memory", "frombuffer", "fromfile", "load", "save",
             "savez", "loadtxt", "genfromtxt", "memmap", "lib", "add", "subtract", "multiply"}
@@ -102,8 +101,7 @@ def _forward(name, fn):
 
 
 class _Ufunc:
-    """A CuPy ufunc: call it, or use ``.at``/``.reduce``/``.accumulate``/``.reduceat`` (CuPy has
-    ``add.at`` and friends in recent versions; the project uses only the call)."""
+    """A CuPy ufunc: call it, or use ``.reduce`` or ``.at`` (CuPy has both)."""
 
     def __init__(self, name):
         self.__name__, self._fn = name, getattr(_np, name)
@@ -115,13 +113,9 @@ class _Ufunc:
         return wrap(self._fn.reduce(*unwrap(args), **unwrap(kwargs)))
 
     def at(self, a, indices, b=None):
-        idx = unwrap(indices)
-        self._fn.at(a._a, idx, *(() if b is None else (_core_operand(b),)))
-
-
-def _core_operand(b):
-    from ._core import _operand
-    return _operand(b)
+        if not isinstance(a, ndarray):
+            raise TypeError(f"Unsupported type {type(a)}")
+        self._fn.at(a._a, unwrap(indices), *(() if b is None else (unwrap(b),)))
 
 
 add, subtract, multiply = _Ufunc("add"), _Ufunc("subtract"), _Ufunc("multiply")

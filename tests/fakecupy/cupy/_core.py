@@ -168,7 +168,7 @@ class ndarray:
 
     def __repr__(self):
         _sync("repr")
-        return repr(self._a).replace("array(", "array(", 1)
+        return repr(self._a)
 
     def __str__(self):
         _sync("repr")
