@@ -10,7 +10,8 @@ They run under ``--device=cuda``; those that read the stand-in's counters skip o
 import numpy as np
 import pytest
 
-from tinygrad_gpt import Tensor, backend, functional as F, kernels, manual_seed
+from tinygrad_gpt import Tensor, backend, functional as F, manual_seed
+from tinygrad_gpt.fast import kernels
 from tinygrad_gpt.data import Dataset
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW

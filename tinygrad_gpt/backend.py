@@ -10,9 +10,10 @@ and so on, so the same op code runs on both devices.
 """
 import contextlib
 import os
-import sys
 
 import numpy as np
+
+from .errors import DeviceError
 
 try:  # CuPy is optional: without it only the "cpu" device exists.
     import cupy as _cupy
@@ -20,10 +21,6 @@ except Exception:  # ImportError, or a CuPy that cannot find its CUDA libraries
     _cupy = None
 
 DEVICES = ("cpu", "cuda")
-
-
-class DeviceError(RuntimeError):
-    """Raised when a device is unknown, unavailable, or mixed inside one op."""
 
 
 def _check_device_name(device):
@@ -51,40 +48,6 @@ def require_device(device):
         raise DeviceError(f"device 'cuda' was requested but {why}")
     return device
 
-
-def tune_allocator():
-    """Let the C heap keep freed blocks for reuse (glibc only); returns True if it did.
-
-    NumPy makes a fresh array for every intermediate result. By default glibc serves
-    blocks above 128 KiB with mmap and gives them back to the OS when freed, so each
-    new activation of a training step pays page faults on every 4 KiB page it touches.
-    Raising M_MMAP_THRESHOLD to 32 MiB (glibc's maximum), setting M_MMAP_MAX to 0 (so
-    even larger arrays come from the heap, not from fresh mmaps) and turning off trimming
-    (M_TRIM_THRESHOLD -1) keeps those blocks in the heap for the next step: on nanoGPT's
-    CPU config a training step takes about two thirds of the time, and on its GPU config
-    about 0.85 (benchmarks/RESULTS.md). With a finite trim threshold, whether the end of a
-    step frees enough memory at the heap's top to be trimmed depends on where the last
-    long-lived arrays happened to land, and a trimmed heap is faulted in again at every
-    step. Freed memory is kept for reuse rather than returned to the OS: the process keeps
-    its peak. It runs when this module is imported, unless the environment sets
-    TINYGRAD_GPT_TUNE_MALLOC=0.
-    """
-    import ctypes
-    import ctypes.util
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
-    return (bool(mallopt(M_MMAP_THRESHOLD, 32 * 2 ** 20)) and bool(mallopt(M_MMAP_MAX, 0))
-            and bool(mallopt(M_TRIM_THRESHOLD, -1)))
-
-
-if os.environ.get("TINYGRAD_GPT_TUNE_MALLOC", "1") != "0":
-    tune_allocator()
 
 _default_device = _check_device_name(os.environ.get("TINYGRAD_GPT_DEVICE", "cpu") or "cpu")
 
@@ -276,41 +239,6 @@ def _cuda_rng(seed):
     else:
         _cuda_generator.seed(seed)
     return _cuda_generator
-
-
-# ----------------------------------------------------------------------------- elementwise work in chunks
-
-CHUNK = 1 << 16  # elements (256 KiB of float32): a chunk and its temporaries stay in cache
-CHUNKED_MIN = 1 << 20  # below this, a second thread costs more than it saves (measured on 2 cores)
-_pool = None
-
-
-def for_chunks(fn, n, array, chunk=CHUNK):
-    """Call ``fn(s)`` for slices ``s`` that cover range(n); return the list of results.
-
-    On the CPU, work of two chunks or more is cut into cache-sized chunks, so an op that
-    makes several passes over its data reads it from cache. On arrays of CHUNKED_MIN
-    elements or more, two threads share the chunks (NumPy releases the GIL inside its
-    loops); below that, the main thread runs them in turn. On the GPU, or for work of
-    less than two chunks, it is a single call ``fn(slice(0, n))``. ``array``
-    tells the device and the size of the work; ``chunk`` is the slice length (rows, for
-    row-wise work).
-
-        >>> for_chunks(lambda s: s.stop - s.start, 10, np.zeros(10))
-        [10]
-    """
-    if device_of(array) == "cuda" or n < 2 * chunk:
-        return [fn(slice(0, n))]
-    if array.size < CHUNKED_MIN:
-        return [fn(slice(i, min(i + chunk, n))) for i in range(0, n, chunk)]
-    global _pool
-    if _pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinygrad_gpt")
-    slices = [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
-    half = (len(slices) + 1) // 2
-    other = _pool.submit(lambda: [fn(s) for s in slices[half:]])  # the second core
-    return [fn(s) for s in slices[:half]] + other.result()
 
 
 def synchronize(device_name=None):
