@@ -1382,6 +1382,7 @@ def test_layer_norm_kernels_on_many_rows_and_bad_values():
     assert np.isnan(on[0][3]).all() and np.isnan(on[0][7]).all() and np.isfinite(on[0][0]).all()
 
 
+@pytest.mark.host_only("numba kernels take NumPy arrays only")
 def test_a_numba_that_cannot_compile_leaves_numpy_in_charge(monkeypatch):
     """If compiling the kernels fails, their first use says so in a warning, and the ops run on
     NumPy."""
