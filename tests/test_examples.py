@@ -15,6 +15,9 @@ import pytest
 
 from test_viz import check_png
 
+pytestmark = pytest.mark.host_only(
+    "the examples run in subprocesses on the CPU, and the docs checks read files")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
 DOCS = os.path.join(ROOT, "docs")

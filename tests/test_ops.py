@@ -899,6 +899,7 @@ def test_query_tiles(Tq, Tk, tile, expected):
     assert _query_tiles(Tq, Tk, False, tile) == [(0, Tq, Tk)]  # no mask: every key, one tile
 
 
+@pytest.mark.host_only("it runs the GPU branch on NumPy arrays; on the device that branch runs anyway")
 def test_attention_without_matmul_out_gives_the_same_results(monkeypatch):
     """Off the CPU, Attention writes its products through a temporary instead of matmul's out=
     (the GPU path); run that branch on NumPy arrays: the same values and gradients."""
@@ -1350,6 +1351,7 @@ def _layer_norm_both_ways(x0, w0, b0, g0, dtype):
     return results
 
 
+@pytest.mark.host_only("numba kernels take NumPy arrays only")
 @S.SETTINGS
 @given(data=st.data())
 def test_layer_norm_kernels_match_numpy(data):
@@ -1379,6 +1381,7 @@ def test_layer_norm_kernels_match_numpy(data):
             assert check_grads(F.layer_norm, ts, **GRAD_TOL)
 
 
+@pytest.mark.host_only("numba kernels take NumPy arrays only")
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_layer_norm_kernels_on_many_rows_and_bad_values():
     """Blocks of rows on two threads (CHUNKED_MIN elements and more) give the NumPy path's
@@ -1397,6 +1400,7 @@ def test_layer_norm_kernels_on_many_rows_and_bad_values():
     assert np.isnan(on[0][3]).all() and np.isnan(on[0][7]).all() and np.isfinite(on[0][0]).all()
 
 
+@pytest.mark.host_only("numba kernels take NumPy arrays only")
 def test_a_numba_that_cannot_compile_leaves_numpy_in_charge(monkeypatch):
     """If compiling the kernels fails, their first use says so in a warning, and the ops run on
     NumPy."""
@@ -1472,6 +1476,7 @@ def test_gelu_kernel_on_inf_nan_and_huge_inputs():
     assert np.isnan(out[1:3]).all() and out[0] == np.inf and out[6] == 88
 
 
+@pytest.mark.host_only("numba kernels take NumPy arrays only")
 @pytest.mark.parametrize("activation", ["gelu_op", "linear_gelu"])
 def test_gelu_kernel_path_matches_numpy_in_float32(activation):
     """In float32, x.gelu() and the MLP's fused Linear+GELU give the NumPy path's values and

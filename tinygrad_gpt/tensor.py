@@ -74,14 +74,31 @@ def _as_array(data, device, dtype):
     """Turn constructor input into a backend array on the right device."""
     if isinstance(data, Tensor):
         data = data.data
-    if is_array(data):
+    if is_array(data):  # a host array goes to the default device, a device array stays put
         array = data if dtype is None else data.astype(dtype, copy=False)
-        return backend.to_device(array, device or backend.device_of(array))
+        home = backend.default_device() if isinstance(array, np.ndarray) else backend.device_of(array)
+        return backend.to_device(array, device or home)
     if isinstance(data, (np.generic,)) and dtype is None:
         array = np.asarray(data)
     else:  # Python numbers and (nested) lists: float32 unless told otherwise
         array = np.asarray(data, dtype=np.float32 if dtype is None else dtype)
     return backend.to_device(array, device or backend.default_device())
+
+
+_constants = {}  # (repr of the number, dtype) -> 0-d device array of a Python number operand
+
+
+def _device_constant(xp, value, dtype):
+    """A 0-d device array holding ``value``, copied to the device on first use only.
+
+    Ops never write into their inputs, so one array serves every use of the number."""
+    key = (repr(value), dtype.str)  # repr tells 0.0 from -0.0, and 1 from 1.0 and True
+    array = _constants.get(key)
+    if array is None:
+        if len(_constants) >= 1024:  # a run uses a few dozen numbers; stay bounded anyway
+            _constants.clear()
+        array = _constants[key] = xp.asarray(value, dtype=dtype)
+    return array
 
 
 class Tensor:
@@ -330,6 +347,8 @@ class Tensor:
             return t
         xp = get_array_module(self.data)
         if isinstance(other, (bool, int, float, np.number)) and self.dtype.kind == "f":
+            if xp is not np:  # a device constant is made once, not copied over at every use
+                return Tensor._wrap(_device_constant(xp, other, self.dtype))
             return Tensor._wrap(xp.asarray(other, dtype=self.dtype))
         return Tensor._wrap(xp.asarray(other))
 

@@ -554,14 +554,16 @@ def _train_step(model, optimizer, dataset, cfg, lr, batch_rng):
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
-    total = 0.0
+    total = None
     n = cfg.gradient_accumulation_steps
     for _ in range(n):
         x, y = dataset.get_batch("train", cfg.batch_size, batch_rng)
         _, loss = model(x, y)
         (loss * (1.0 / n)).backward() if n > 1 else loss.backward()
-        total += loss.item() / n
-    norm = clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)  # inf: measure, never clip
+        part = loss.data.astype(np.float64) / n  # summed on the device: no wait per micro-batch
+        total = part if total is None else total + part
+    total = float(total)  # the step's first host sync: the loss
+    norm = clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)  # the second: the norm
     if math.isfinite(total) and math.isfinite(norm):
         optimizer.step()
     model.zero_grad()
