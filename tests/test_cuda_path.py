@@ -127,6 +127,36 @@ def test_ids_are_checked_on_the_host_before_they_go_to_the_device(standin):
         F.cross_entropy(weight, cupy.asarray(np.array([0, 1, 2, 3, 7])))
 
 
+def test_out_of_range_indices_are_refused_on_the_device_too(standin):
+    """CuPy wraps an out-of-range integer index around; a Tensor's index is checked instead:
+    host ids on the host before they are copied (no wait), device ids on the device (one wait
+    for all of an index's arrays), and the embedding's ids, checked already, not again."""
+    cupy = standin
+    x = Tensor(np.arange(12.0).reshape(3, 4), requires_grad=True)
+    before = syncs(cupy)
+    assert x[np.array([2, -3])].shape == (2, 4) and x[[0, 2], 1:].shape == (2, 3)
+    assert x[None, ..., np.array([3, -4])].shape == (1, 3, 2)
+    assert syncs(cupy) == before  # host ids: no wait
+    for index, bad in ((np.array([0, 3]), "3 is out of bounds for axis 0 with size 3"),
+                       ([-4], "-4 is out of bounds for axis 0"),
+                       ((slice(None), np.array([4])), "4 is out of bounds for axis 1 with size 4"),
+                       ((Ellipsis, np.array([[0], [-5]])), "-5 is out of bounds for axis 1"),
+                       ((np.array([True, False, True]), np.array([0, 9])), "9 is out of bounds for axis 1")):
+        with pytest.raises(IndexError, match=bad):
+            x[index]
+    assert syncs(cupy) == before
+    on_device = cupy.asarray(np.array([1, 2]))
+    picked = x[on_device, on_device]
+    assert syncs(cupy) == before + 1  # both arrays in one wait
+    assert picked.numpy().tolist() == [5.0, 10.0]
+    for index in (cupy.asarray(np.array([0, 3])), (on_device, Tensor(np.array([0, -5])))):
+        with pytest.raises(IndexError, match="out of bounds"):
+            x[index]
+    before = syncs(cupy)
+    F.embedding(cupy.asarray(np.array([0, 2])), x)  # checked once by embedding itself
+    assert syncs(cupy) == before + 1
+
+
 def test_dropout_uses_one_generator(standin):
     cupy = standin
     manual_seed(0)

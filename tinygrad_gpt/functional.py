@@ -195,7 +195,7 @@ def cross_entropy_composed(logits, targets, ignore_index=-1):
     logits2, t = _flatten_targets(logits, targets, ignore_index)
     xp = get_array_module(t)
     valid = t != ignore_index
-    logp = log_softmax_composed(logits2)[xp.arange(t.shape[0]), xp.where(valid, t, 0)]
+    logp = log_softmax_composed(logits2)._getitem_checked((xp.arange(t.shape[0]), xp.where(valid, t, 0)))
     weight = valid.astype(logits.dtype) / valid.sum().astype(logits.dtype)  # stays on the device
     return -(logp * weight).sum()
 
@@ -255,7 +255,7 @@ def embedding(idx, weight):
             raise ValueError(f"embedding: ids must be in [0, {V}), got min {int(ids.min())} "
                              f"and max {int(ids.max())}")
 
-    return weight[_int_array(idx, weight.data, "embedding ids", check)]
+    return weight._getitem_checked(_int_array(idx, weight.data, "embedding ids", check))
 
 
 def dropout(x, p, training=True):

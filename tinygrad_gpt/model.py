@@ -198,7 +198,7 @@ class GPT(Module):
         """
         tr = self.transformer
         T = idx.shape[1]
-        tok = tr.wte.weight[idx]  # (B, T, C); ids were checked once, by _check_idx or by sampling
+        tok = tr.wte.weight._getitem_checked(idx)  # (B, T, C); ids checked once, by _check_idx or sampling
         pos = tr.wpe.weight[start:start + T]          # (T, C), positions start .. start+T-1
         x = tr.drop(tok + pos)
         last = len(tr.h) - 1

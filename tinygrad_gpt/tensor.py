@@ -520,6 +520,11 @@ class Tensor:
     def __getitem__(self, index):
         return Tensor._apply(ops.GetItem, self, index=_index_arg(index, self.data))
 
+    def _getitem_checked(self, index):
+        """``self[index]`` for integer ids their caller has range-checked already (once per
+        batch, on the host): no second check, so no wait for the device."""
+        return Tensor._apply(ops.GetItem, self, index=_index_arg(index, self.data, check=False))
+
     @staticmethod
     def cat(tensors, axis=0, *, dim=None):
         """Join tensors along an existing axis."""
@@ -676,22 +681,66 @@ def _shape_arg(shape):
     return tuple(shape)
 
 
-def _index_arg(index, like):
-    """Indices may hold Tensors, lists and arrays; make them arrays on the data's device."""
+def _index_arg(index, like, check=True):
+    """Indices may hold Tensors, lists and arrays; make them arrays on the data's device.
+
+    On a GPU an out-of-range integer index wraps around silently (NumPy raises IndexError),
+    so with ``check`` integer index arrays are range-checked when the data is on the device:
+    host arrays on the host, before they are copied over (no wait for the device); arrays
+    already on the device there, which waits for the device once per index. The training
+    step does not pay that wait: its ids are checked once per batch, on the host, before they
+    go to the device, and the model's embedding then indexes with ``check=False``."""
     xp = get_array_module(like)
 
     def convert(i):
         if isinstance(i, Tensor):
             i = i.data
-        if isinstance(i, list) or (is_array(i) and get_array_module(i) is not xp):
-            i = xp.asarray(i, dtype=np.int64) if isinstance(i, list) and not i else xp.asarray(i)
+        if isinstance(i, list):
+            i = np.asarray(i, dtype=np.int64) if not i else np.asarray(i)
         if is_array(i) and i.dtype.kind == "f":
             raise TypeError(f"indices must be integers or booleans, got dtype {i.dtype}")
         return i
 
-    if isinstance(index, tuple):
-        return tuple(convert(i) for i in index)
-    return convert(index)
+    items = tuple(convert(i) for i in index) if isinstance(index, tuple) else (convert(index),)
+    if check and xp is not np:
+        _check_index_range(items, like.shape)
+    items = tuple(xp.asarray(i) if is_array(i) and get_array_module(i) is not xp else i for i in items)
+    return items if isinstance(index, tuple) else items[0]
+
+
+def _check_index_range(items, shape):
+    """IndexError for an integer index array with an entry outside its axis, as NumPy's.
+    Each array is checked where it lives; the device ones together, with one wait."""
+    used = sum(0 if i is None or i is Ellipsis else i.ndim if is_array(i) and i.dtype.kind == "b" else 1
+               for i in items)
+    axis, on_device = 0, []
+    for i in items:
+        if i is Ellipsis:
+            axis += max(len(shape) - used, 0)
+            continue
+        if i is None:
+            continue
+        if is_array(i) and i.dtype.kind == "b":
+            axis += i.ndim
+            continue
+        if is_array(i) and i.dtype.kind in "iu" and i.size and axis < len(shape):
+            if isinstance(i, np.ndarray):
+                _refuse_out_of_range(i, axis, shape[axis])
+            else:
+                on_device.append((i, axis))
+        axis += 1
+    if on_device:
+        xp = get_array_module(on_device[0][0])
+        flags = xp.stack([((i < -shape[a]) | (i >= shape[a])).any() for i, a in on_device])
+        if bool(flags.any()):  # the one wait; the error path below may wait again
+            for i, a in on_device:
+                _refuse_out_of_range(to_numpy(i), a, shape[a])
+
+
+def _refuse_out_of_range(ids, axis, n):
+    bad = (ids < -n) | (ids >= n)
+    if bad.any():
+        raise IndexError(f"index {int(ids[bad].ravel()[0])} is out of bounds for axis {axis} with size {n}")
 
 
 class ToDevice(Function):
