@@ -1018,15 +1018,19 @@ def test_found_mean_over_no_elements_is_nan():
 
 @pytest.mark.parametrize("constant", [np.arange(1, 4), np.array([True, False, True]), np.array(2.0)],
                          ids=["int64", "bool", "0-d float64"])
-def test_found_constants_keep_a_float32_program_float32(constant):
+def test_found_constants_keep_a_float32_program_float32(constant, xp):
     """float32 * int64 array was a float64 array (NumPy's promotion); in PyTorch a constant of
-    another kind, or a 0-d one, does not raise a float tensor's dtype."""
+    another kind, or a 0-d one, does not raise a float tensor's dtype. An array with axes is
+    put on the tensor's device (a host one beside a device tensor is refused, as in PyTorch);
+    a 0-d host array is a number anywhere."""
     x, tx = Tensor(np.ones(3, np.float32), requires_grad=True), torch.ones(3, requires_grad=True)
-    for ours, theirs in ((x * constant, tx * torch.tensor(constant)), (constant + x, torch.tensor(constant) + tx),
-                         (x ** constant, tx ** torch.tensor(constant)), (x * Tensor(constant), None)):
+    c = constant if constant.ndim == 0 else xp.asarray(constant)
+    for ours, theirs in ((x * c, tx * torch.tensor(constant)), (c + x, torch.tensor(constant) + tx),
+                         (x ** c, tx ** torch.tensor(constant)), (x * Tensor(constant), None)):
         assert ours.dtype == np.float32
         assert theirs is None or theirs.dtype == torch.float32
-    (x * constant).sum().backward()
+        assert ours.device == x.device
+    (x * c).sum().backward()
     assert x.grad.dtype == np.float32
 
 

@@ -341,6 +341,10 @@ class Tensor:
             if self.dtype.kind == "f" and (other.dtype.kind in "biu"
                                            or (other.dtype.kind == "f" and other.ndim == 0 < self.ndim)):
                 other = other.astype(self.dtype)
+            xp = get_array_module(self.data)
+            if source is None and other.ndim == 0 and xp is not np and isinstance(other, np.ndarray):
+                # as in PyTorch, a 0-d host value beside a device tensor is a number: made once there
+                return Tensor._wrap(_device_constant(xp, other.item(), other.dtype))
             t = Tensor._wrap(other)
             if source is not None and other is source._data:
                 t._version = source._version  # one array: a write to the tensor is seen here too
