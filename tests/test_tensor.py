@@ -768,12 +768,13 @@ def test_dim_is_accepted_wherever_axis_is(xp):
         t.softmax(0, dim=1)
 
 
-def test_repr_shows_a_dtype_that_is_not_float32():
-    assert repr(Tensor([1.0, 2.0])) == "Tensor([1., 2.])"
+def test_repr_shows_a_dtype_that_is_not_float32(device):
+    on = "" if device == "cpu" else f", device='{device}'"  # as PyTorch, the device unless the CPU
+    assert repr(Tensor([1.0, 2.0])) == f"Tensor([1., 2.]{on})"
     assert repr(Tensor(np.array([1.0, 2.0]), requires_grad=True)) == \
-        "Tensor([1., 2.], dtype=float64, requires_grad=True)"
-    assert repr(Tensor(np.arange(3))) == "Tensor([0, 1, 2], dtype=int64)"
-    assert repr(Tensor([1.0]) > 0) == "Tensor([ True], dtype=bool)"
+        f"Tensor([1., 2.]{on}, dtype=float64, requires_grad=True)"
+    assert repr(Tensor(np.arange(3))) == f"Tensor([0, 1, 2]{on}, dtype=int64)"
+    assert repr(Tensor([1.0]) > 0) == f"Tensor([ True]{on}, dtype=bool)"
     assert "dtype" not in repr(Tensor(np.ones((2, 2), dtype=np.float32)))
 
 

@@ -415,10 +415,12 @@ def _both(scenario):
         return torch.tensor(values, dtype=torch.float64, requires_grad=requires_grad)
 
     outcomes = []
-    for make, no_grad, grad_of in [(ours, our_no_grad, lambda t: to_numpy(t.grad)),
-                                   (theirs, torch.no_grad, lambda t: t.grad)]:
+    # a gradient stays where it is (a scenario may compute with it); results are read on the host
+    for make, no_grad, grad_of, host in [(ours, our_no_grad, lambda t: t.grad, to_numpy),
+                                         (theirs, torch.no_grad, lambda t: t.grad, np.asarray)]:
         try:
-            outcomes.append(("ok", [np.asarray(a, dtype=np.float64) for a in scenario(make, no_grad, grad_of)]))
+            outcomes.append(("ok", [np.asarray(host(a), dtype=np.float64)
+                                    for a in scenario(make, no_grad, grad_of)]))
         except RuntimeError as e:
             outcomes.append(("error", type(e).__name__))
     return outcomes

@@ -14,11 +14,17 @@ Reading values back (``get``, ``asnumpy``, ``item``, ``tolist``, ``float``, ``in
 ``bool``, ``repr``) waits for the device: each one counts as a host sync in COUNTS.
 """
 import collections
+import weakref
 
 import numpy as np
 
 # host syncs (device -> host reads) and host -> device copies, for tests to assert on
 COUNTS = collections.Counter()
+
+
+# id of a NumPy array that owns its memory -> the stand-in array around it, so that a view's
+# ``base`` is that very array object, as in CuPy (``x[0].base is x``)
+_owners = weakref.WeakValueDictionary()
 
 
 def reset_counts():
@@ -119,12 +125,22 @@ class ndarray:
 
     def __init__(self, shape, dtype=float):
         self._a = np.empty(shape, dtype=dtype)
+        _owners[id(self._a)] = self
 
     @classmethod
     def _from(cls, array):
         out = cls.__new__(cls)
         out._a = array
+        if array.base is None:  # a live array keeps its NumPy array alive: the id stays its own
+            out = _owners.setdefault(id(array), out)
         return out
+
+    def _base(self):
+        root = self._a.base
+        if root is None:
+            return None
+        owner = _owners.get(id(root))
+        return owner if owner is not None and owner._a is root else ndarray._from(root)
 
     # -- the wall
     def __array__(self, dtype=None, copy=None):
@@ -195,7 +211,7 @@ class ndarray:
 
     T = property(lambda self: ndarray._from(self._a.T))
     flat = property(lambda self: _Flat(self))
-    base = property(lambda self: None if self._a.base is None else ndarray._from(self._a.base))
+    base = property(_base)
     device = property(lambda self: _Device0)
 
     def __len__(self):
