@@ -26,7 +26,7 @@ import numpy as np
 
 from .backend import to_device, to_numpy
 from .errors import CheckpointError
-from .fileio import write_atomic
+from .fileio import describe, write_atomic
 
 # safetensors dtype name -> little-endian NumPy dtype. BF16 has no NumPy dtype: it is
 # read as raw 16-bit words and widened to float32 (and never written).
@@ -157,8 +157,8 @@ def _read_header(path):
             head = f.read(8)
             n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
             raw = f.read(n) if n <= min(size - 8, MAX_HEADER_BYTES) else b""  # the length is checked first
-    except OSError as e:  # e.g. no permission to read it
-        raise fail(f"cannot read it ({e.strerror or e})") from None
+    except OSError as e:  # e.g. no permission to read it, an I/O error: as every file error says it
+        raise CheckpointError(describe(e, "reading", path)) from None
     if len(head) < 8:
         raise fail(f"file is only {size} bytes, too short to be a safetensors file")
     if not raw.startswith(b"{"):
