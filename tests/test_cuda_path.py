@@ -141,7 +141,8 @@ def test_out_of_range_indices_are_refused_on_the_device_too(standin):
                        ([-4], "-4 is out of bounds for axis 0"),
                        ((slice(None), np.array([4])), "4 is out of bounds for axis 1 with size 4"),
                        ((Ellipsis, np.array([[0], [-5]])), "-5 is out of bounds for axis 1"),
-                       ((np.array([True, False, True]), np.array([0, 9])), "9 is out of bounds for axis 1")):
+                       ((np.array([True, False, True]), np.array([0, 9])), "9 is out of bounds for axis 1"),
+                       ((True, np.array([0, 3], np.uint8)), "3 is out of bounds for axis 0")):
         with pytest.raises(IndexError, match=bad):
             x[index]
     assert syncs(cupy) == before

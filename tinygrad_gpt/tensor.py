@@ -715,19 +715,21 @@ def _index_arg(index, like, check=True):
 def _check_index_range(items, shape):
     """IndexError for an integer index array with an entry outside its axis, as NumPy's.
     Each array is checked where it lives; the device ones together, with one wait."""
-    used = sum(0 if i is None or i is Ellipsis else i.ndim if is_array(i) and i.dtype.kind == "b" else 1
-               for i in items)
+    def width(i):  # how many axes of the data ``i`` indexes
+        if i is None or i is Ellipsis or isinstance(i, (bool, np.bool_)):
+            return 0
+        return i.ndim if is_array(i) and i.dtype.kind == "b" else 1
+
+    used = sum(width(i) for i in items)
     axis, on_device = 0, []
     for i in items:
         if i is Ellipsis:
             axis += max(len(shape) - used, 0)
             continue
-        if i is None:
+        if width(i) != 1 or not is_array(i):
+            axis += width(i)
             continue
-        if is_array(i) and i.dtype.kind == "b":
-            axis += i.ndim
-            continue
-        if is_array(i) and i.dtype.kind in "iu" and i.size and axis < len(shape):
+        if i.dtype.kind in "iu" and i.size and axis < len(shape):
             if isinstance(i, np.ndarray):
                 _refuse_out_of_range(i, axis, shape[axis])
             else:
@@ -735,14 +737,18 @@ def _check_index_range(items, shape):
         axis += 1
     if on_device:
         xp = get_array_module(on_device[0][0])
-        flags = xp.stack([((i < -shape[a]) | (i >= shape[a])).any() for i, a in on_device])
+        flags = xp.stack([_out_of_range(i, shape[a]).any() for i, a in on_device])
         if bool(flags.any()):  # the one wait; the error path below may wait again
             for i, a in on_device:
                 _refuse_out_of_range(to_numpy(i), a, shape[a])
 
 
+def _out_of_range(ids, n):
+    return (ids >= n) if ids.dtype.kind == "u" else (ids < -n) | (ids >= n)
+
+
 def _refuse_out_of_range(ids, axis, n):
-    bad = (ids < -n) | (ids >= n)
+    bad = _out_of_range(ids, n)
     if bad.any():
         raise IndexError(f"index {int(ids[bad].ravel()[0])} is out of bounds for axis {axis} with size {n}")
 
