@@ -251,7 +251,7 @@ def for_chunks(fn, n, array, chunk=CHUNK):
     """
     if device_of(array) == "cuda" or n < 2 * chunk:
         return [fn(slice(0, n))]
-    if array.size < CHUNKED_MIN:
+    if array.size < CHUNKED_MIN or cpu_threads() < 2:
         return [fn(slice(i, min(i + chunk, n))) for i in range(0, n, chunk)]
     global _pool
     if _pool is None:
@@ -261,6 +261,66 @@ def for_chunks(fn, n, array, chunk=CHUNK):
     half = (len(slices) + 1) // 2
     other = _pool.submit(lambda: [fn(s) for s in slices[half:]])  # the second core
     return [fn(s) for s in slices[:half]] + other.result()
+
+
+_threads = None
+
+
+def cpu_threads():
+    """How many threads this process's CPU work may use: ``set_cpu_threads``'s number, else
+    $OMP_NUM_THREADS when set, else the cores it may run on. ``for_chunks`` adds its second
+    thread only when this is 2 or more (``OMP_NUM_THREADS=1`` means one thread, helpers too).
+
+        >>> cpu_threads() >= 1
+        True
+    """
+    global _threads
+    if _threads is None:
+        text = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+        _threads = int(text) if text.isdigit() and int(text) > 0 else len(os.sched_getaffinity(0)) \
+            if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return _threads
+
+
+def set_cpu_threads(n):
+    """Let this process's CPU work use ``n`` threads: the package's helper thread, and the BLAS
+    library's threads when NumPy's OpenBLAS can be told at run time (returns True if it could)."""
+    global _threads
+    _threads = max(1, int(n))
+    return _set_openblas_threads(_threads)
+
+
+def _set_openblas_threads(n):
+    """openblas_set_num_threads(n) on the OpenBLAS loaded into this process (NumPy's wheels
+    bundle one, with prefixed names), found through /proc/self/maps; False if there is none."""
+    import ctypes
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            libs = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
+    except OSError:
+        return False
+    done = False
+    for path in sorted(libs):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            setter = getattr(lib, name, None)
+            if setter is not None:
+                setter(ctypes.c_int(n))
+                done = True
+                break
+    return done
+
+
+def use_gpu(index):
+    """Make GPU number ``index`` (modulo the GPUs there are) this process's CUDA device; returns it."""
+    require_device("cuda")
+    index %= _cupy.cuda.runtime.getDeviceCount()
+    _cupy.cuda.Device(index).use()
+    return index
 
 
 def synchronize(device_name=None):

@@ -3,13 +3,18 @@
 Flags are nanoGPT's ``--key=value``, typed from the config dataclasses: ints,
 floats, booleans written True/False, strings, and None for optional values.
 Mistakes get one line on stderr and exit code 2; nothing else is printed.
+
+``mpiexec -n N python -m tinygrad_gpt train ...`` trains on N processes (distributed.py);
+there an error on any rank ends the whole job with one ``error:`` line.
 """
 import dataclasses
 import difflib
 import sys
 import typing
 
+from . import distributed
 from .backend import DeviceError
+from .distributed import DistributedError
 from .data import DataError
 from .lock import LockError
 from .serialization import CheckpointError
@@ -111,21 +116,26 @@ def main(argv=None):
         return 0
     config_cls, run, _ = COMMANDS[command]
     try:
+        if distributed.world().size > 1 and command != "train":
+            raise UsageError(f"{command} runs in one process; only train runs on several (under MPI)")
         cfg = parse_flags(config_cls, flags)
         cfg.validate()
+    except DistributedError as e:
+        return _fail(str(e), 1)
     except (UsageError, ConfigError) as e:
-        return _fail(str(e), 2)
+        return _fail(str(e), 2, every_rank=True)
     try:
         run(cfg)
     except ConfigError as e:
-        return _fail(str(e), 2)
-    except (DataError, CheckpointError, DeviceError, LockError, TrainingError, GradcheckFailure, VizError) as e:
-        return _fail(str(e), 1)
+        return _fail(str(e), 2, getattr(e, "every_rank", False))
+    except (DataError, CheckpointError, DeviceError, LockError, TrainingError, GradcheckFailure, VizError,
+            DistributedError) as e:
+        return _fail(str(e), 1, getattr(e, "every_rank", False))
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     return 0
 
 
-def _fail(message, code):
-    print(f"error: {message}", file=sys.stderr)
-    return code
+def _fail(message, code, every_rank=False):
+    """One ``error:`` line and the exit code; under MPI it ends every rank (distributed.fail)."""
+    return distributed.fail(message, code, every_rank)

@@ -8,6 +8,11 @@ a checkpoint; it logs to ``out_dir/log.jsonl``; it can resume exactly.
 A run locks its ``out_dir`` (``lock.RunLock``), stops on a NaN or infinite loss or
 gradient norm without saving bad weights (or skips such steps with
 ``--skip_nonfinite=True``), and can name the op that made a NaN (``--detect_anomaly=True``).
+
+Under MPI (``mpiexec -n N python -m tinygrad_gpt train ...``) each of the N ranks takes the
+micro-batches ``j % N == rank`` of every step and the gradients are summed over the ranks
+(``distributed.py``), so the run is the same as one process with the same flags; rank 0
+alone prints, logs, locks ``out_dir`` and reads and writes checkpoints.
 """
 import contextlib
 import json
@@ -20,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import backend
+from . import backend, distributed
 from .anomaly import AnomalyError, detect_anomaly
 from .backend import get_array_module
 from .checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
@@ -85,6 +90,7 @@ class TrainConfig:
     progress: bool = True           # a progress bar when writing to a terminal
     skip_nonfinite: bool = False    # drop a step whose loss or gradient is NaN/inf, count it, go on
     detect_anomaly: bool = False    # name the op that makes the first NaN/inf (slow: for debugging)
+    ddp_overlap: bool = False       # under MPI: allreduce gradient buckets while backward runs
 
     def validate(self):
         positive = ("batch_size", "block_size", "n_layer", "n_head", "n_embd", "max_iters",
@@ -118,18 +124,25 @@ class TrainConfig:
         return self
 
 
-def estimate_loss(model, dataset, cfg, rng):
-    """Mean loss over ``eval_iters`` random batches of each split, in eval mode."""
+def estimate_loss(model, dataset, cfg, rng, comm=distributed.Single()):
+    """Mean loss over ``eval_iters`` random batches of each split, in eval mode.
+
+    With several ranks each draws every batch and evaluates those with ``k % size == rank``;
+    one allreduce adds up the losses."""
     out = {}
     model.eval()
     with no_grad():
         for split in ("train", "val"):
             losses = []
-            for _ in range(cfg.eval_iters):
+            for k in range(cfg.eval_iters):
                 x, y = dataset.get_batch(split, cfg.batch_size, rng)
-                losses.append(model(x, y)[1].item())
-            out[split] = float(np.mean(losses))
+                if k % comm.size == comm.rank:
+                    losses.append(model(x, y)[1].item())
+            out[split] = float(np.mean(losses)) if comm.size == 1 else math.fsum(losses) / cfg.eval_iters
     model.train()
+    if comm.size > 1:
+        both = comm.allreduce_(np.array([out["train"], out["val"]]))
+        out = {"train": float(both[0]), "val": float(both[1])}
     return out
 
 
@@ -215,26 +228,56 @@ def train(cfg, print_fn=print):
     ``skip_nonfinite``, drops that step), and weights that are not finite are never saved.
     """
     cfg.validate()
+    comm = distributed.world()
+    _check_ranks(cfg, comm)
+    print_fn = print_fn if comm.rank == 0 else _quiet
+    if comm.size > 1:
+        distributed.share_cores(comm)  # this rank's share of the cores, BLAS and helper threads
+    if cfg.device == "cuda" and comm.size > 1:
+        backend.use_gpu(comm.local_rank)  # one GPU per rank on each machine
     backend.require_device(cfg.device)
-    _prepare_out_dir(cfg.out_dir)
-    with RunLock(cfg.out_dir) as lock:
-        if lock.taken_over:
+    if comm.rank == 0:
+        _prepare_out_dir(cfg.out_dir)
+    with (RunLock(cfg.out_dir) if comm.rank == 0 else contextlib.nullcontext()) as lock:
+        if lock is not None and lock.taken_over:
             pid = f" (process {lock.stale_pid})" if lock.stale_pid is not None else ""
             print_fn(f"taking over {lock.path}, left by a run that no longer exists{pid}")
-        _remove_partial_writes(cfg.out_dir)
-        run = _setup(cfg, print_fn)
+        if comm.rank == 0:
+            _remove_partial_writes(cfg.out_dir)
+        run = _setup(cfg, print_fn, comm)
         anomaly = detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
         # non-finite values are caught by the checks below, so NumPy's warnings would only repeat them
-        with anomaly, np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            losses = _loop(run, print_fn)
+        try:
+            with anomaly, np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                losses = _loop(run, print_fn)
+        except TrainingError as e:  # met by every rank alike (from allreduced values), unless one
+            e.every_rank = not isinstance(e.__context__, AnomalyError)  # rank's op made a NaN
+            raise
+        finally:
+            if run.sync is not None:
+                run.sync.close()
     if cfg.skip_nonfinite:
         print_fn(f"{run.skipped} steps skipped for a non-finite loss or gradient")
-    if cfg.sample_tokens:
+    if cfg.sample_tokens and comm.rank == 0:
         tokenizer = run.tokenizer
         print_fn(f"\nA sample from the trained model ({cfg.sample_tokens} tokens):\n")
         start = "\n" if isinstance(tokenizer, BPETokenizer) or "\n" in tokenizer.stoi else tokenizer.chars[0]
         print_fn(sample_text(run.model, tokenizer, start, cfg.sample_tokens, seed=cfg.seed))
     return losses
+
+
+def _quiet(*args, **kwargs):
+    """print_fn of the ranks other than 0: they say nothing."""
+
+
+def _check_ranks(cfg, comm):
+    """--gradient_accumulation_steps counts the micro-batches of all ranks together, as nanoGPT."""
+    if cfg.gradient_accumulation_steps % comm.size:
+        err = ConfigError(f"--gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a "
+                          f"multiple of the number of processes ({comm.size}): each step's micro-batches "
+                          f"are shared out among them")
+        err.every_rank = True
+        raise err
 
 
 def _remove_partial_writes(out_dir):
@@ -262,12 +305,50 @@ class _Run:
     saved_iter: Optional[int] = None  # the iteration of the last good checkpoint on disk
     skipped: int = 0                  # steps dropped for a non-finite loss or gradient
     resumed: bool = False
+    comm: object = distributed.Single()  # the ranks training together (distributed.py)
+    sync: Optional[distributed.GradSync] = None  # sums their gradients; None when alone
+    stop_requested: bool = False      # set by this process to ask for a stop after this step
 
 
-def _setup(cfg, print_fn):
-    """Data, tokenizer, model and optimizer: from scratch, a GPT-2 folder, or the checkpoint."""
+def _setup(cfg, print_fn, comm=distributed.Single()):
+    """Data, tokenizer, model and optimizer: from scratch, a GPT-2 folder, or the checkpoint.
+
+    Under MPI rank 0 reads the files (and trains the tokenizer) and broadcasts the result:
+    the tokenizer and the model's config as JSON, the tokens, weights and optimizer state as
+    buffers, so the other ranks need no files at all."""
     ckpt_path = os.path.join(cfg.out_dir, CKPT_NAME)
-    ckpt = pretrained = tokenizer = None
+    ckpt = pretrained = dataset = tokenizer = data_name = model_config = None
+    if comm.rank == 0:
+        ckpt, pretrained, dataset, tokenizer, data_name, model_config = _read_inputs(cfg, ckpt_path)
+    if comm.size > 1:
+        dataset, tokenizer, data_name, model_config = _share_inputs(
+            comm, cfg, dataset, tokenizer, data_name, model_config)
+
+    backend.manual_seed(cfg.seed)
+    model = (pretrained if pretrained is not None else GPT(model_config)).to(device=cfg.device,
+                                                                             dtype=np.dtype(cfg.dtype))
+    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
+    run = _Run(cfg, model, optimizer, dataset, tokenizer, stream(cfg.seed, "batches"), ckpt_path, comm=comm)
+    if ckpt is not None:
+        _restore(run, ckpt)
+    if comm.size > 1:
+        _share_state(run, ckpt)
+    print_fn(f"data: {data_name}, {len(dataset.train):,} train and {len(dataset.val):,} val tokens, "
+             f"vocab {tokenizer.vocab_size}")
+    print_fn(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model_config.n_layer} layers, "
+             f"{model_config.n_head} heads, {model_config.n_embd} wide, block {model_config.block_size}; "
+             f"device {cfg.device}, {cfg.dtype}")
+    if comm.size > 1:
+        print_fn(f"{comm.size} processes: {cfg.gradient_accumulation_steps // comm.size} micro-batches "
+                 f"of {cfg.batch_size} each per step, {backend.cpu_threads()} threads each")
+    if cfg.init_from == "resume":
+        print_fn(f"resuming from {ckpt_path} at iteration {run.start_iter}")
+    return run
+
+
+def _read_inputs(cfg, ckpt_path):
+    """The checkpoint or GPT-2 folder (if any), the data, the tokenizer and the model's config."""
+    ckpt = pretrained = tokenizer = model_config = None
     if cfg.init_from == "resume":
         ckpt = load_checkpoint(ckpt_path)
         _check_resumable(ckpt)
@@ -284,22 +365,48 @@ def _setup(cfg, print_fn):
         model_config = GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size,
                                  n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                                  dropout=cfg.dropout, bias=cfg.bias)
+    return ckpt, pretrained, dataset, tokenizer, data_name, model_config
 
-    backend.manual_seed(cfg.seed)
-    model = (pretrained if pretrained is not None else GPT(model_config)).to(device=cfg.device,
-                                                                             dtype=np.dtype(cfg.dtype))
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
-    run = _Run(cfg, model, optimizer, dataset, tokenizer, stream(cfg.seed, "batches"), ckpt_path)
-    if ckpt is not None:
-        _restore(run, ckpt)
-    print_fn(f"data: {data_name}, {len(dataset.train):,} train and {len(dataset.val):,} val tokens, "
-             f"vocab {tokenizer.vocab_size}")
-    print_fn(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model_config.n_layer} layers, "
-             f"{model_config.n_head} heads, {model_config.n_embd} wide, block {model_config.block_size}; "
-             f"device {cfg.device}, {cfg.dtype}")
-    if ckpt is not None:
-        print_fn(f"resuming from {ckpt_path} at iteration {run.start_iter}")
-    return run
+
+def _share_inputs(comm, cfg, dataset, tokenizer, data_name, model_config):
+    """Rank 0's tokenizer, model config and tokens on every rank (JSON and one buffer)."""
+    info = comm.bcast_json(None if comm.rank else {
+        "tokenizer": tokenizer.to_dict(), "model_config": model_config.to_dict(),
+        "block_size": cfg.block_size, "data_name": data_name})
+    ids = distributed.bcast_ids(comm, None if comm.rank else np.concatenate([dataset.train, dataset.val]))
+    if comm.rank:
+        cfg.block_size = info["block_size"]
+        tokenizer, data_name = tokenizer_from_dict(info["tokenizer"]), info["data_name"]
+        model_config, dataset = GPTConfig(**info["model_config"]), Dataset(ids, cfg.block_size)
+    return dataset, tokenizer, data_name, model_config
+
+
+DROPOUT_STREAM = 3  # the ranks other than 0 draw dropout from stream [seed, 3, rank, iteration]
+
+
+def _share_state(run, ckpt):
+    """Rank 0's weights, optimizer state, position and batch stream on every rank; each rank's
+    own dropout stream; a checksum to prove the weights equal; and the gradient allreduce."""
+    comm, cfg = run.comm, run.cfg
+    distributed.bcast_parameters(comm, run.model)
+    if cfg.init_from == "resume":
+        distributed.bcast_optimizer(comm, run.optimizer)
+    state = comm.bcast_json(None if comm.rank else {
+        "start_iter": run.start_iter, "best_val": run.best_val, "saved_iter": run.saved_iter,
+        "skipped": run.skipped, "batch_rng": run.batch_rng.bit_generator.state,
+        "rank_rngs": ckpt.extra.get("rank_rngs", []) if ckpt is not None else []})
+    if comm.rank:
+        run.start_iter, run.best_val, run.saved_iter = state["start_iter"], state["best_val"], state["saved_iter"]
+        run.skipped, run.resumed = state["skipped"], cfg.init_from == "resume"
+        run.batch_rng.bit_generator.state = state["batch_rng"]
+        saved = state["rank_rngs"]  # rank r's dropout stream, if the run that saved had rank r
+        if comm.rank <= len(saved):
+            backend.set_rng_state(saved[comm.rank - 1])
+        else:
+            backend.manual_seed([cfg.seed, DROPOUT_STREAM, comm.rank, run.start_iter])
+    distributed.check_same_weights(comm, run.model, "at the start")
+    run.sync = distributed.GradSync(comm, run.optimizer, overlap=cfg.ddp_overlap,
+                                    stop_request=lambda: run.stop_requested)
 
 
 def _restore(run, ckpt):
@@ -319,8 +426,9 @@ def _loop(run, print_fn):
     """Iterations start_iter .. max_iters: evaluate and save on schedule, then step."""
     cfg = run.cfg
     lr_decay_iters = cfg.lr_decay_iters or cfg.max_iters
-    log = open(os.path.join(cfg.out_dir, "log.jsonl"), "a" if run.resumed else "w", encoding="utf-8")
-    progress = Progress(cfg.max_iters, run.start_iter, cfg.progress)
+    log = open(os.path.join(cfg.out_dir, "log.jsonl") if run.comm.rank == 0 else os.devnull,
+               "a" if run.resumed else "w", encoding="utf-8")  # rank 0 alone writes the log
+    progress = Progress(cfg.max_iters, run.start_iter, cfg.progress and run.comm.rank == 0)
     losses, it = None, run.start_iter
     try:
         for it in range(run.start_iter, cfg.max_iters + 1):
@@ -332,7 +440,8 @@ def _loop(run, print_fn):
             if it == cfg.max_iters:
                 break
             t0 = time.perf_counter()
-            loss, norm = _train_step(run.model, run.optimizer, run.dataset, cfg, lr, run.batch_rng)
+            step_args = (run.model, run.optimizer, run.dataset, cfg, lr, run.batch_rng)
+            loss, norm = _train_step(*step_args) if run.sync is None else _train_step(*step_args, sync=run.sync)
             ms = round((time.perf_counter() - t0) * 1000, 2)
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 _nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn)
@@ -348,6 +457,12 @@ def _loop(run, print_fn):
         progress.clear()
         log.close()
     return losses
+
+
+def _stop_agreed(run):
+    """Whether the run should stop after this step: ``run.stop_requested`` of this process, or
+    under MPI of any rank (it travels in the step's gradient allreduce), so all ranks agree."""
+    return run.stop_requested if run.sync is None else run.sync.stop_agreed
 
 
 def _kept(run):
@@ -374,7 +489,9 @@ def _nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn):
 def _evaluate_and_save(run, it, log, print_fn):
     """Estimate both losses, log them, and save a checkpoint unless something is not finite."""
     cfg = run.cfg
-    losses = estimate_loss(run.model, run.dataset, cfg, stream(cfg.seed, "eval", it))
+    losses = estimate_loss(run.model, run.dataset, cfg, stream(cfg.seed, "eval", it), run.comm)
+    if run.comm.size > 1:
+        distributed.check_same_weights(run.comm, run.model, f"at iteration {it}")
     print_fn(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     log.write(json.dumps({"iter": it, "train_loss": losses["train"], "val_loss": losses["val"]}) + "\n")
     log.flush()
@@ -392,7 +509,11 @@ def _evaluate_and_save(run, it, log, print_fn):
         extra = {"iter": it, "best_val_loss": run.best_val, "train_config": asdict(cfg),
                  "tokenizer": run.tokenizer.to_dict(), "batch_rng": run.batch_rng.bit_generator.state,
                  "rng": backend.rng_state(), "skipped": run.skipped}
-        save_checkpoint(run.ckpt_path, run.model, run.optimizer, extra)
+        rngs = run.comm.gather_json(backend.rng_state()) if run.comm.size > 1 else None
+        if rngs is not None:  # rank 0 only: the other ranks' dropout streams
+            extra["rank_rngs"] = rngs[1:]
+        if run.comm.rank == 0:
+            save_checkpoint(run.ckpt_path, run.model, run.optimizer, extra)
         run.saved_iter = it
     return losses
 
@@ -405,21 +526,30 @@ def _nonfinite_weight(model):
     return None
 
 
-def _train_step(model, optimizer, dataset, cfg, lr, batch_rng):
+def _train_step(model, optimizer, dataset, cfg, lr, batch_rng, sync=None):
     """One optimizer step over ``gradient_accumulation_steps`` micro-batches.
 
     Returns (mean loss, gradient norm before clipping). When either is not finite the
     update is not made: the gradients are dropped and the weights stay as they were.
+    With ``sync`` (several ranks) every rank draws all the micro-batches, runs those with
+    ``j % size == rank``, and the gradients and loss are summed over the ranks.
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
     total = 0.0
     n = cfg.gradient_accumulation_steps
-    for _ in range(n):
+    rank, size = (sync.comm.rank, sync.comm.size) if sync is not None else (0, 1)
+    for j in range(n):
         x, y = dataset.get_batch("train", cfg.batch_size, batch_rng)
+        if j % size != rank:  # another rank's micro-batch
+            continue
         _, loss = model(x, y)
-        (loss * (1.0 / n)).backward() if n > 1 else loss.backward()
         total += loss.item() / n
+        if sync is not None and j + size >= n:  # this rank's last: its gradients will be final
+            sync.arm(total)
+        (loss * (1.0 / n)).backward() if n > 1 else loss.backward()
+    if sync is not None:
+        total = sync.finish()
     norm = clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)  # inf: measure, never clip
     if math.isfinite(total) and math.isfinite(norm):
         optimizer.step()
