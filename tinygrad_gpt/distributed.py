@@ -164,7 +164,8 @@ def world():
 
 def _abort_on_uncaught(kind, value, tb):
     traceback.print_exception(kind, value, tb)
-    print(f"error: rank {_world.rank}: {kind.__name__}: {value}", file=sys.stderr)
+    print(f"error: rank {_world.rank}: {kind.__name__}: {value}", file=sys.stderr, flush=True)
+    time.sleep(0.5)
     _world.abort(1)
 
 
@@ -183,6 +184,7 @@ def fail(message, code, every_rank=False):
     if comm.rank == 0 or not every_rank:
         where = "" if every_rank else f"rank {comm.rank}: "
         print(f"error: {where}{message}", file=sys.stderr, flush=True)
+        time.sleep(0.5)  # the launcher forwards the line before its own report of the abort
     else:
         time.sleep(10)  # rank 0 prints the line and aborts; this is only a fallback
     comm.abort(code)

@@ -91,6 +91,7 @@ class TrainConfig:
     skip_nonfinite: bool = False    # drop a step whose loss or gradient is NaN/inf, count it, go on
     detect_anomaly: bool = False    # name the op that makes the first NaN/inf (slow: for debugging)
     ddp_overlap: bool = False       # under MPI: allreduce gradient buckets while backward runs
+    ddp_bucket_mb: float = 1.0      # the size of those buckets, in MiB
 
     def validate(self):
         positive = ("batch_size", "block_size", "n_layer", "n_head", "n_embd", "max_iters",
@@ -101,7 +102,7 @@ class TrainConfig:
         for name in ("warmup_iters", "sample_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
+        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "ddp_bucket_mb"):
             if not getattr(self, name) >= 0 or not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"--{name} must be a finite number >= 0, got {getattr(self, name)}")
         if self.lr_decay_iters is not None and self.lr_decay_iters <= 0:
@@ -405,7 +406,8 @@ def _share_state(run, ckpt):
         else:
             backend.manual_seed([cfg.seed, DROPOUT_STREAM, comm.rank, run.start_iter])
     distributed.check_same_weights(comm, run.model, "at the start")
-    run.sync = distributed.GradSync(comm, run.optimizer, overlap=cfg.ddp_overlap,
+    bucket_size = max(1, int(cfg.ddp_bucket_mb * 2 ** 20) // np.dtype(cfg.dtype).itemsize)
+    run.sync = distributed.GradSync(comm, run.optimizer, overlap=cfg.ddp_overlap, bucket_size=bucket_size,
                                     stop_request=lambda: run.stop_requested)
 
 
