@@ -154,10 +154,17 @@ def in_process(options):
                  print_fn=lambda *a: None)
 
 
+def _open_mpi():
+    version = subprocess.run(["mpiexec", "--version"], capture_output=True, text=True).stdout
+    return "Open MPI" in version or "OpenRTE" in version
+
+
 def mpi_command(n, options, script=None):
-    launcher = ["mpiexec", "-n", str(n), "--oversubscribe"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        launcher.append("--allow-run-as-root")
+    launcher = ["mpiexec", "-n", str(n)]
+    if _open_mpi():  # more ranks than cores, and root (as in containers), need saying so
+        launcher.append("--oversubscribe")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            launcher.append("--allow-run-as-root")
     program = [sys.executable, script] if script else [sys.executable, "-m", "tinygrad_gpt"]
     return launcher + program + ["train"] + [f"--{k}={v}" for k, v in options.items()]
 
