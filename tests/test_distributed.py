@@ -112,7 +112,6 @@ def test_one_thread_means_no_helper_thread(monkeypatch):
     n = backend.CHUNKED_MIN + 5
     backend.for_chunks(lambda s: threads.add(threading.get_ident()), n, np.zeros(n))
     assert threads == {threading.get_ident()}
-    monkeypatch.setattr(backend, "_threads", None)
 
 
 def test_accumulation_steps_must_be_a_multiple_of_the_ranks(monkeypatch, tmp_path):
