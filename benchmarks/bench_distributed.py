@@ -61,7 +61,8 @@ def worker_allreduce(sizes, repeats):
         buf = np.ones(n, dtype=np.float32)
         times = []
         for i in range(repeats + 2):  # two warm-ups
-            comm.comm.Barrier() if comm.size > 1 else None
+            if comm.size > 1:
+                comm.comm.Barrier()  # both ranks start together
             t0 = time.perf_counter()
             comm.allreduce_(buf)
             if i >= 2:

@@ -228,7 +228,7 @@ def two_ranks(tmp_path_factory, text_file):
 def test_two_ranks_train_exactly_as_one_process(reference, two_ranks):
     out, proc = two_ranks
     assert_same_run(reference, out, rtol=1e-9)
-    assert "2 processes: 2 micro-batches of 2 each per step, 1 threads each" in proc.stdout
+    assert "2 processes: 2 micro-batches of 2 each per step, 1 CPU thread(s) each" in proc.stdout
     assert proc.stdout.count("step 20:") == 1  # rank 0 alone prints
     assert sorted(os.listdir(out)) == ["ckpt.safetensors", "log.jsonl"]  # and the lock is gone
 

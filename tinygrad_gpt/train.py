@@ -341,7 +341,7 @@ def _setup(cfg, print_fn, comm=distributed.Single()):
              f"device {cfg.device}, {cfg.dtype}")
     if comm.size > 1:
         print_fn(f"{comm.size} processes: {cfg.gradient_accumulation_steps // comm.size} micro-batches "
-                 f"of {cfg.batch_size} each per step, {backend.cpu_threads()} threads each")
+                 f"of {cfg.batch_size} each per step, {backend.cpu_threads()} CPU thread(s) each")
     if cfg.init_from == "resume":
         print_fn(f"resuming from {ckpt_path} at iteration {run.start_iter}")
     return run
