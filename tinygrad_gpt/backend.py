@@ -316,9 +316,12 @@ def _set_openblas_threads(n):
 
 
 def use_gpu(index):
-    """Make GPU number ``index`` (modulo the GPUs there are) this process's CUDA device; returns it."""
+    """Make GPU number ``index`` this process's CUDA device (one process per GPU); returns it."""
     require_device("cuda")
-    index %= _cupy.cuda.runtime.getDeviceCount()
+    count = _cupy.cuda.runtime.getDeviceCount()
+    if not 0 <= index < count:
+        raise DeviceError(f"this process needs GPU {index} (one per process on each machine), but this "
+                          f"machine has {count}; start at most {count} processes per machine with --device=cuda")
     _cupy.cuda.Device(index).use()
     return index
 
