@@ -331,6 +331,9 @@ calls = []
 def failing(*args, **kwargs):
     calls.append(1)
     if len(calls) == 3 and os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK")) == "1":
+        if {kind!r} == "diverge":  # rank 1's weights drift away from rank 0's
+            args[0].transformer.ln_f.weight.data[0] += 1e-3
+            return real(*args, **kwargs)
         if {kind!r} == "DataError":
             raise DataError("data file shard-1.txt does not exist")
         raise RuntimeError("something unforeseen")
@@ -353,6 +356,17 @@ def test_an_error_on_rank_1_alone_ends_the_job_with_one_error_line(tmp_path, tex
     expected = "data file shard-1.txt does not exist" if kind == "DataError" else "RuntimeError: something unforeseen"
     assert errors[0].startswith("error: rank 1: ") and expected in errors[0]
     assert seconds < 10 + 15  # the job's own end within 10 s, plus two Python start-ups under load
+
+
+@needs_mpi
+def test_weights_that_differ_between_ranks_stop_the_job_at_the_next_evaluation(tmp_path, text_file):
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING_RANK_1.format(kind="diverge"), encoding="utf-8")
+    proc, _ = mpirun(2, flags(text_file, tmp_path / "out", max_iters=1000), script=str(script), timeout=60)
+    errors = error_lines(proc)
+    assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-3000:]
+    assert errors[0].startswith("error: at iteration 10: the weights of rank 1 differ from rank 0's")
+    assert load_checkpoint(tmp_path / "out").extra["iter"] == 0  # nothing saved from the drifted run
 
 
 @needs_mpi
