@@ -353,7 +353,8 @@ def test_an_error_on_rank_1_alone_ends_the_job_with_one_error_line(tmp_path, tex
     proc, seconds = mpirun(2, flags(text_file, tmp_path / "out", max_iters=1000), script=str(script), timeout=60)
     errors = error_lines(proc)
     assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-3000:]
-    expected = "data file shard-1.txt does not exist" if kind == "DataError" else "RuntimeError: something unforeseen"
+    expected = ("data file shard-1.txt does not exist" if kind == "DataError"
+                else "RuntimeError: something unforeseen")
     assert errors[0].startswith("error: rank 1: ") and expected in errors[0]
     assert seconds < 10 + 15  # the job's own end within 10 s, plus two Python start-ups under load
 

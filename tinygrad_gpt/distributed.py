@@ -235,20 +235,18 @@ def bcast_parameters(comm, model, root=0):
 def bcast_optimizer(comm, optimizer, root=0):
     """Root's optimizer state (steps, options, moment arrays) into every rank's optimizer."""
     sd = optimizer.state_dict() if comm.rank == root else None
-    layout = comm.bcast_json(None if sd is None else {
+    layout = comm.bcast_json(None if sd is None else {  # which arrays each parameter's state has
         "param_groups": sd["param_groups"],
-        "state": {str(i): {k: (v if k == "step" else None) for k, v in s.items()} for i, s in sd["state"].items()}},
-        root)
+        "state": {str(i): sorted(k for k in s if k != "step") for i, s in sd["state"].items()},
+        "steps": {str(i): s["step"] for i, s in sd["state"].items()}})
     params = [p for group in optimizer.param_groups for p in group["params"]]
     state = {}
-    for i, entry in sorted(layout["state"].items(), key=lambda kv: int(kv[0])):
-        state[int(i)] = {"step": entry["step"]}
-        for key in entry:
-            if key != "step":
-                p = params[int(i)]
-                array = sd["state"][int(i)][key] if sd is not None else np.empty(p.shape, dtype=p.dtype)
-                array = np.ascontiguousarray(array)
-                state[int(i)][key] = comm.bcast_(array, root)
+    for i, keys in sorted(layout["state"].items(), key=lambda kv: int(kv[0])):
+        p, entry = params[int(i)], {"step": layout["steps"][i]}
+        for key in keys:
+            array = sd["state"][int(i)][key] if sd is not None else np.empty(p.shape, dtype=p.dtype)
+            entry[key] = comm.bcast_(np.ascontiguousarray(array), root)
+        state[int(i)] = entry
     optimizer.load_state_dict({"state": state, "param_groups": layout["param_groups"]})
 
 
