@@ -93,6 +93,34 @@ def test_grad_sync_alone_leaves_gradients_and_loss_as_they_were(overlap):
     sync.close()
 
 
+def test_overlap_starts_the_buckets_allreduces_during_backward():
+    """With overlap, buckets (reverse parameter order) start their allreduce as soon as their
+    gradients are final: most of them before the token embedding's gradient, the last one
+    backward finishes, is ready."""
+    events = []
+
+    class Recording(distributed.Single):
+        def iallreduce_(self, buf):
+            events.append("start")
+            return super().iallreduce_(buf)
+
+    backend.manual_seed(0)
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=3, n_head=2, n_embd=8)).to(dtype=np.float64)
+    sync = distributed.GradSync(Recording(), model.configure_optimizers(0.1, 1e-3, (0.9, 0.99)),
+                                overlap=True, bucket_size=200)
+    wte = model.transformer.wte.weight
+    handle = wte.register_post_accumulate_grad_hook(lambda t: events.append("wte final"))
+    x = np.random.default_rng(0).integers(0, 11, size=(2, 8))
+    _, loss = model(x, x)
+    sync.arm(loss.item())
+    loss.backward()
+    sync.finish()
+    assert events.count("start") == len(sync.buckets) > 3
+    assert events.index("wte final") >= len(sync.buckets) - 1  # all but wte's own bucket already going
+    handle.remove()
+    sync.close()
+
+
 def test_checksum_sees_one_changed_bit():
     backend.manual_seed(0)
     model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=8))
