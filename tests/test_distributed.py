@@ -288,6 +288,17 @@ def test_float32_two_ranks_as_one_process(tmp_path, text_file):
     assert_same_run(ref, out, rtol=1e-5)
 
 
+@needs_mpi
+def test_dropout_streams_of_every_rank_resume_exactly(tmp_path, text_file):
+    """With dropout each rank draws its masks from its own stream; the checkpoint keeps all of
+    them, so 2 ranks stopped at iteration 10 and resumed continue as if never stopped."""
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    ok(mpirun(2, flags(text_file, whole, dropout=0.2))[0])
+    ok(mpirun(2, flags(text_file, part, dropout=0.2, max_iters=10))[0])
+    ok(mpirun(2, flags(text_file, part, dropout=0.2, init_from="resume"))[0])
+    assert_same_run(whole, part, rtol=1e-12)
+
+
 def _pid_of_rank(rank, out_dir):
     """The process of ``rank`` in the job training into ``out_dir`` (from /proc)."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
