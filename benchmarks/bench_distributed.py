@@ -1,6 +1,7 @@
 """Data-parallel speed on MPI: the allreduce, the parts of a step, and 2 ranks against 1 process.
 
-    python benchmarks/bench_distributed.py                   # all three parts (about 10 minutes on 2 cores)
+    python benchmarks/bench_distributed.py                   # all three parts (some 8 minutes on 2 idle cores,
+                                                             # most of it the GPU config's 1-thread steps)
     python benchmarks/bench_distributed.py --part=allreduce  # one part: allreduce | step | scaling
     python benchmarks/bench_distributed.py --quick           # tiny sizes: checks the script end to end (seconds;
                                                              # its numbers mean nothing)
@@ -139,9 +140,15 @@ def launch(ranks, worker_args, timeout):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def step_args(config, accumulation, overlap, args):
+STEPS = {"cpu": (20, 3), "gpu": (5, 1), "quick": (3, 1)}  # timed steps and warm-up steps, by default
+
+
+def step_args(config, accumulation, overlap, args, name):
+    steps, warmup = STEPS[name]
+    steps = args.steps if args.steps is not None else steps
+    warmup = args.warmup if args.warmup is not None else warmup
     return ["--worker=step", f"--model={json.dumps(config)}", f"--accumulation={accumulation}",
-            f"--overlap={overlap}", f"--steps={args.steps}", f"--warmup={args.warmup}"]
+            f"--overlap={overlap}", f"--steps={steps}", f"--warmup={warmup}"]
 
 
 def part_allreduce(args):
@@ -158,12 +165,13 @@ def part_allreduce(args):
 
 
 def part_step(args):
+    name = "quick" if args.quick else "cpu"
     config = QUICK_CONFIG if args.quick else CONFIGS["cpu"]
     print(f"\n2. One training step of the {'quick' if args.quick else 'CPU'} config on 2 ranks x 1 thread, "
-          f"one micro-batch of {config['batch_size']} each (means over {args.steps} steps, ms)")
+          f"one micro-batch of {config['batch_size']} each (means over the timed steps, ms)")
     print(f"{'overlap':>8} {'step':>9} {'compute':>9} {'pack':>8} {'allreduce':>10} {'unpack':>8}")
     for overlap in (False, True):
-        r = launch(2, step_args(config, 2, overlap, args), args.timeout)
+        r = launch(2, step_args(config, 2, overlap, args, name), args.timeout)
         comm_ms = r["pack_ms"] + r["allreduce_ms"] + r["unpack_ms"]
         print(f"{str(overlap):>8} {r['mean_ms']:>9.2f} {r['mean_ms'] - comm_ms:>9.2f} {r['pack_ms']:>8.3f} "
               f"{r['allreduce_ms']:>10.3f} {r['unpack_ms']:>8.3f}")
@@ -172,16 +180,16 @@ def part_step(args):
 
 
 def part_scaling(args):
-    names = {"cpu": "CPU config", "gpu": "GPU config"} if not args.quick else {"cpu": "quick", "gpu": "quick"}
+    names = {"cpu": "CPU config", "gpu": "GPU config"} if not args.quick else {"quick": "quick"}
     print(f"\n3. Scaling at the same global batch: 1 process x 1 thread with 2 micro-batches against "
-          f"2 ranks x 1 thread with one each (median step, ms, of {args.steps})")
+          f"2 ranks x 1 thread with one each (median step time, ms)")
     print(f"{'config':>11} {'overlap':>8} {'1 process':>10} {'2 ranks':>9} {'speed-up':>9} {'efficiency':>11}")
-    for name in ("cpu", "gpu"):
+    for name in names:
         config = QUICK_CONFIG if args.quick else CONFIGS[name]
-        one = launch(1, step_args(config, 2, False, args), args.timeout)
+        one = launch(1, step_args(config, 2, False, args, name), args.timeout)
         assert one["threads"] == 1 and one["ranks"] == 1, one
         for overlap in (False, True):
-            two = launch(2, step_args(config, 2, overlap, args), args.timeout)
+            two = launch(2, step_args(config, 2, overlap, args, name), args.timeout)
             assert two["threads"] == 1 and two["ranks"] == 2, two
             speedup = one["median_ms"] / two["median_ms"]
             print(f"{names[name]:>11} {str(overlap):>8} {one['median_ms']:>10.1f} {two['median_ms']:>9.1f} "
@@ -193,8 +201,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--part", choices=("all", "allreduce", "step", "scaling"), default="all")
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the script (numbers mean nothing)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per run (default 10; 3 with --quick)")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps per run (default: 20 for the CPU config, 5 for the GPU config, 3 with --quick)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 3, 1, 1)")
     p.add_argument("--repeats", type=int, default=20, help="allreduces timed per size")
     p.add_argument("--timeout", type=int, default=1800, help="seconds allowed to each job")
     # the worker's own flags (the driver passes them)
@@ -204,8 +213,6 @@ def main():
     p.add_argument("--accumulation", type=int, default=2, help=argparse.SUPPRESS)
     p.add_argument("--overlap", type=lambda s: s == "True", default=False, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.steps is None:
-        args.steps = 3 if args.quick else 10
     if args.worker:
         return worker(args)
     if shutil.which("mpiexec") is None:
