@@ -16,7 +16,10 @@ import time
 
 import numpy as np
 
-from tinygrad_gpt import fused
+from tinygrad_gpt import fast
+from tinygrad_gpt.fast import tune_allocator_for_training
+
+tune_allocator_for_training()  # as the train command does: glibc keeps freed blocks for reuse
 
 
 def ours(cls, q, k, v, g):
@@ -49,9 +52,9 @@ def main():
         TF.scaled_dot_product_attention(tq, tk, tv, is_causal=True).backward(tg)
 
     runs = {
-        "attention": ("`Attention` (weights materialised)", lambda: ours(fused.Attention, q, k, v, g)),
+        "attention": ("`Attention` (weights materialised)", lambda: ours(fast.Attention, q, k, v, g)),
         "blocked": ("`BlockedAttention` (blocks and query tiles)",
-                    lambda: ours(fused.BlockedAttention, q, k, v, g)),
+                    lambda: ours(fast.BlockedAttention, q, k, v, g)),
         "torch": ("torch SDPA", theirs),
     }
     runs = dict(value for key, value in runs.items() if args.only in (None, key))

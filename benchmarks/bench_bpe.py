@@ -20,6 +20,9 @@ import tempfile
 import time
 
 from tinygrad_gpt.bpe import BPETokenizer, ENDOFTEXT
+from tinygrad_gpt.fast import tune_allocator_for_training
+
+tune_allocator_for_training()  # as the train command does: glibc keeps freed blocks for reuse
 
 try:
     import tokenizers

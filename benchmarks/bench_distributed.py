@@ -39,6 +39,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from tinygrad_gpt import backend, distributed  # noqa: E402
+from tinygrad_gpt.fast import threads, tune_allocator_for_training  # noqa: E402
 from tinygrad_gpt.data import Dataset  # noqa: E402
 from tinygrad_gpt.model import GPT, GPTConfig  # noqa: E402
 from tinygrad_gpt.train import TrainConfig, _train_step  # noqa: E402
@@ -100,13 +101,14 @@ def worker_step(config, accumulation, overlap, steps, warmup):
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     result = {"median_ms": statistics.median(times) * 1e3, "mean_ms": statistics.fmean(times) * 1e3,
-              "threads": backend.cpu_threads(), "ranks": comm.size}
+              "threads": threads.cpu_threads(), "ranks": comm.size}
     if sync is not None:
         result.update({k + "_ms": v / steps * 1e3 for k, v in sync.times.items()})
     return result
 
 
 def worker(args):
+    tune_allocator_for_training()  # as the train command does
     comm = distributed.world()
     if args.worker == "allreduce":
         result = worker_allreduce(json.loads(args.sizes), args.repeats)

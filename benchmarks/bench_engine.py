@@ -13,6 +13,9 @@ import time
 import numpy as np
 
 from tinygrad_gpt import Tensor
+from tinygrad_gpt.fast import tune_allocator_for_training
+
+tune_allocator_for_training()  # as the train command does: glibc keeps freed blocks for reuse
 
 try:
     import torch

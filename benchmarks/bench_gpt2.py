@@ -28,6 +28,9 @@ import numpy as np
 from tinygrad_gpt import backend
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.tensor import no_grad
+from tinygrad_gpt.fast import tune_allocator_for_training
+
+tune_allocator_for_training()  # as the train command does: glibc keeps freed blocks for reuse
 
 GPT2_124M = dict(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)
 

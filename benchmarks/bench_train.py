@@ -30,6 +30,9 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from tinygrad_gpt import backend  # noqa: E402
 from tinygrad_gpt.model import GPT, GPTConfig  # noqa: E402
 from tinygrad_gpt.optim import clip_grad_norm_  # noqa: E402
+from tinygrad_gpt.fast import tune_allocator_for_training  # noqa: E402
+
+tune_allocator_for_training()  # as the train command does: glibc keeps freed blocks for reuse
 
 CONFIGS = {  # nanoGPT's shakespeare_char settings: the CPU one and the GPU one
     "cpu": dict(batch_size=12, block_size=64, n_layer=4, n_head=4, n_embd=128),

@@ -29,6 +29,9 @@ from tinygrad_gpt.model import GPT, GPTConfig  # noqa: E402
 from tinygrad_gpt.optim import clip_grad_norm_, cosine_lr  # noqa: E402
 from tinygrad_gpt.tensor import no_grad  # noqa: E402
 from tinygrad_gpt.tokenizer import CharTokenizer  # noqa: E402
+from tinygrad_gpt.fast import tune_allocator_for_training  # noqa: E402
+
+tune_allocator_for_training()  # as the train command does: glibc keeps freed blocks for reuse
 
 
 def main():

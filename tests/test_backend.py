@@ -10,6 +10,7 @@ from hypothesis import given, strategies as st
 
 import tinygrad_gpt as tg
 from tinygrad_gpt import backend
+from tinygrad_gpt.fast import chunks
 from tinygrad_gpt.backend import (DeviceError, get_array_module, to_numpy, to_device, device_of,
                                   is_array, xp_for, require_device, cuda_available, scatter_add)
 
@@ -211,17 +212,18 @@ def test_manual_seed_and_rng_state_round_trip():
 
 def test_tune_allocator_reports_whether_it_applied():
     import sys
-    applied = backend.tune_allocator()
+    from tinygrad_gpt.fast.allocator import tune_allocator
+    applied = tune_allocator()
     assert isinstance(applied, bool)
     if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
         assert applied
 
 
-@pytest.mark.parametrize("size, chunk", [(10, 4), (8, 4), (7, 4), (3, 4), (backend.CHUNKED_MIN + 9, 1 << 16)])
+@pytest.mark.parametrize("size, chunk", [(10, 4), (8, 4), (7, 4), (3, 4), (chunks.CHUNKED_MIN + 9, 1 << 16)])
 def test_for_chunks_covers_the_range_once_in_order(size, chunk):
     """Small work is one slice; larger work is contiguous slices of ``chunk`` (the last one
     short) that cover range(n) exactly once, in order, on one thread or two."""
-    slices = backend.for_chunks(lambda s: (s.start, s.stop), size, np.zeros(size), chunk=chunk)
+    slices = chunks.for_chunks(lambda s: (s.start, s.stop), size, np.zeros(size), chunk=chunk)
     if size < 2 * chunk:
         assert slices == [(0, size)]
     else:

@@ -133,13 +133,14 @@ def test_checksum_sees_one_changed_bit():
 def test_one_thread_means_no_helper_thread(monkeypatch):
     """OMP_NUM_THREADS=1 (or set_cpu_threads(1)): for_chunks runs every chunk on the calling thread."""
     import threading
-    monkeypatch.setattr(backend, "_threads", None)
+    from tinygrad_gpt.fast import chunks, threads
+    monkeypatch.setattr(threads, "_threads", None)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert backend.cpu_threads() == 1
-    threads = set()
-    n = backend.CHUNKED_MIN + 5
-    backend.for_chunks(lambda s: threads.add(threading.get_ident()), n, np.zeros(n))
-    assert threads == {threading.get_ident()}
+    assert threads.cpu_threads() == 1
+    seen = set()
+    n = chunks.CHUNKED_MIN + 5
+    chunks.for_chunks(lambda s: seen.add(threading.get_ident()), n, np.zeros(n))
+    assert seen == {threading.get_ident()}
 
 
 def test_accumulation_steps_must_be_a_multiple_of_the_ranks(monkeypatch, tmp_path):

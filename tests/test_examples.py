@@ -147,7 +147,7 @@ def test_docs_name_real_functions():
 
 
 def test_docs_link_functions_to_the_files_that_define_them():
-    """[`LayerNorm.backward`](../tinygrad_gpt/fused.py) needs `class LayerNorm` in fused.py."""
+    """[`LayerNorm.backward`](../tinygrad_gpt/rules.py) needs `class LayerNorm` in rules.py."""
     wrong = []
     for name, text in _docs().items():
         for ident, target in re.findall(r"\[`(\w+)[^`]*`\]\(([^)#]+\.py)\)", text):

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tinygrad_gpt import fused, ops
+from tinygrad_gpt import fast, ops, rules
 from tinygrad_gpt import tensor as tensor_module
 from tinygrad_gpt.cli import main
 from tinygrad_gpt.function import Function, sum_to
@@ -22,18 +22,20 @@ def test_every_op_passes_and_the_table_is_readable():
     assert lines[-1] == f"{len(CASES)} of {len(CASES)} passed"
 
 
-def test_the_cases_reach_every_function_in_ops_and_fused(monkeypatch):
-    """A new op without a gradcheck case fails here: each Function's backward must run."""
+@pytest.mark.parametrize("mode,modules", [("rules", (ops, rules)), ("fast", (fast,))])
+def test_the_cases_reach_every_function_of_the_rules_and_the_fast_layer(monkeypatch, mode, modules):
+    """A new op without a gradcheck case fails here: each Function's backward must run, the
+    rules' in the "rules" mode and the fast ops' in the "fast" mode."""
     seen = set()
     propagate = tensor_module._propagate
 
-    def spy(ctx, g, grads, owned):
+    def spy(ctx, g, grads):
         seen.add(type(ctx))
-        return propagate(ctx, g, grads, owned)
+        return propagate(ctx, g, grads)
 
     monkeypatch.setattr(tensor_module, "_propagate", spy)
-    run_all(GradcheckConfig(), print_fn=lambda *a: None)
-    functions = {c for m in (ops, fused) for c in vars(m).values()
+    run_all(GradcheckConfig(ops=mode), print_fn=lambda *a: None)
+    functions = {c for m in modules for c in vars(m).values()
                  if isinstance(c, type) and issubclass(c, Function) and c is not Function}
     assert functions and not functions - seen, sorted(c.__name__ for c in functions - seen)
 
@@ -47,7 +49,7 @@ def test_other_seeds_draw_other_shapes_and_still_pass(seed):
 
 
 def test_the_command_passes(capsys):
-    assert main(["gradcheck", "--ops=tanh,layer_norm,attention_causal"]) == 0
+    assert main(["gradcheck", "--cases=tanh,layer_norm,attention_causal"]) == 0
     out = capsys.readouterr().out
     assert "3 of 3 passed" in out and "FAIL" not in out
 
@@ -61,23 +63,23 @@ def test_python_dash_m_gradcheck_exits_zero():
 
 def test_a_broken_backward_is_reported(monkeypatch, capsys):
     monkeypatch.setattr(ops.Tanh, "backward", lambda self, g: g)  # forgot the 1 - tanh^2 factor
-    rows = run_all(GradcheckConfig(ops="tanh,exp"), print_fn=print)
+    rows = run_all(GradcheckConfig(cases="tanh,exp"), print_fn=print)
     assert [(r.name, r.ok) for r in rows] == [("tanh", False), ("exp", True)]
     out = capsys.readouterr().out
     assert "FAIL" in out and "1 of 2 passed; FAILED: tanh" in out
-    assert main(["gradcheck", "--ops=tanh,exp"]) == 1
+    assert main(["gradcheck", "--cases=tanh,exp"]) == 1
     assert "1 of 2 gradient checks failed: tanh" in capsys.readouterr().err
 
 
 def test_a_slightly_wrong_fused_backward_is_caught(monkeypatch):
     """A 0.1% error in layer norm's input gradient is far above the tolerance."""
-    backward = fused.LayerNorm.backward
+    backward = fast.LayerNorm.backward
 
     def off(self, g):
         gx, *rest = backward(self, g)
         return (gx * 1.001, *rest)
 
-    monkeypatch.setattr(fused.LayerNorm, "backward", off)
+    monkeypatch.setattr(fast.LayerNorm, "backward", off)
     row = check_case("layer_norm", GradcheckConfig())
     assert not row.ok and row.max_abs > 1e-6
 
@@ -90,7 +92,7 @@ def test_a_forgotten_minus_sign_is_caught(monkeypatch):
     assert check_case("add", GradcheckConfig()).ok
 
 
-@pytest.mark.parametrize("flag", ["--ops=nope", "--eps=0", "--rtol=-1", "--device=tpu"])
+@pytest.mark.parametrize("flag", ["--cases=nope", "--ops=nope", "--eps=0", "--rtol=-1", "--device=tpu"])
 def test_bad_flags(flag, capsys):
     assert main(["gradcheck", flag]) == 2
     assert capsys.readouterr().err.startswith("error: --")

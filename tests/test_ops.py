@@ -1,4 +1,4 @@
-"""Property tests for every differentiable op of the engine (ops.py, fused.py, functional.py).
+"""Property tests for every differentiable op of the engine (ops.py, rules.py, fast/, functional.py).
 
 Each op goes through the same battery (``check_op``):
 
@@ -855,7 +855,7 @@ def test_attention(xp, case, data):
 def test_attention_in_query_tiles(xp, case, tile, data):
     """The causal queries in tiles of every size (tiling made to start at two queries here; by
     default it starts at TILED_MIN), including a last partial tile, with Tq <= Tk."""
-    from tinygrad_gpt import fused
+    from tinygrad_gpt.fast import attention as fused
     batch, Tq, Tk, hs, hv, causal = case
     q = data.draw(S.float_arrays(batch + (Tq, hs), bound=2.0), label="q")
     k = data.draw(S.float_arrays(batch + (Tk, hs), bound=2.0), label="k")
@@ -876,7 +876,7 @@ def test_attention_in_query_tiles(xp, case, tile, data):
 ])
 def test_query_tiles(Tq, Tk, tile, expected):
     """Tiles cover each query once, widest first, and each sees the keys up to its last query."""
-    from tinygrad_gpt.fused import _query_tiles
+    from tinygrad_gpt.fast.attention import _query_tiles
     assert _query_tiles(Tq, Tk, True, tile) == expected
     assert _query_tiles(Tq, Tk, False, tile) == [(0, Tq, Tk)]  # no mask: every key, one tile
 
@@ -884,7 +884,7 @@ def test_query_tiles(Tq, Tk, tile, expected):
 def test_attention_without_matmul_out_gives_the_same_results(monkeypatch):
     """Off the CPU, Attention writes its products through a temporary instead of matmul's out=
     (the GPU path); run that branch on NumPy arrays: the same values and gradients."""
-    from tinygrad_gpt import fused
+    from tinygrad_gpt.fast import attention as fused
     q, k, v = rand(2, 3, 5, 4, seed=93), rand(2, 3, 7, 4, seed=94), rand(2, 3, 7, 2, seed=95)
     results = []
     for device in ("cpu", "elsewhere"):
@@ -951,9 +951,10 @@ def test_blocked_attention_matches_fused_attention(xp, block, tile):
 def test_long_sequences_use_blocked_attention_on_the_cpu(xp):
     """Weights of CHUNKED_MIN elements or more go through BlockedAttention on the CPU, smaller
     ones (and dropout, and the GPU) through Attention; both give the same float32 results."""
-    from tinygrad_gpt import backend, fused
+    from tinygrad_gpt.fast import attention as fused
+    from tinygrad_gpt.fast.chunks import CHUNKED_MIN
     T = 128
-    n = -(-backend.CHUNKED_MIN // (T * T))  # (n, T, T) weights: just over the threshold
+    n = -(-CHUNKED_MIN // (T * T))  # (n, T, T) weights: just over the threshold
     q, k, v = (rand(n, T, 8, seed=43 + i).astype(np.float32) for i in range(3))
     big = F.scaled_dot_product_attention(*(Tensor(xp.asarray(a), requires_grad=True) for a in (q, k, v)))
     small = F.scaled_dot_product_attention(*(Tensor(xp.asarray(a[:1]), requires_grad=True) for a in (q, k, v)))
@@ -1166,7 +1167,7 @@ def test_no_backward_silently_upcasts_float32(xp, name, monkeypatch):
     seen = []
     original = tensor_module._propagate
 
-    def spy(ctx, g, grads, owned):
+    def spy(ctx, g, grads):
         backward = ctx.backward
 
         def recorded(g):
@@ -1177,7 +1178,7 @@ def test_no_backward_silently_upcasts_float32(xp, name, monkeypatch):
             return gxs
 
         ctx.backward = recorded
-        return original(ctx, g, grads, owned)
+        return original(ctx, g, grads)
 
     monkeypatch.setattr(tensor_module, "_propagate", spy)
     ts = [Tensor(xp.asarray(_f32(*s, seed=40 + i, positive=True).astype(np.float32)), requires_grad=True)
@@ -1192,9 +1193,9 @@ def test_no_backward_silently_upcasts_float32(xp, name, monkeypatch):
 
 @pytest.mark.parametrize("threads", [2, 1])
 def test_gelu_on_inputs_large_enough_to_be_chunked(xp, threads):
-    """Big inputs go through backend.for_chunks (several chunks: on two threads from CHUNKED_MIN
+    """Big inputs go through fast.chunks.for_chunks (several chunks: on two threads from CHUNKED_MIN
     elements, on one below): same values and gradients as the composed form."""
-    from tinygrad_gpt.backend import CHUNK, CHUNKED_MIN
+    from tinygrad_gpt.fast.chunks import CHUNK, CHUNKED_MIN
     n = CHUNKED_MIN // 2 + 7 if threads == 2 else (3 * CHUNK) // 2 + 7
     x0 = rand(n, 2, seed=5)  # not a multiple of the chunk size
     g0 = rand(*x0.shape, seed=6)
@@ -1207,9 +1208,9 @@ def test_gelu_on_inputs_large_enough_to_be_chunked(xp, threads):
 
 
 def test_layer_norm_on_inputs_large_enough_to_be_chunked(xp):
-    """Many rows go through backend.for_chunks in blocks of rows: same values and gradients
+    """Many rows go through fast.chunks.for_chunks in blocks of rows: same values and gradients
     as the composed form, with and without bias."""
-    from tinygrad_gpt.backend import CHUNKED_MIN
+    from tinygrad_gpt.fast.chunks import CHUNKED_MIN
     C = 16
     rows = CHUNKED_MIN // C + 5  # many blocks of rows, the last one short
     x0, w0, b0, g0 = rand(rows, C, seed=7), rand(C, seed=8), rand(C, seed=9), rand(rows, C, seed=10)
@@ -1229,7 +1230,7 @@ def test_layer_norm_on_inputs_large_enough_to_be_chunked(xp):
 def test_attention_on_large_inputs(xp, Tq):
     """Weights with a million entries or more: same values and gradients as the composed form
     (also for the KV-cache shape Tq < Tk)."""
-    from tinygrad_gpt.backend import CHUNKED_MIN
+    from tinygrad_gpt.fast.chunks import CHUNKED_MIN
     Tk, hs = 256, 8
     heads = CHUNKED_MIN // (Tq * Tk) + 3
     shapes = [(heads, Tq, hs), (heads, Tk, hs), (heads, Tk, hs)]
@@ -1252,7 +1253,7 @@ def test_attention_with_and_without_the_max_shift(xp, monkeypatch, attention, T,
     """Small scores skip the softmax's max shift; scores in the thousands take it, and so do
     score arrays too small for the check to pay (T=6). Every path gives the values and
     gradients of the reference, with no inf or NaN."""
-    from tinygrad_gpt import fused
+    from tinygrad_gpt.fast import attention as fused
     q, k, v = (size * rand(4, 4, T, 4, seed=70 + i) for i in range(3))
     scores = np.einsum("...qd,...kd->...qk", q, k) * 4 ** -0.5
     checked = scores.size >= fused.SCORE_CHECK_MIN and xp is np
@@ -1281,7 +1282,7 @@ def test_attention_with_and_without_the_max_shift(xp, monkeypatch, attention, T,
 
 def test_scores_one_past_the_bound_take_the_shift():
     """The check is exact: a single score just past SMALL_SCORE (of either sign) is enough."""
-    from tinygrad_gpt import fused
+    from tinygrad_gpt.fast import attention as fused
     T, hs = 64, 1
     for sign in (1.0, -1.0):
         q = np.ones((2, T, hs))
@@ -1295,7 +1296,7 @@ def test_attention_dropout_gradient_on_large_inputs(xp):
     """With a seeded generator the dropout mask repeats, so the forward is reproducible and its
     gradient passes the check."""
     from tinygrad_gpt import manual_seed
-    from tinygrad_gpt.backend import CHUNKED_MIN
+    from tinygrad_gpt.fast.chunks import CHUNKED_MIN
     T, hs = 128, 4
     heads = CHUNKED_MIN // (T * T) + 1
     ts = [Tensor(xp.asarray(rand(heads, T, hs, seed=40 + i)), requires_grad=True) for i in range(3)]
@@ -1318,7 +1319,7 @@ def test_gelu_under_no_grad_gives_the_same_values():
 
 def _layer_norm_both_ways(x0, w0, b0, g0, dtype):
     """Values and gradients of F.layer_norm with the compiled kernels on, then off."""
-    from tinygrad_gpt import kernels
+    from tinygrad_gpt.fast import kernels
     results = []
     for on in (True, False):
         with pytest.MonkeyPatch.context() as patch:
@@ -1334,10 +1335,10 @@ def _layer_norm_both_ways(x0, w0, b0, g0, dtype):
 @S.SETTINGS
 @given(data=st.data())
 def test_layer_norm_kernels_match_numpy(data):
-    """The optional numba kernels (kernels.py) give the NumPy path's values and gradients, with
+    """The optional numba kernels (fast/kernels.py) give the NumPy path's values and gradients, with
     and without bias, in float32 and float64; and their gradients pass the numerical check."""
-    from tinygrad_gpt import kernels
-    if kernels.numba is None:
+    from tinygrad_gpt.fast import kernels
+    if not kernels.load():
         pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
     lead = data.draw(S.shapes(min_dims=1, max_dims=2), label="lead")
     C = data.draw(st.integers(2, 9), label="C")
@@ -1364,9 +1365,9 @@ def test_layer_norm_kernels_match_numpy(data):
 def test_layer_norm_kernels_on_many_rows_and_bad_values():
     """Blocks of rows on two threads (CHUNKED_MIN elements and more) give the NumPy path's
     results; inf and NaN come out where NumPy puts them (no fast-math shortcuts)."""
-    from tinygrad_gpt import kernels
-    from tinygrad_gpt.backend import CHUNKED_MIN
-    if kernels.numba is None:
+    from tinygrad_gpt.fast import kernels
+    from tinygrad_gpt.fast.chunks import CHUNKED_MIN
+    if not kernels.load():
         pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
     C = 16
     rows = CHUNKED_MIN // C + 5
@@ -1379,26 +1380,28 @@ def test_layer_norm_kernels_on_many_rows_and_bad_values():
 
 
 def test_a_numba_that_cannot_compile_leaves_numpy_in_charge(monkeypatch):
-    """If compiling the kernels fails, importing says so in a warning, and the ops run on NumPy."""
+    """If compiling the kernels fails, their first use says so in a warning, and the ops run on
+    NumPy."""
     import importlib
-    from tinygrad_gpt import kernels
-    if kernels.numba is None:
+    from tinygrad_gpt.fast import kernels
+    if not kernels.load():
         pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
+    numba = kernels.numba
 
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler today")
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(kernels.numba, "njit", broken)
+            patch.setattr(numba, "njit", broken)
+            importlib.reload(kernels)
+            x = Tensor(rand(3, 4, seed=1), requires_grad=True)
             with pytest.warns(UserWarning, match="numba kernels are off.*no compiler today"):
-                importlib.reload(kernels)
+                F.layer_norm(x, Tensor(np.ones(4))).sum().backward()
         assert not kernels.enabled and kernels.numba is None and kernels.adamw is None
-        x = Tensor(rand(3, 4, seed=1), requires_grad=True)
-        F.layer_norm(x, Tensor(np.ones(4))).sum().backward()
         assert x.grad.shape == (3, 4)
     finally:
         importlib.reload(kernels)
-    assert kernels.enabled
+    assert kernels.load()
 
 
 def _gelu_exact(x):
@@ -1411,8 +1414,8 @@ def _gelu_exact(x):
 def test_gelu_kernel_is_close_to_exact():
     """The float32 GELU kernel (its tanh is a rational approximation) against float64 GELU on a
     dense grid, the saturated tails included: as close as float32 allows, within 4e-7 of tanh."""
-    from tinygrad_gpt import kernels
-    if kernels.numba is None:
+    from tinygrad_gpt.fast import kernels
+    if not kernels.load():
         pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
     x = np.linspace(-30, 30, 600_001).astype(np.float32)
     out, d = np.empty_like(x), np.empty_like(x)
@@ -1431,9 +1434,9 @@ def test_gelu_kernel_is_close_to_exact():
 def test_gelu_kernel_on_inf_nan_and_huge_inputs():
     """inf, NaN and huge inputs give the NumPy path's GELU values (NaN where NumPy has NaN), and
     the same derivatives except where NumPy's own intermediate overflows (|x| near 1e19)."""
-    from tinygrad_gpt import kernels
-    from tinygrad_gpt.ops import gelu_arrays
-    if kernels.numba is None:
+    from tinygrad_gpt.fast import kernels
+    from tinygrad_gpt.fast import gelu_arrays
+    if not kernels.load():
         pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
     x = np.array([np.inf, -np.inf, np.nan, 0, 1e30, -1e30, 88, -88, 1e-30, -3.5], np.float32)
     results = []
@@ -1455,8 +1458,8 @@ def test_gelu_kernel_on_inf_nan_and_huge_inputs():
 def test_gelu_kernel_path_matches_numpy_in_float32(activation):
     """In float32, x.gelu() and the MLP's fused Linear+GELU give the NumPy path's values and
     gradients (to float32 accuracy) with the kernel on; float64 always takes the NumPy path."""
-    from tinygrad_gpt import kernels
-    if kernels.numba is None:
+    from tinygrad_gpt.fast import kernels
+    if not kernels.load():
         pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
     x0, w0, b0 = rand(70, 33, seed=1) * 3, rand(33, 40, seed=2) * 0.3, rand(40, seed=3)
     g0 = rand(70, 40 if activation == "linear_gelu" else 33, seed=4)

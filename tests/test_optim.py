@@ -380,8 +380,8 @@ def test_adamw_with_intermittent_gradients_matches_torch(skippers):
 def test_adamw_kernel_leaves_non_contiguous_gradients_to_numpy(monkeypatch):
     """A gradient that is not C-contiguous (here a transposed array) sends its group through the
     NumPy path, with the same result as contiguous gradients through the kernel."""
-    from tinygrad_gpt import kernels
-    if kernels.numba is None:
+    from tinygrad_gpt.fast import kernels
+    if not kernels.load():
         pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
     used = []
     adamw = kernels.adamw
@@ -406,9 +406,9 @@ def test_adamw_group_update_equals_one_parameter_at_a_time(monkeypatch, compiled
     """The flat, chunked group update (several chunks here) in NumPy, or the optional numba
     kernel's one pass a parameter, gives bit for bit the arrays of updating each parameter
     alone with NumPy."""
-    from tinygrad_gpt import kernels
-    from tinygrad_gpt.backend import CHUNK
-    if compiled and kernels.numba is None:
+    from tinygrad_gpt.fast import kernels
+    from tinygrad_gpt.fast.chunks import CHUNK
+    if compiled and not kernels.load():
         pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
     monkeypatch.setattr(kernels, "enabled", compiled)
     used = []

@@ -10,7 +10,7 @@ involved and the line of code that applied it::
     >>> with detect_anomaly():  # doctest: +ELLIPSIS
     ...     x.log()
     Traceback (most recent call last):
-    tinygrad_gpt.anomaly.AnomalyError: Log.forward produced nan (1 of 3 values) from finite inputs of shape (3,) ...
+    tinygrad_gpt.errors.AnomalyError: Log.forward produced nan (1 of 3 values) from finite inputs of shape (3,) ...
 
 Outside the block nothing is checked and nothing is paid: the engine tests one
 global for ``None`` per op. Minus infinity written on purpose by ``masked_fill``
@@ -22,17 +22,14 @@ import sys
 
 from . import tensor as _tensor
 from .backend import get_array_module
-from .function import SliceGrad
+from .errors import AnomalyError
+from .fast.grads import SliceGrad
 
 # ops that write infinities on purpose: masked_fill(mask, -inf) before a softmax
 WRITES_INF = {"MaskedFill"}
 # frames in these files are the engine's own; an op's site is the first frame outside them
 _ENGINE_FILES = {os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
                  for name in ("tensor.py", "functional.py", "nn.py", "anomaly.py")}
-
-
-class AnomalyError(FloatingPointError):
-    """An op produced NaN or infinity from finite values (raised only in anomaly mode)."""
 
 
 def _is_float(array):

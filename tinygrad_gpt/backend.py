@@ -10,9 +10,10 @@ and so on, so the same op code runs on both devices.
 """
 import contextlib
 import os
-import sys
 
 import numpy as np
+
+from .errors import DeviceError
 
 try:  # CuPy is optional: without it only the "cpu" device exists.
     import cupy as _cupy
@@ -20,10 +21,6 @@ except Exception:  # ImportError, or a CuPy that cannot find its CUDA libraries
     _cupy = None
 
 DEVICES = ("cpu", "cuda")
-
-
-class DeviceError(RuntimeError):
-    """Raised when a device is unknown, unavailable, or mixed inside one op."""
 
 
 def _check_device_name(device):
@@ -51,40 +48,6 @@ def require_device(device):
         raise DeviceError(f"device 'cuda' was requested but {why}")
     return device
 
-
-def tune_allocator():
-    """Let the C heap keep freed blocks for reuse (glibc only); returns True if it did.
-
-    NumPy makes a fresh array for every intermediate result. By default glibc serves
-    blocks above 128 KiB with mmap and gives them back to the OS when freed, so each
-    new activation of a training step pays page faults on every 4 KiB page it touches.
-    Raising M_MMAP_THRESHOLD to 32 MiB (glibc's maximum), setting M_MMAP_MAX to 0 (so
-    even larger arrays come from the heap, not from fresh mmaps) and turning off trimming
-    (M_TRIM_THRESHOLD -1) keeps those blocks in the heap for the next step: on nanoGPT's
-    CPU config a training step takes about two thirds of the time, and on its GPU config
-    about 0.85 (benchmarks/RESULTS.md). With a finite trim threshold, whether the end of a
-    step frees enough memory at the heap's top to be trimmed depends on where the last
-    long-lived arrays happened to land, and a trimmed heap is faulted in again at every
-    step. Freed memory is kept for reuse rather than returned to the OS: the process keeps
-    its peak. It runs when this module is imported, unless the environment sets
-    TINYGRAD_GPT_TUNE_MALLOC=0.
-    """
-    import ctypes
-    import ctypes.util
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
-    return (bool(mallopt(M_MMAP_THRESHOLD, 32 * 2 ** 20)) and bool(mallopt(M_MMAP_MAX, 0))
-            and bool(mallopt(M_TRIM_THRESHOLD, -1)))
-
-
-if os.environ.get("TINYGRAD_GPT_TUNE_MALLOC", "1") != "0":
-    tune_allocator()
 
 _default_device = _check_device_name(os.environ.get("TINYGRAD_GPT_DEVICE", "cpu") or "cpu")
 
@@ -226,93 +189,6 @@ def random_uniform(shape, dtype, device_name):
         seed = int(_rng.integers(2 ** 63))
         return _cupy.random.RandomState(seed).random_sample(shape, dtype=dtype)
     return _rng.random(shape, dtype=np.dtype(dtype))
-
-
-# ----------------------------------------------------------------------------- elementwise work in chunks
-
-CHUNK = 1 << 16  # elements (256 KiB of float32): a chunk and its temporaries stay in cache
-CHUNKED_MIN = 1 << 20  # below this, a second thread costs more than it saves (measured on 2 cores)
-_pool = None
-
-
-def for_chunks(fn, n, array, chunk=CHUNK):
-    """Call ``fn(s)`` for slices ``s`` that cover range(n); return the list of results.
-
-    On the CPU, work of two chunks or more is cut into cache-sized chunks, so an op that
-    makes several passes over its data reads it from cache. On arrays of CHUNKED_MIN
-    elements or more, two threads share the chunks (NumPy releases the GIL inside its
-    loops); below that, the main thread runs them in turn. On the GPU, or for work of
-    less than two chunks, it is a single call ``fn(slice(0, n))``. ``array``
-    tells the device and the size of the work; ``chunk`` is the slice length (rows, for
-    row-wise work).
-
-        >>> for_chunks(lambda s: s.stop - s.start, 10, np.zeros(10))
-        [10]
-    """
-    if device_of(array) == "cuda" or n < 2 * chunk:
-        return [fn(slice(0, n))]
-    if array.size < CHUNKED_MIN or cpu_threads() < 2:
-        return [fn(slice(i, min(i + chunk, n))) for i in range(0, n, chunk)]
-    global _pool
-    if _pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinygrad_gpt")
-    slices = [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
-    half = (len(slices) + 1) // 2
-    other = _pool.submit(lambda: [fn(s) for s in slices[half:]])  # the second core
-    return [fn(s) for s in slices[:half]] + other.result()
-
-
-_threads = None
-
-
-def cpu_threads():
-    """How many threads this process's CPU work may use: ``set_cpu_threads``'s number, else
-    $OMP_NUM_THREADS when set, else the cores it may run on. ``for_chunks`` adds its second
-    thread only when this is 2 or more (``OMP_NUM_THREADS=1`` means one thread, helpers too).
-
-        >>> cpu_threads() >= 1
-        True
-    """
-    global _threads
-    if _threads is None:
-        text = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-        _threads = int(text) if text.isdigit() and int(text) > 0 else len(os.sched_getaffinity(0)) \
-            if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return _threads
-
-
-def set_cpu_threads(n):
-    """Let this process's CPU work use ``n`` threads: the package's helper thread, and the BLAS
-    library's threads when NumPy's OpenBLAS can be told at run time (returns True if it could)."""
-    global _threads
-    _threads = max(1, int(n))
-    return _set_openblas_threads(_threads)
-
-
-def _set_openblas_threads(n):
-    """openblas_set_num_threads(n) on the OpenBLAS loaded into this process (NumPy's wheels
-    bundle one, with prefixed names), found through /proc/self/maps; False if there is none."""
-    import ctypes
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
-            libs = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
-    except OSError:
-        return False
-    done = False
-    for path in sorted(libs):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
-            setter = getattr(lib, name, None)
-            if setter is not None:
-                setter(ctypes.c_int(n))
-                done = True
-                break
-    return done
 
 
 def use_gpu(index):

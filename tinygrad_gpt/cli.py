@@ -13,16 +13,13 @@ import sys
 import typing
 
 from . import distributed
-from .backend import DeviceError
-from .distributed import DistributedError
-from .data import DataError
-from .lock import LockError
-from .serialization import CheckpointError
-from .train import ConfigError, TrainConfig, TrainingError, train
+from .errors import (CheckpointError, ConfigError, DataError, DeviceError, DistributedError, GradcheckFailure,
+                     LockError, TrainingError, UsageError, VizError)
+from .train import TrainConfig, train
 from .sample import SampleConfig, sample
 from .pretrained import ExportConfig, export
-from .gradcheck_cli import GradcheckConfig, GradcheckFailure, gradcheck
-from .viz import AttentionConfig, PlotConfig, VizError, attention, plot
+from .gradcheck_cli import GradcheckConfig, gradcheck
+from .viz import AttentionConfig, PlotConfig, attention, plot
 
 COMMANDS = {"train": (TrainConfig, train, "train a GPT (the main job)"),
             "sample": (SampleConfig, sample, "generate text from a trained checkpoint"),
@@ -30,10 +27,12 @@ COMMANDS = {"train": (TrainConfig, train, "train a GPT (the main job)"),
             "gradcheck": (GradcheckConfig, gradcheck, "check every op's backward against central differences"),
             "plot": (PlotConfig, plot, "draw out_dir/loss.png from out_dir/log.jsonl"),
             "attention": (AttentionConfig, attention, "draw out_dir/attention.png: a checkpoint's attention on --text")}
-
-
-class UsageError(ValueError):
-    """A bad command line."""
+OPS_NOTE = ("--ops picks how the ops run: fast (the default), rules (each op's hand-derived rule, plain "
+            "array code)\nor composed (primitive ops only); all three give the same numbers.")
+NOTES = {"train": "Training tunes glibc's allocator for this whole process: freed memory is kept for reuse (faster\n"
+                  "steps; the process keeps its peak). TINYGRAD_GPT_TUNE_MALLOC=0 turns that off.\n" + OPS_NOTE,
+         "sample": OPS_NOTE,
+         "gradcheck": OPS_NOTE + "\n--cases picks the cases to check, comma-separated (None: all)."}
 
 
 def _field_type(field):
@@ -97,6 +96,8 @@ def help_text(command):
     defaults = config_cls()
     for f in dataclasses.fields(config_cls):
         lines.append(f"  --{f.name}={getattr(defaults, f.name)!r}")
+    if command in NOTES:
+        lines += ["", NOTES[command]]
     return "\n".join(lines)
 
 

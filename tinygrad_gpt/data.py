@@ -21,16 +21,13 @@ import urllib.request
 
 import numpy as np
 
+from .errors import DataError
 from .serialization import write_atomic
 
 DATASETS = ("pydoc", "shakespeare")
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 SHAKESPEARE_FILE = "tinyshakespeare.txt"
-
-
-class DataError(ValueError):
-    """Raised when training text cannot be found, downloaded, or decoded, or a split is too short."""
 
 
 # ----------------------------------------------------------------------------- loading text

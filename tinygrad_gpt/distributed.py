@@ -27,14 +27,12 @@ import zlib
 import numpy as np
 
 from . import backend
+from .errors import DistributedError
+from .fast import threads
 
 # set by the launchers that start MPI processes: Open MPI, MPICH/Intel MPI (Hydra), PMIx (srun --mpi=pmix)
 LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK")
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-
-
-class DistributedError(RuntimeError):
-    """MPI cannot be used as asked, or the ranks disagree (the message names them)."""
 
 
 def launched_by_mpi(environ=os.environ):
@@ -204,13 +202,13 @@ def share_cores(comm):
     the environment (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS) is kept. Returns the count.
     """
     if any(name in os.environ for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")):
-        return backend.cpu_threads()
+        return threads.cpu_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     total = os.cpu_count() or cores
     n = max(1, min(cores, total // comm.local_size))
     for name in THREAD_VARS:  # for anything that starts threads later (and child processes)
         os.environ.setdefault(name, str(n))
-    backend.set_cpu_threads(n)  # NumPy's OpenBLAS has started its threads already: told at run time
+    threads.set_cpu_threads(n)  # NumPy's OpenBLAS has started its threads already: told at run time
     return n
 
 

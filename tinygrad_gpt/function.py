@@ -15,8 +15,6 @@ and links the result into the graph.
     >>> Double().forward(np.ones(2))
     array([2., 2.])
 """
-from .backend import get_array_module
-
 
 class Function:
     """Base class of every op. Subclasses define ``forward`` and ``backward``."""
@@ -58,39 +56,21 @@ def sum_to(x, shape):
     return x.sum(axis=axes, keepdims=True).reshape(shape)
 
 
-class SliceGrad:
-    """The gradient of ``x[index]`` for an index that picks each element at most once:
-    ``values`` at ``index`` and zero elsewhere, in an array of ``shape``, not yet written out.
+class Gradients(dict):
+    """The gradients on their way back through the graph, one per tensor (by id).
 
-    ``GetItem.backward`` returns one, so that when several slices of one tensor are used (q, k
-    and v cut from one qkv tensor) the engine adds each slice's values straight into one
-    gradient array, instead of making a zero-filled array per slice and adding those up.
-    ``order`` lists x's axes from the outermost in memory to the innermost: the dense array
-    gets x's layout, so that the gradient of a transposed view reshapes back without a copy.
+    A tensor used twice receives two gradients, and its gradient is their sum, as in
+    micrograd's ``grad +=``: weight tying and residual connections rely on it.
+
+        >>> grads = Gradients()
+        >>> grads.add("x", 1.0); grads.add("x", 2.0)
+        >>> grads.take("x")
+        3.0
     """
 
-    def __init__(self, values, index, shape, order):
-        self.values, self.index, self.shape, self.order = values, index, tuple(shape), order
+    def add(self, key, gx):
+        self[key] = self[key] + gx if key in self else gx
 
-    @property
-    def dtype(self):
-        return self.values.dtype
-
-    def astype(self, dtype):
-        return SliceGrad(self.values.astype(dtype), self.index, self.shape, self.order)
-
-    def dense(self):
-        xp = get_array_module(self.values)
-        inverse = sorted(range(len(self.order)), key=self.order.__getitem__)
-        out = xp.zeros([self.shape[i] for i in self.order], self.dtype).transpose(inverse)
-        out[self.index] = self.values
-        return out
-
-    def add_to(self, array):
-        """array[index] += values, in place."""
-        array[self.index] += self.values
-
-
-def memory_order(x):
-    """x's axes from the largest stride to the smallest: (0, 1, ...) for a C-contiguous array."""
-    return sorted(range(x.ndim), key=lambda i: -abs(x.strides[i]))
+    def take(self, key):
+        """The summed gradient of ``key`` (None if none arrived), removed from the dict."""
+        return self.pop(key, None)

@@ -1,23 +1,82 @@
-"""Neural-network functions on Tensors, imported as ``F``.
+"""Neural-network functions on Tensors, imported as ``F``, and the switch between three modes.
 
-Each fused function (backed by a Function in ``fused.py``) has a composed twin
-here, built only from primitive Tensor ops: ``softmax_composed``,
-``layer_norm_composed`` and so on. The composed versions are the readable
-definitions; the tests check that both give the same values and gradients.
+Each fused function (backed by a rule in ``rules.py``) has a composed twin here, built only
+from primitive Tensor ops: ``softmax_composed``, ``layer_norm_composed`` and so on. Which
+one runs, and how, is the mode (like nanoGPT's ``if self.flash: ... else: # manual``):
+
+- ``"composed"``: the composed twins; the engine differentiates primitive ops only;
+- ``"rules"``: the hand-derived rules of rules.py and ops.py, plain array code;
+- ``"fast"`` (the default): the fast layer (``fast/``) in place of the rules it speeds up.
+
+All three compute the same values and gradients (the tests check it). To step through
+backprop in a debugger, use ``"rules"`` or ``"composed"``:
 
     >>> import numpy as np
     >>> from tinygrad_gpt import Tensor
     >>> x = Tensor([[1.0, 2.0, 3.0]])
-    >>> np.round(softmax(x).numpy(), 3)
+    >>> with mode("rules"):
+    ...     np.round(softmax(x).numpy(), 3)
     array([[0.09 , 0.245, 0.665]], dtype=float32)
+    >>> get_mode()
+    'fast'
 """
+import contextlib
 import math
 
 import numpy as np
 
-from . import backend, fused
+from . import backend, fast, rules
+from . import tensor as _tensor
 from .backend import get_array_module, is_array
+from .function import Gradients
 from .tensor import Tensor
+
+# ----------------------------------------------------------------------------- modes
+
+MODES = ("composed", "rules", "fast")
+_mode = "fast"
+
+
+def get_mode():
+    """The current mode: "composed", "rules" or "fast"."""
+    return _mode
+
+
+def _set_mode(name):
+    global _mode
+    _mode = name
+    _tensor._fast_ops = fast.OPS if name == "fast" else {}
+    _tensor._Gradients = fast.InPlaceGradients if name == "fast" else Gradients
+
+
+class mode(contextlib.ContextDecorator):
+    """Run the ops in ``name`` mode ("composed", "rules" or "fast") inside a ``with`` block, or
+    in a function decorated with ``@mode(name)``. Run backward in the mode of its forward.
+
+        >>> with mode("composed"):
+        ...     get_mode()
+        'composed'
+    """
+
+    def __init__(self, name):
+        if name not in MODES:
+            raise ValueError(f"mode: unknown mode {name!r}, expected one of {', '.join(MODES)}")
+        self.name = name
+
+    def _recreate_cm(self):  # a fresh object per decorated call, so recursion restores correctly
+        return type(self)(self.name)
+
+    def __enter__(self):
+        self.previous = _mode
+        _set_mode(self.name)
+        return self
+
+    def __exit__(self, *exc):
+        _set_mode(self.previous)
+        return False
+
+
+_set_mode(_mode)  # the engine's hooks, inside this package
 
 
 def _int_array(ids, like, what):
@@ -50,9 +109,11 @@ def linear(x, weight, bias=None, activation=None):
                          f"(the input's last axis must equal the weight's first)")
     if bias is not None and bias.shape != (weight.shape[1],):
         raise ValueError(f"linear: bias must have shape ({weight.shape[1]},), got {bias.shape}")
-    if bias is None:
-        return Tensor._apply(fused.Linear, x, weight, activation=activation)
-    return Tensor._apply(fused.Linear, x, weight, bias, activation=activation)
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    if _mode == "fast":  # the product, the bias and the GELU in one op
+        return Tensor._apply(fast.Linear, *inputs, activation=activation)
+    out = linear_composed(x, weight, bias) if _mode == "composed" else Tensor._apply(rules.Linear, *inputs)
+    return out if activation is None else gelu(out)
 
 
 def linear_composed(x, weight, bias=None):
@@ -65,12 +126,12 @@ def linear_composed(x, weight, bias=None):
 
 def softmax(x, axis=-1):
     """exp(x) / sum(exp(x)) along ``axis``, stable for large inputs."""
-    return x.softmax(axis)
+    return softmax_composed(x, axis) if _mode == "composed" else x.softmax(axis)
 
 
 def log_softmax(x, axis=-1):
     """x - log(sum(exp(x))) along ``axis``, stable for large inputs."""
-    return x.log_softmax(axis)
+    return log_softmax_composed(x, axis) if _mode == "composed" else x.log_softmax(axis)
 
 
 def softmax_composed(x, axis=-1):
@@ -107,8 +168,10 @@ def cross_entropy(logits, targets, ignore_index=-1):
     logits: (N, V) or (B, T, V). targets: integers of shape (N,) or (B, T);
     positions equal to ``ignore_index`` are left out of the mean.
     """
+    if _mode == "composed":
+        return cross_entropy_composed(logits, targets, ignore_index)
     logits2, t = _flatten_targets(logits, targets, ignore_index)
-    return Tensor._apply(fused.CrossEntropy, logits2, Tensor._wrap(t), ignore_index=ignore_index)
+    return Tensor._apply(rules.CrossEntropy, logits2, Tensor._wrap(t), ignore_index=ignore_index)
 
 
 def cross_entropy_composed(logits, targets, ignore_index=-1):
@@ -130,9 +193,10 @@ def layer_norm(x, weight, bias=None, eps=1e-5):
         if p is not None and p.shape != (C,):
             raise ValueError(f"layer_norm: {name} must have shape ({C},) for input "
                              f"of shape {x.shape}, got {p.shape}")
-    if bias is None:
-        return Tensor._apply(fused.LayerNorm, x, weight, eps=eps)
-    return Tensor._apply(fused.LayerNorm, x, weight, bias, eps=eps)
+    if _mode == "composed":
+        return layer_norm_composed(x, weight, bias, eps)
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return Tensor._apply(rules.LayerNorm, *inputs, eps=eps)
 
 
 def layer_norm_composed(x, weight, bias=None, eps=1e-5):
@@ -148,7 +212,7 @@ def layer_norm_composed(x, weight, bias=None, eps=1e-5):
 
 def gelu(x):
     """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    return x.gelu()
+    return gelu_composed(x) if _mode == "composed" else x.gelu()
 
 
 def gelu_composed(x):
@@ -200,17 +264,20 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, scale=None
     KV cache; with Tq == Tk this is the usual lower-triangular mask).
     """
     _check_qkv(q, k, v, causal)
-    if dropout_p == 0 and _weights_outgrow_caches(q, k, v):
-        return Tensor._apply(fused.BlockedAttention, q, k, v, causal=causal, scale=scale)
-    return Tensor._apply(fused.Attention, q, k, v, causal=causal, scale=scale, dropout_p=dropout_p)
+    if _mode == "composed":
+        return scaled_dot_product_attention_composed(q, k, v, causal, scale, dropout_p)
+    if _mode == "fast" and dropout_p == 0 and fast.weights_outgrow_caches(q.data, k.data, v.data):
+        return Tensor._apply(fast.BlockedAttention, q, k, v, causal=causal, scale=scale)
+    return Tensor._apply(rules.Attention, q, k, v, causal=causal, scale=scale, dropout_p=dropout_p)
 
 
 def blocked_attention(q, k, v, causal=True, scale=None, block=None, tile=None):
     """The same attention, computed ``block`` (batch, head) matrices at a time, never holding all
-    the (..., Tq, Tk) weights: fused.BlockedAttention. With ``causal``, each block goes through
+    the (..., Tq, Tk) weights: fast.BlockedAttention. With ``causal``, each block goes through
     its queries ``tile`` rows at a time and skips the keys a tile cannot see.
     ``scaled_dot_product_attention`` picks it by itself for long sequences on the CPU; q, k and
-    v must share their leading dims."""
+    v must share their leading dims. In the "rules" and "composed" modes it is that mode's
+    ``scaled_dot_product_attention``."""
     _check_qkv(q, k, v, causal)
     if not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
         raise ValueError(f"blocked_attention: q, k, v need the same leading dims, "
@@ -218,20 +285,14 @@ def blocked_attention(q, k, v, causal=True, scale=None, block=None, tile=None):
     for name, n in (("block", block), ("tile", tile)):
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
             raise ValueError(f"blocked_attention: {name} must be a positive int, got {n!r}")
-    return Tensor._apply(fused.BlockedAttention, q, k, v, causal=causal, scale=scale, block=block,
+    if _mode != "fast":
+        return scaled_dot_product_attention(q, k, v, causal=causal, scale=scale)
+    return Tensor._apply(fast.BlockedAttention, q, k, v, causal=causal, scale=scale, block=block,
                          tile=tile)
 
 
-def _weights_outgrow_caches(q, k, v):
-    """True on the CPU when the attention weights have CHUNKED_MIN elements or more: then
-    blocks that stay in the caches beat one pass after another over the whole array."""
-    data = q.data if isinstance(q, Tensor) else q
-    return (q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and backend.device_of(data) == "cpu"
-            and math.prod(q.shape[:-1]) * k.shape[-2] >= backend.CHUNKED_MIN)
-
-
-def scaled_dot_product_attention_composed(q, k, v, causal=True, scale=None):
-    """Attention from primitives: scores, mask, softmax, weighted sum of values."""
+def scaled_dot_product_attention_composed(q, k, v, causal=True, scale=None, dropout_p=0.0):
+    """Attention from primitives: scores, mask, softmax, dropout, weighted sum of values."""
     _check_qkv(q, k, v, causal)
     Tq, Tk = q.shape[-2], k.shape[-2]
     scale = q.shape[-1] ** -0.5 if scale is None else scale
@@ -241,4 +302,4 @@ def scaled_dot_product_attention_composed(q, k, v, causal=True, scale=None):
     if causal:
         xp = get_array_module(q.data)
         att = att.masked_fill(xp.triu(xp.ones((Tq, Tk), dtype=bool), k=1 + Tk - Tq), -math.inf)
-    return softmax_composed(att) @ v
+    return dropout(softmax_composed(att), dropout_p) @ v

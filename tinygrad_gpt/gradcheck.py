@@ -15,11 +15,8 @@ Jacobian instead, element by element, and prints a readable report on failure.
 import numpy as np
 
 from .backend import to_numpy, get_array_module
+from .errors import GradcheckError
 from .tensor import Tensor
-
-
-class GradcheckError(AssertionError):
-    """Backward disagrees with the numerical derivative."""
 
 
 def _evaluate(fn, arrays, requires):

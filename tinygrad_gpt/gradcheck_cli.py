@@ -7,7 +7,7 @@ backward (``gradcheck.analytic_jacobian``) and from central differences
 ``|backward - numerical| <= atol + rtol * |numerical|``; the random-direction
 check ``gradcheck.check_grads`` must pass too. A table shows the worst errors.
 
-    >>> rows = run_all(GradcheckConfig(ops="tanh,matmul"), print_fn=lambda *a: None)
+    >>> rows = run_all(GradcheckConfig(cases="tanh,matmul"), print_fn=lambda *a: None)
     >>> [(r.name, r.ok) for r in rows]
     [('tanh', True), ('matmul', True)]
 """
@@ -21,17 +21,14 @@ import numpy as np
 from . import backend, functional as F
 from .gradcheck import analytic_jacobian, check_grads, numerical_jacobian
 from .tensor import Tensor
-from .train import ConfigError
-
-
-class GradcheckFailure(RuntimeError):
-    """At least one op's backward disagrees with central differences."""
+from .errors import ConfigError, GradcheckFailure
 
 
 @dataclass
 class GradcheckConfig:
     seed: int = 0                   # draws the shapes and values of every case
-    ops: Optional[str] = None       # comma-separated case names to run (None: all)
+    cases: Optional[str] = None     # comma-separated case names to run (None: all)
+    ops: str = "fast"               # composed | rules | fast: which ops are checked (functional.mode)
     eps: float = 1e-6               # the central-difference step
     atol: float = 1e-7
     rtol: float = 1e-5
@@ -43,13 +40,16 @@ class GradcheckConfig:
                 raise ConfigError(f"--{name} must be a positive number, got {getattr(self, name)}")
         if self.device not in backend.DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(backend.DEVICES)}, got {self.device!r}")
+        if self.ops not in F.MODES:
+            raise ConfigError(f"--ops must be one of {', '.join(F.MODES)} (--cases picks the cases), "
+                              f"got {self.ops!r}")
         unknown = sorted(set(self.selected()) - set(CASES))
         if unknown:
-            raise ConfigError(f"--ops: unknown op(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+            raise ConfigError(f"--cases: unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
         return self
 
     def selected(self):
-        return list(CASES) if self.ops is None else [s.strip() for s in self.ops.split(",") if s.strip()]
+        return list(CASES) if self.cases is None else [s.strip() for s in self.cases.split(",") if s.strip()]
 
 
 # ----------------------------------------------------------------------------- random inputs
@@ -276,12 +276,13 @@ def run_all(cfg=None, print_fn=print):
     """Check every selected case and print the table; returns the list of CheckResult rows."""
     cfg = (cfg or GradcheckConfig()).validate()
     backend.require_device(cfg.device)
-    print_fn(f"gradient check: float64 on {cfg.device}, central differences with eps={cfg.eps:g}; "
+    print_fn(f"gradient check: float64 on {cfg.device}, the {cfg.ops} ops, central differences with eps={cfg.eps:g}; "
              f"an entry passes when |backward - numerical| <= {cfg.atol:g} + {cfg.rtol:g} * |numerical|")
     print_fn(f"{'op':<20}{'shapes':<44}{'max abs err':>12}{'max rel err':>12}  result")
     rows = []
     for name in cfg.selected():
-        row = check_case(name, cfg)
+        with F.mode(cfg.ops):
+            row = check_case(name, cfg)
         rows.append(row)
         shapes = " ".join(str(s) for s in row.shapes)
         print_fn(f"{name:<20}{shapes:<44}{row.max_abs:>12.2e}{row.max_rel:>12.2e}  "

@@ -13,12 +13,10 @@ import os
 import socket
 import time
 
+from .errors import LockError
+
 LOCK_NAME = ".lock"
 YOUNG_SECONDS = 10  # a lock file this new without a pid in it is still being written
-
-
-class LockError(RuntimeError):
-    """The lock is held by another live process, or cannot be created."""
 
 
 def pid_alive(pid):

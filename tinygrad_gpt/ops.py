@@ -6,15 +6,12 @@ backward returns one gradient per input with the derivative in a comment.
 
 Groups: elementwise binary, elementwise unary, reductions, movement, matmul.
 The fused ops of a transformer (softmax, layer norm, cross-entropy, attention)
-live in ``fused.py``.
+live in ``rules.py``; the fast layer (``fast/``) speeds up some of these rules.
 """
 import math
 
-import numpy as np
-
-from . import kernels
-from .backend import for_chunks, get_array_module, scatter_add
-from .function import Function, SliceGrad, memory_order, sum_to
+from .backend import get_array_module, scatter_add
+from .function import Function, sum_to
 
 
 # ----------------------------------------------------------------------------- binary
@@ -197,78 +194,18 @@ class Relu(Function):
 GELU_C = math.sqrt(2.0 / math.pi)
 
 
-def gelu_arrays(x, out, d=None):
-    """out = GELU(x) and, if ``d`` is given, d = GELU'(x), on flat arrays, in place.
-
-    ``out`` may be ``x`` itself (the GELU then overwrites its input), or None for a scratch
-    array per chunk. The steps run over cache-sized chunks (``backend.for_chunks``): on
-    large activations the passes over memory, not the arithmetic, are what costs.
-    """
-    xp = get_array_module(x)
-    if x.dtype == np.float32 and kernels.usable(x, *(a for a in (out, d) if a is not None)):
-        none = np.empty(0, dtype=x.dtype)
-
-        in_place = out is not None and np.may_share_memory(x, out)
-
-        def compiled(s):  # the same in one pass (kernels.py), with a float32 tanh of its own
-            xs = x[s]
-            # the loop vectorises only when it writes where it does not read: in place, it
-            # writes a scratch chunk, copied back while it is in cache
-            os = np.empty_like(xs) if out is None or in_place else out[s]
-            kernels.gelu(xs, os, none if d is None else d[s])
-            if in_place:
-                out[s] = os
-        for_chunks(compiled, x.size, x)
-        return
-
-    def part(s):
-        xs = x[s]
-        os = xp.empty_like(xs) if out is None else out[s]
-        x2 = xs * xs
-        p = xp.multiply(x2, 0.044715 * GELU_C, out=None if d is None else d[s])
-        p += GELU_C
-        p *= xs                   # u = c x (1 + 0.044715 x^2)
-        xp.tanh(p, out=p)
-        p *= 0.5
-        p += 0.5                  # p = (1 + tanh u) / 2
-        xp.multiply(xs, p, out=os)  # out = x p (the last read of x)
-        if d is None:
-            return
-        # d/dx = p + x (1 - t^2) u' / 2 with t = 2p - 1, so 1 - t^2 = 4 p (1 - p), and
-        # d/dx = p + 2 out (1 - p) u',  u' = c (1 + 3 * 0.044715 x^2)
-        x2 *= 2 * 3 * 0.044715 * GELU_C
-        x2 += 2 * GELU_C          # 2 u'
-        x2 *= os
-        q = xp.subtract(1, p)
-        q *= x2
-        p += q
-    for_chunks(part, x.size, x)
-
-
 class Gelu(Function):
-    """GELU with GPT-2's tanh approximation: 0.5 x (1 + tanh(u)), u = c (x + 0.044715 x^3).
-
-    The forward keeps only x (which the graph holds anyway, as this op's input); the
-    backward recomputes tanh(u) and the derivative from it (``gelu_arrays``). In the
-    model's MLP the GELU is fused into the linear layer before it (``fused.Linear`` with
-    ``activation="gelu"``), which keeps the derivative instead of the pre-activation.
-    ``gelu_composed`` in functional.py is the plain form.
-    """
+    """GELU with GPT-2's tanh approximation: 0.5 x (1 + tanh(u)), u = c (x + 0.044715 x^3)."""
 
     def forward(self, x):
-        self.shape = x.shape
-        x = x.reshape(-1)  # flat, so chunks are plain slices (and 0-d input works)
-        out = get_array_module(x).empty_like(x)
-        gelu_arrays(x, out)
-        self.save_for_backward(x)
-        return out.reshape(self.shape)
+        t = get_array_module(x).tanh(GELU_C * (x + 0.044715 * x * x * x))
+        self.save_for_backward(x, t)
+        return 0.5 * x * (1 + t)
 
     def backward(self, g):
-        (x,) = self.saved
-        d = get_array_module(x).empty_like(x)
-        gelu_arrays(x, None, d)
-        d *= g.reshape(-1)
-        return d.reshape(self.shape)
+        x, t = self.saved
+        # d/dx GELU = (1 + t) / 2 + x (1 - t^2) u' / 2,  u' = c (1 + 3 * 0.044715 x^2)
+        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (GELU_C * (1 + 3 * 0.044715 * x * x)))
 
 
 class MaskedFill(Function):
@@ -366,20 +303,16 @@ def _is_advanced(index):
 class GetItem(Function):
     def forward(self, x, index):
         self.shape, self.dtype, self.index = x.shape, x.dtype, index
-        self.order = memory_order(x)
         return x[index]
 
     def backward(self, g):
-        xp = get_array_module(g)
-        if _is_advanced(self.index):
-            # each picked element passes its gradient back to where it came from;
-            # an element picked twice receives the sum (scatter-add)
-            gx = xp.zeros(self.shape, dtype=self.dtype)
+        # each picked element passes its gradient back to where it came from, 0 elsewhere
+        gx = get_array_module(g).zeros(self.shape, dtype=self.dtype)
+        if _is_advanced(self.index):  # an element picked twice receives the sum (scatter-add)
             scatter_add(gx, self.index, g)
-            return gx
-        # a basic index picks each element at most once: g goes back to where it came from,
-        # and 0 elsewhere (a SliceGrad: the engine writes it into the input's gradient)
-        return SliceGrad(g, self.index, self.shape, self.order)
+        else:  # a basic index picks each element at most once
+            gx[self.index] = g
+        return gx
 
 
 class Cat(Function):

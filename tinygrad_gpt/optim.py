@@ -15,8 +15,9 @@ import math
 
 import numpy as np
 
-from . import kernels
-from .backend import for_chunks, get_array_module, to_device, to_numpy
+from .backend import get_array_module, to_device, to_numpy
+from .fast import kernels
+from .fast.chunks import for_chunks
 
 
 class Optimizer:
@@ -170,7 +171,7 @@ class AdamW(Optimizer):
         t = states[0]["step"]
         if (kernels.usable(m, v, *(a for p in params for a in (p.data, p.grad)))
                 and all(p.data.flags.writeable for p in params)):
-            # the same steps, each parameter in one compiled pass (kernels.py): its gradient
+            # the same steps, each parameter in one compiled pass (fast/kernels.py): its gradient
             # read in place, its Adam step, weight decay and update written at once
             lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
             c = np.array([b1, 1 - b1, b2, 1 - b2, 1 / math.sqrt(1 - b2 ** t), eps, lr / (1 - b1 ** t),

@@ -5,13 +5,12 @@ from typing import Optional
 
 import numpy as np
 
-from . import backend
+from . import backend, functional as F
 from .checkpoint import load_checkpoint
-from .serialization import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .data import read_text_file
 from .tokenizer import tokenizer_from_dict
 from .pretrained import from_pretrained, load_hf_tokenizer
-from .train import ConfigError
 
 
 @dataclass
@@ -27,6 +26,7 @@ class SampleConfig:
     seed: int = 1337
     device: str = backend.default_device()
     use_cache: bool = True          # the KV cache (same tokens, faster)
+    ops: str = "fast"               # composed | rules | fast: how the ops run (functional.mode)
 
     def validate(self):
         for name in ("num_samples", "max_new_tokens"):
@@ -42,6 +42,8 @@ class SampleConfig:
             raise ConfigError(f"--init_from must be resume or a Hugging Face GPT-2 folder, got {self.init_from!r}")
         if self.device not in backend.DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(backend.DEVICES)}, got {self.device!r}")
+        if self.ops not in F.MODES:
+            raise ConfigError(f"--ops must be one of {', '.join(F.MODES)}, got {self.ops!r}")
         return self
 
 
@@ -77,8 +79,9 @@ def sample(cfg, print_fn=print):
         ids = np.asarray([tokenizer.encode(text)] * cfg.num_samples, dtype=np.int64)
     except ValueError as e:
         raise ConfigError(f"--start: {e}") from None
-    out = model.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                         top_p=cfg.top_p, use_cache=cfg.use_cache, seed=cfg.seed)
+    with F.mode(cfg.ops):
+        out = model.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                             top_p=cfg.top_p, use_cache=cfg.use_cache, seed=cfg.seed)
     samples = [tokenizer.decode(row.tolist()) for row in out]
     for s in samples:
         print_fn(s)

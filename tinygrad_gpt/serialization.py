@@ -26,6 +26,7 @@ import tempfile
 import numpy as np
 
 from .backend import to_device, to_numpy
+from .errors import CheckpointError
 
 # safetensors dtype name -> little-endian NumPy dtype. BF16 has no NumPy dtype: it is
 # read as raw 16-bit words and widened to float32 (and never written).
@@ -35,10 +36,6 @@ DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
 _WRITE_NAMES = {np.dtype(code).str: name for name, code in DTYPES.items() if name != "BF16"}
 SHA_KEY = "sha256"
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the same limit as the reference implementation
-
-
-class CheckpointError(ValueError):
-    """Raised when a tensor file cannot be written, or is missing, damaged, or not safetensors."""
 
 
 # ----------------------------------------------------------------------------- writing

@@ -17,13 +17,18 @@ import numpy as np
 
 from . import backend
 from .backend import get_array_module, to_numpy, is_array
-from . import ops, fused
-from .function import Function, SliceGrad
+from . import ops, rules
+from .function import Function, Gradients
 
 _grad_enabled = True
 # anomaly.detect_anomaly() sets this to a checker whose forward(fn, inputs, out) and
 # backward(fn, g, gxs) run after each op; None (anomaly mode off) costs one test per op.
 _anomaly_hook = None
+# functional.mode() sets these two. _fast_ops maps a rule to the fast op that replaces it
+# ({} in the "rules" and "composed" modes); _Gradients adds up the gradients in backward
+# (the fast mode's adds in place). This module never imports the fast layer itself.
+_fast_ops = {}
+_Gradients = Gradients
 
 
 class no_grad(contextlib.ContextDecorator):
@@ -177,8 +182,10 @@ class Tensor:
     def _apply(fn_cls, *inputs, **kwargs):
         """Run ``fn_cls`` forward on the inputs' arrays and link the result into the graph.
 
-        This is the only place graph nodes are made.
+        This is the only place graph nodes are made. In the "fast" mode ``_fast_ops`` names
+        the fast op that runs in place of a rule (functional.mode sets it).
         """
+        fn_cls = _fast_ops.get(fn_cls, fn_cls)
         arrays = [t.data if t is not None else None for t in inputs]
         get_array_module(*arrays)  # raises if inputs live on different devices
         # under no_grad nothing needs a gradient, so forwards keep nothing for a backward
@@ -237,14 +244,11 @@ class Tensor:
             if tuple(grad.shape) != self.shape:
                 raise ValueError(f"backward(): grad has shape {tuple(grad.shape)} "
                                  f"but the tensor has shape {self.shape}")
-        grads = {id(self): grad}
-        owned = set()  # keys of sums the engine made itself: it may add into them in place
-        for t in reversed(self._topo()):
-            g = grads.pop(id(t), None)
+        grads = _Gradients({id(self): grad})  # tensor id -> the sum of its gradients so far
+        for t in reversed(self._topo()):  # every tensor after all the tensors made from it
+            g = grads.take(id(t))
             if g is None:
                 continue
-            if isinstance(g, SliceGrad):  # one slice of t was used, and nothing else
-                g = g.dense()
             ctx = t._ctx
             if ctx is None or retain_graph:
                 t._accumulate_grad(g)
@@ -256,7 +260,7 @@ class Tensor:
             if ctx is _RELEASED:
                 raise RuntimeError("backward() through a graph that was already freed; "
                                    "call the first backward with retain_graph=True")
-            _propagate(ctx, g, grads, owned)
+            _propagate(ctx, g, grads)
             if not retain_graph:
                 t._ctx = _RELEASED
 
@@ -350,10 +354,10 @@ class Tensor:
 
     # ------------------------------------------------------------------ softmax family
     def softmax(self, axis=-1):
-        return Tensor._apply(fused.Softmax, self, axis=axis)
+        return Tensor._apply(rules.Softmax, self, axis=axis)
 
     def log_softmax(self, axis=-1):
-        return Tensor._apply(fused.LogSoftmax, self, axis=axis)
+        return Tensor._apply(rules.LogSoftmax, self, axis=axis)
 
     # ------------------------------------------------------------------ movement
     def reshape(self, *shape):
@@ -419,13 +423,8 @@ class Tensor:
         return tuple(pieces)
 
 
-def _propagate(ctx, g, grads, owned):
-    """Run one node's backward and add each input's gradient into ``grads``.
-
-    The first gradient to reach an input is stored as it is (it may be an array that other
-    nodes hold too); the second makes a new array, the sum, which the engine owns (key in
-    ``owned``), and later ones are added into it in place. A SliceGrad adds only its slice.
-    """
+def _propagate(ctx, g, grads):
+    """Run one node's backward and add each input's gradient into ``grads``."""
     gxs = ctx.backward(g)
     if not isinstance(gxs, tuple):
         gxs = (gxs,)
@@ -439,28 +438,7 @@ def _propagate(ctx, g, grads, owned):
                                f"{tuple(gx.shape)} for an input of shape {p.shape}")
         if gx.dtype != p.dtype:
             gx = gx.astype(p.dtype)
-        key = id(p)
-        if key in owned:
-            if isinstance(gx, SliceGrad):
-                gx.add_to(grads[key])
-            else:
-                grads[key] += gx
-        elif key not in grads:
-            grads[key] = gx
-        else:  # the second gradient: a new array, the sum
-            earlier = grads[key]
-            if isinstance(earlier, SliceGrad):
-                earlier, gx = gx, earlier
-            if isinstance(gx, SliceGrad):  # write out one slice, add the other gradient into it
-                total = gx.dense()
-                if isinstance(earlier, SliceGrad):
-                    earlier.add_to(total)
-                else:
-                    total += earlier
-            else:
-                total = earlier + gx
-            grads[key] = total
-            owned.add(key)
+        grads.add(id(p), gx)  # grads[p] += gx
 
 
 def _shape_arg(shape):

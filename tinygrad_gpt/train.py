@@ -25,12 +25,12 @@ from typing import Optional
 
 import numpy as np
 
-from . import backend, distributed
-from .anomaly import AnomalyError, detect_anomaly
+from . import backend, distributed, functional as F
+from .anomaly import detect_anomaly
 from .backend import get_array_module
 from .checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
-from .serialization import CheckpointError
-from .data import DataError, Dataset, load_text
+from .errors import AnomalyError, CheckpointError, ConfigError, DataError, TrainingError
+from .data import Dataset, load_text
 from .model import GPT, GPTConfig
 from .optim import clip_grad_norm_, cosine_lr
 from .tensor import no_grad
@@ -39,14 +39,8 @@ from .bpe import BPETokenizer
 from .tokenizer import tokenizer_from_dict
 from .pretrained import crop_block_size, from_pretrained, load_hf_tokenizer
 from .lock import RunLock
-
-
-class ConfigError(ValueError):
-    """A flag value that cannot be used; the message names the flag."""
-
-
-class TrainingError(RuntimeError):
-    """The run cannot go on (for example, the loss became NaN)."""
+from .fast import tune_allocator_for_training
+from .fast.threads import cpu_threads
 
 
 @dataclass
@@ -90,6 +84,7 @@ class TrainConfig:
     progress: bool = True           # a progress bar when writing to a terminal
     skip_nonfinite: bool = False    # drop a step whose loss or gradient is NaN/inf, count it, go on
     detect_anomaly: bool = False    # name the op that makes the first NaN/inf (slow: for debugging)
+    ops: str = "fast"               # composed | rules | fast: how the ops run (functional.mode)
     ddp_overlap: bool = False       # under MPI: allreduce gradient buckets while backward runs
     ddp_bucket_mb: float = 1.0      # the size of those buckets, in MiB
 
@@ -118,7 +113,7 @@ class TrainConfig:
         if self.tokenizer == "bpe" and self.vocab_size < 257:
             raise ConfigError(f"--vocab_size must be at least 257 for --tokenizer=bpe, got {self.vocab_size}")
         choices = {"tokenizer": ("char", "bpe"), "device": backend.DEVICES,
-                   "dtype": ("float32", "float64"), "dataset": ("pydoc", "shakespeare")}
+                   "dtype": ("float32", "float64"), "dataset": ("pydoc", "shakespeare"), "ops": F.MODES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -227,6 +222,8 @@ def train(cfg, print_fn=print):
     The run holds a lock on ``out_dir``, so a second run there is refused. Every step's
     loss and gradient norm are checked: a non-finite one stops the run (or, with
     ``skip_nonfinite``, drops that step), and weights that are not finite are never saved.
+    The ops run in mode ``cfg.ops`` (functional.mode). Training tunes glibc's allocator for the
+    whole process (``fast.tune_allocator``) unless the environment sets TINYGRAD_GPT_TUNE_MALLOC=0.
     """
     cfg.validate()
     comm = distributed.world()
@@ -237,6 +234,7 @@ def train(cfg, print_fn=print):
     if cfg.device == "cuda" and comm.size > 1:
         backend.use_gpu(comm.local_rank)  # one GPU per rank on each machine
     backend.require_device(cfg.device)
+    tune_allocator_for_training()
     if comm.rank == 0:
         _prepare_out_dir(cfg.out_dir)
     with (RunLock(cfg.out_dir) if comm.rank == 0 else contextlib.nullcontext()) as lock:
@@ -249,7 +247,7 @@ def train(cfg, print_fn=print):
         anomaly = detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
         # non-finite values are caught by the checks below, so NumPy's warnings would only repeat them
         try:
-            with anomaly, np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            with F.mode(cfg.ops), anomaly, np.errstate(over="ignore", divide="ignore", invalid="ignore"):
                 losses = _loop(run, print_fn)
         except TrainingError as e:  # met by every rank alike (from allreduced values), unless one
             e.every_rank = not isinstance(e.__context__, AnomalyError)  # rank's op made a NaN
@@ -263,7 +261,8 @@ def train(cfg, print_fn=print):
         tokenizer = run.tokenizer
         print_fn(f"\nA sample from the trained model ({cfg.sample_tokens} tokens):\n")
         start = "\n" if isinstance(tokenizer, BPETokenizer) or "\n" in tokenizer.stoi else tokenizer.chars[0]
-        print_fn(sample_text(run.model, tokenizer, start, cfg.sample_tokens, seed=cfg.seed))
+        with F.mode(cfg.ops):
+            print_fn(sample_text(run.model, tokenizer, start, cfg.sample_tokens, seed=cfg.seed))
     return losses
 
 
@@ -341,7 +340,7 @@ def _setup(cfg, print_fn, comm=distributed.Single()):
              f"device {cfg.device}, {cfg.dtype}")
     if comm.size > 1:
         print_fn(f"{comm.size} processes: {cfg.gradient_accumulation_steps // comm.size} micro-batches "
-                 f"of {cfg.batch_size} each per step, {backend.cpu_threads()} CPU thread(s) each")
+                 f"of {cfg.batch_size} each per step, {cpu_threads()} CPU thread(s) each")
     if cfg.init_from == "resume":
         print_fn(f"resuming from {ckpt_path} at iteration {run.start_iter}")
     return run

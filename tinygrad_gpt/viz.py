@@ -26,13 +26,8 @@ from . import backend, functional as F
 from .backend import get_array_module, to_numpy
 from .tokenizer import tokenizer_from_dict
 from .checkpoint import CKPT_NAME, load_checkpoint
-from .serialization import CheckpointError
+from .errors import CheckpointError, ConfigError, VizError
 from .tensor import Tensor, no_grad, _RELEASED
-from .train import ConfigError
-
-
-class VizError(RuntimeError):
-    """A picture cannot be made: a missing program or library, or unusable input."""
 
 
 # ----------------------------------------------------------------------------- computation graphs
@@ -200,7 +195,7 @@ def attention_weights(model, idx):
 
     The model's own code hands only the attended values onward, so the weights are
     recomputed here from its parameters, under no_grad and in eval mode, with the
-    same formula as ``fused.Attention``: softmax(q k^T / sqrt(hs) + causal mask).
+    same formula as ``rules.Attention``: softmax(q k^T / sqrt(hs) + causal mask).
     """
     tr = model.transformer
     idx = model._check_idx(idx)

@@ -2,13 +2,16 @@
 layer norm's forward and backward, AdamW's step, and GELU with its derivative (float32).
 
 NumPy runs one ufunc at a time, so an op like layer norm makes a dozen passes over its
-data. A compiled loop makes one or two, row by row, while the row is in cache: on
-nanoGPT's CPU config a layer norm's forward and backward take about 60 us this way
-against about 200 us with NumPy (benchmarks/RESULTS.md). The NumPy code in fused.py stays
-the reference and the default; these kernels are used only when numba imports, the
-arrays are NumPy float32 or float64, and the environment does not set
-TINYGRAD_GPT_NUMBA=0 (which also skips importing numba). The tests run both paths against
-each other and the gradient checks.
+data. A compiled loop makes one or two, row by row, while the row is in cache
+(benchmarks/RESULTS.md has the timings). The rules in rules.py and ops.py stay the
+reference; the fast layer's NumPy code is used when numba is missing. These kernels are used
+only when numba imports, the arrays are NumPy float32 or float64, and the environment does
+not set TINYGRAD_GPT_NUMBA=0 (which also skips importing numba). The tests run both paths
+against each other and the gradient checks.
+
+Nothing is imported or compiled when tinygrad_gpt is imported: the first op that can use a
+kernel calls ``load()``, which imports numba and compiles the kernels once, or loads them
+from numba's on-disk cache (``cache=True``), so the first training step absorbs that time.
 
 Each kernel works on C-contiguous arrays (rows of a 2-D array, or a flat slice) and
 releases the GIL, so ``backend.for_chunks`` can hand blocks of them to two threads. If
@@ -19,19 +22,39 @@ import warnings
 
 import numpy as np
 
-numba = None
-if os.environ.get("TINYGRAD_GPT_NUMBA", "1") != "0":
+numba = None  # the numba module, once load() has imported it
+layer_norm_forward = layer_norm_backward = adamw = gelu = None
+enabled = None  # None until load() has run; then True when the kernels are there
+
+
+def load():
+    """Import numba and compile the kernels, the first time only; True when they are on."""
+    global numba, enabled, layer_norm_forward, layer_norm_backward, adamw, gelu
+    if enabled is not None:
+        return enabled
+    enabled = False
+    if os.environ.get("TINYGRAD_GPT_NUMBA", "1") == "0":
+        return enabled
     try:
         import numba
     except Exception:  # not installed, or a numba that does not fit this NumPy
         numba = None
+        return enabled
+    try:
+        layer_norm_forward, layer_norm_backward, adamw, gelu = _compile()
+        enabled = True
+    except Exception as e:  # a numba that cannot compile these: NumPy does the work
+        warnings.warn(f"tinygrad_gpt: the numba kernels are off, compiling them failed: {e}")
+        numba = None
+    return enabled
 
 
 def usable(*arrays):
-    """True when the kernels are on and the arrays are NumPy arrays in C order, all float32 or
-    all float64."""
-    return (enabled and all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in arrays)
-            and len({a.dtype for a in arrays}) == 1 and arrays[0].dtype in (np.float32, np.float64))
+    """True when the arrays are NumPy arrays in C order, all float32 or all float64, and the
+    kernels are on (loading them the first time)."""
+    return (all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in arrays)
+            and len({a.dtype for a in arrays}) == 1 and arrays[0].dtype in (np.float32, np.float64)
+            and (enabled if enabled is not None else load()))
 
 
 def _compile():
@@ -40,8 +63,7 @@ def _compile():
     # "nnan"/"ninf" flags, and division by zero gives inf as in NumPy), so a diverging
     # run still shows NaN where it would without the kernels
     def _jit(*signatures):
-        """Compile now, for float32 and float64 (from numba's cache after the first time), so
-        that no training step waits for the compiler or counts its memory."""
+        """Compile now, for float32 and float64 (from numba's cache after the first time)."""
         return numba.njit([sig.format(t) for sig in signatures for t in ("float32", "float64")],
                           nogil=True, cache=True, error_model="numpy",
                           fastmath={"reassoc", "nsz", "arcp", "contract"})
@@ -105,7 +127,7 @@ def _compile():
     @numba.njit("void(float32[::1], float32[::1], float32[::1])", nogil=True, cache=True,
                 error_model="numpy")
     def gelu(x, out, d):
-        """ops.gelu_arrays for float32 in one pass: out = x p with p = (1 + tanh u) / 2,
+        """fast.gelu_arrays for float32 in one pass: out = x p with p = (1 + tanh u) / 2,
         u = c x (1 + 0.044715 x^2), and d = p + 2 out (1 - p) u' if d is not empty.
         ``out`` may be ``x`` itself.
 
@@ -139,13 +161,3 @@ def _compile():
                 d[i] = p + o * (np.float32(1) - p) * (x2 * (np.float32(6) * ac) + np.float32(2) * c)
 
     return layer_norm_forward, layer_norm_backward, adamw, gelu
-
-
-layer_norm_forward = layer_norm_backward = adamw = gelu = None
-if numba is not None:
-    try:
-        layer_norm_forward, layer_norm_backward, adamw, gelu = _compile()
-    except Exception as e:  # a numba that cannot compile these: NumPy does the work
-        warnings.warn(f"tinygrad_gpt: the numba kernels are off, compiling them failed: {e}")
-        numba = None
-enabled = numba is not None
