@@ -253,9 +253,6 @@ class Tensor:
             if ctx is None or retain_graph:
                 t._accumulate_grad(g)
             if ctx is None:
-                if _post_accumulate_hooks and id(t) in _post_accumulate_hooks:
-                    for hook in list(_post_accumulate_hooks[id(t)]):  # t.grad is final for this pass
-                        hook(t)
                 continue
             if ctx is _RELEASED:
                 raise RuntimeError("backward() through a graph that was already freed; "
@@ -284,6 +281,9 @@ class Tensor:
             self.grad = g.astype(self.dtype, copy=True)
         else:
             self.grad = self.grad + g
+        if _post_accumulate_hooks and id(self) in _post_accumulate_hooks:
+            for hook in list(_post_accumulate_hooks[id(self)]):  # this pass's whole gradient is in
+                hook(self)
 
     def zero_grad(self):
         self.grad = None
