@@ -109,7 +109,136 @@ def test_07_attention_maps(tmp_path, ckpt_dir):
         assert "tinygrad_gpt[plot]" in out
 
 
+def check_page_against(page, outputs, allowed=()):
+    """Every worked number on a docs page is one the examples printed.
+
+    The page's numbers are its decimals with two or more places (``0.6590``) and its
+    integers grouped by commas (``124,439,808``), outside python code blocks; each must
+    occur in the examples' output, except the constants in ``allowed``. Each fenced
+    block that starts with ``$ python examples/...`` must match that output line by
+    line (``...`` stands for skipped lines).
+    """
+    text = open(os.path.join(DOCS, page), encoding="utf-8").read()
+    out = "\n".join(outputs)
+    prose = re.sub(r"```python\n.*?```|\]\([^)]*\)", "", text, flags=re.S)  # no code, no link targets
+    numbers = set(re.findall(r"(?<![\w.])\d+\.\d{2,}|\d{1,3}(?:,\d{3})+", prose))
+    missing = sorted(n for n in numbers - set(allowed) if n not in out)
+    assert not missing, f"{page}: numbers the examples did not print: {missing}"
+    lines = [line.rstrip() for line in out.splitlines()]
+    for block in re.findall(r"```\n\$ python examples/[^\n]*\n(.*?)```", text, flags=re.S):
+        at = 0
+        for line in block.rstrip("\n").splitlines():
+            if line.strip() == "...":
+                continue
+            assert line.rstrip() in lines[at:], f"{page}: {line!r} is not in the output (in order)"
+            at = lines.index(line.rstrip(), at) + 1
+    return numbers
+
+
+def test_08_worked_numbers(tmp_path):
+    out = run_example("08_worked_numbers.py", f"--plots={tmp_path}", cwd=tmp_path)
+    assert "the engine agrees with every formula" in out and "MISMATCH" not in out
+    numbers = check_page_against("08a-worked-numbers.md", [out])
+    assert {"0.6590", "0.4170", "0.2482", "0.4011", "1.2033", "0.937"} <= numbers
+    if HAVE_MATPLOTLIB:
+        check_png(tmp_path / "causal_average.png")
+        check_png(tmp_path / "sqrt_dk.png")
+        for name in ("causal_average.png", "sqrt_dk.png"):
+            check_png(os.path.join(DOCS, "images", name))  # the committed pictures
+
+
+def test_09_positions(tmp_path):
+    out = run_example("09_positions.py", f"--plot={tmp_path / 'positions.png'}", cwd=tmp_path)
+    assert "all checks hold" in out and "MISMATCH" not in out
+    assert "previous position in 100% of rows" in out and "own character in 100% of rows" in out
+    check_page_against("08b-positions-and-heads.md", [out])
+    if HAVE_MATPLOTLIB:
+        check_png(tmp_path / "positions.png")
+        check_png(os.path.join(DOCS, "images", "positions.png"))
+
+
+def test_10_warmup(tmp_path):
+    out = run_example("10_warmup.py", "--iters=6", "--warmup=3", "--eval_interval=3", "--eval_iters=1",
+                      "--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=16", "--batch_size=4",
+                      f"--plot={tmp_path / 'warmup.png'}", cwd=tmp_path)
+    assert "warmup 3:" in out and "no warmup:" in out and "unigram entropy of train" in out
+    starts = re.findall(r"^\s+0\s+(\d+\.\d+)\s+(\d+\.\d+)$", out, re.M)
+    assert len(starts) == 2 and starts[0] == starts[1]  # the same initial weights in both runs
+    assert len(re.findall(r"steps clipped \(norm > 1\): \d+ of 6", out)) == 2
+    if HAVE_MATPLOTLIB:
+        check_png(tmp_path / "warmup.png")
+        for name in ("warmup.png", "warmup_recipe.png"):
+            check_png(os.path.join(DOCS, "images", name))  # the committed pictures
+
+
+SHAKESPEARE = os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(SHAKESPEARE), reason="tiny Shakespeare is not at ../shared/data")
+def test_10_warmup_full_runs(tmp_path):
+    """Rerun the two 300-step runs page 10a quotes; losses within 0.05 (float32 rounds differently
+    on other CPUs), the exact unigram entropy, and the page's prose numbers taken from its blocks."""
+    text = open(os.path.join(DOCS, "10a-training-dynamics.md"), encoding="utf-8").read()
+    blocks = re.findall(r"```\n\$ python examples/10_warmup.py ([^\n]*)\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 2
+    finals = {}
+    for args, block in blocks:
+        args = [a for a in args.split() if not a.startswith("--data=")] + [f"--data={SHAKESPEARE}"]
+        out = run_example("10_warmup.py", *args, cwd=tmp_path)
+        if "unigram entropy" in block:
+            assert block.splitlines()[1] in out
+        rows = {}  # (run, step) -> (train, val), from the output and from the page
+        for source in (out, block):
+            run = None
+            for line in source.splitlines():
+                run = line[:-1] if re.match(r"^(no )?warmup( \d+)?:$", line) else run
+                m = re.match(r"^\s+(\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)$", line)
+                if m:
+                    rows.setdefault((run, int(m[1])), []).append((float(m[2]), float(m[3])))
+        quoted = [v for v in rows.values() if len(v) == 2]
+        assert len(quoted) >= 5
+        for (got, page) in quoted:
+            assert abs(got[0] - page[0]) < 0.05 and abs(got[1] - page[1]) < 0.05, (got, page)
+        finals[args[-2]] = {run: v[0][0] for (run, step), v in rows.items() if step == 300}
+    high = finals["--lr=1e-2"]
+    assert high["no warmup"] > high["warmup 100"] + 0.3  # the collapse the page describes
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    quoted_numbers = set(re.findall(r"\d+\.\d{2,}", "".join(b for _, b in blocks)))
+    constants = {"0.99", "0.02", "4.6254", "4.4383"}  # beta2, the init scale, page 9a's untrained losses
+    assert set(re.findall(r"(?<![\w.])\d+\.\d{2,}", re.sub(r"\]\([^)]*\)", "", prose))) <= quoted_numbers | constants
+
+
+def test_11_whole_model(tmp_path):
+    out = run_example("11_whole_model.py", cwd=tmp_path)
+    assert "every formula matches the model" in out and "MISMATCH" not in out
+    assert "the model counts 814,720" in out and "124,439,808" in out
+    check_page_against("09a-the-whole-model.md", [out])
+
+
+def test_12_tokens_and_sampling(tmp_path):
+    out = run_example("12_tokens_and_sampling.py", cwd=tmp_path)
+    assert "the sampler draws the distributions above" in out and "decodes back: True" in out
+    assert "BPETokenizer.encode('lowest') = [259, 257]" in out
+    cache = run_example("11_whole_model.py", "--no_build", "--batches=1", cwd=tmp_path)
+    check_page_against("12a-tokens-and-sampling.md", [out, cache], allowed=("50,000",))  # GPT-2's merges
+
+
 # ----------------------------------------------------------------------------- the docs
+
+def test_docs_gradcheck_table_is_what_the_command_prints(tmp_path):
+    """Page 11 quotes rows of ``python -m tinygrad_gpt gradcheck``; each must be a row it prints."""
+    text = open(os.path.join(DOCS, "11-gradient-checking.md"), encoding="utf-8").read()
+    block = re.search(r"```\n\$ python -m tinygrad_gpt gradcheck\n(.*?)```", text, flags=re.S)[1]
+    result = subprocess.run([sys.executable, "-m", "tinygrad_gpt", "gradcheck"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stdout + result.stderr
+    printed = [line.rstrip() for line in result.stdout.splitlines()]
+    quoted = [line.rstrip() for line in block.splitlines() if line.strip() != "..."]
+    assert len(quoted) >= 5 and not [line for line in quoted if line not in printed]
+    assert re.fullmatch(r"(\d+) of \1 passed", printed[-1])
+
 
 def _docs():
     return {name: open(os.path.join(DOCS, name), encoding="utf-8").read()
@@ -128,6 +257,14 @@ def test_docs_links_resolve():
             if not os.path.exists(path):
                 broken.append(f"{name}: {target}")
     assert not broken, broken
+
+
+def test_docs_readme_lists_every_page():
+    readme = _docs()["README.md"]
+    linked = re.findall(r"^\| \[[^\]]+\]\(([^)#]+\.md)\)", readme, re.M)
+    assert sorted(linked) == sorted(n for n in _docs() if n != "README.md")
+    assert linked[:-1] == sorted(linked[:-1])  # reading order is file order, the appendix last
+    assert linked[-1].startswith("appendix")
 
 
 def test_docs_name_real_functions():
