@@ -149,11 +149,14 @@ def test_console_script(tmp_path):
 
 @pytest.mark.parametrize("args", [[], ["-h"], ["--help"]])
 def test_top_level_help(tmp_path, args):
+    """-h prints the usage and exits 0; no command at all prints it on stderr and exits 2."""
     result = tinygrad_gpt(*args, cwd=tmp_path)
-    assert result.returncode == 0 and result.stderr == ""
-    first, *rest = result.stdout.splitlines()
-    assert first == "usage: python -m tinygrad_gpt {" + ",".join(cli.COMMANDS) + "} [--key=value ...]"
-    listed = [line.split()[0] for line in rest if line.strip()]
+    assert result.returncode == (0 if args else 2)
+    text = result.stdout if args else result.stderr
+    assert (result.stderr if args else result.stdout) == ""
+    first, *rest = text.splitlines()
+    assert first == "usage: python -m tinygrad_gpt {" + ",".join(cli.COMMANDS) + "} [RECIPE] [--key=value ...]"
+    listed = [line.split()[0] for line in rest if line.startswith("  ")]
     assert listed == list(cli.COMMANDS) and listed[:2] == ["train", "sample"]
 
 
@@ -161,7 +164,7 @@ def test_top_level_help(tmp_path, args):
 def test_command_help(tmp_path, command, config_cls):
     result = tinygrad_gpt(command, "--batch_size=oops", "-h", cwd=tmp_path)  # -h wins over bad flags
     assert result.returncode == 0 and result.stderr == ""
-    assert result.stdout.startswith(f"usage: python -m tinygrad_gpt {command} [--key=value ...]")
+    assert result.stdout.startswith(f"usage: python -m tinygrad_gpt {command} [RECIPE] [--key=value ...]")
     for f in dataclasses.fields(config_cls):
         assert f"  --{f.name}=" in result.stdout
     assert not (tmp_path / "out").exists()
@@ -437,3 +440,48 @@ def test_unknown_key_with_a_line_break(arg):
     code, out, err = _main(["train", arg])
     assert code == 2 and out == ""
     assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+
+
+# ----------------------------------------------------------------------------- -h and commands
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_help_explains_every_flag_from_its_comment(command):
+    """One line per flag: the default, then the comment written beside the field (the only copy)."""
+    config_cls = cli.COMMANDS[command][0]
+    helps = cli.field_help(config_cls)
+    lines = cli.help_text(command).splitlines() + [""]
+    for f in dataclasses.fields(config_cls):
+        assert helps.get(f.name), f"{command} --{f.name} has no comment beside its field"
+        n = next(n for n, line in enumerate(lines) if line.startswith(f"  --{f.name}="))
+        assert helps[f.name] in lines[n] or helps[f.name] in lines[n + 1]  # a long flag puts it below
+    text = "\n".join(lines)
+    for name, allowed in getattr(config_cls, "CHOICES", {}).items():
+        line = next(line for line in text.splitlines() if line.startswith(f"  --{name}="))
+        assert f"(choices: {', '.join(allowed)})" in line
+
+
+def test_help_says_what_lr_decay_iters_none_means():
+    line = next(line for line in cli.help_text("train").splitlines() if line.startswith("  --lr_decay_iters="))
+    assert line.startswith("  --lr_decay_iters=None") and "None: max_iters" in line and "resume" in line
+
+
+def test_a_misspelt_command_gets_a_suggestion():
+    code, out, err = _main(["sampel", "--seed=1"])
+    assert (code, out) == (2, "")
+    assert err == ("error: unknown command 'sampel' (did you mean sample?): expected one of "
+                   f"{', '.join(cli.COMMANDS)}\n")
+
+
+def test_one_check_for_the_sampling_arguments():
+    """The sample command's flags and GPT.generate ask the same function."""
+    from tinygrad_gpt.model import GPT, GPTConfig, sampling_problem
+    for args, problem in (((-1, None, None), "temperature must be >= 0, got -1"),
+                          ((float("nan"), None, None), "temperature must be >= 0, got nan"),
+                          ((1.0, 0, None), "top_k must be >= 1, got 0"), ((1.0, None, 0.0), "top_p must be in")):
+        assert sampling_problem(*args).startswith(problem)
+        with pytest.raises(ConfigError, match="^--" + problem.replace("(", r"\(").replace(")", r"\)")):
+            SampleConfig(temperature=args[0], top_k=args[1], top_p=args[2]).validate()
+        with pytest.raises(ValueError, match="^" + problem.replace("(", r"\(").replace(")", r"\)")):
+            GPT(GPTConfig(block_size=4, vocab_size=5, n_layer=1, n_head=1, n_embd=4)).generate(
+                [[1]], 1, temperature=args[0], top_k=args[1], top_p=args[2])
+    assert sampling_problem(0.8, 200, 0.9) is None

@@ -125,7 +125,9 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path, text_file):
     final_a, final_b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
     for name, value in final_a.model_state.items():
         np.testing.assert_array_equal(final_b.model_state[name], value, err_msg=name)
-    assert sorted(os.listdir(tmp_path / "b")) == [CKPT_NAME, "log.jsonl"]  # lock released
+    assert sorted(os.listdir(tmp_path / "b")) == [CKPT_NAME, "log.jsonl", "log.old.jsonl"]  # lock released
+    old = [json.loads(line) for line in (tmp_path / "b" / "log.old.jsonl").read_text().splitlines()]
+    assert old[0]["iter"] == start and max(r["iter"] for r in old) == stopped_at  # set aside, not lost
 
 
 # A child that trains, but whose second checkpoint write stops halfway through its first tensor
@@ -193,7 +195,8 @@ def test_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, text_fi
     resumed = tinygrad_gpt("train", *flags, "--init_from=resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"(process {child.pid})" in resumed.stdout and "at iteration 0" in resumed.stdout
-    assert sorted(os.listdir(out)) == [CKPT_NAME, "log.jsonl"]  # partial file and stale lock gone
+    # partial file and stale lock gone; the killed run's records past iteration 0 set aside
+    assert sorted(os.listdir(out)) == [CKPT_NAME, "log.jsonl", "log.old.jsonl"]
     assert load_checkpoint(out).extra["iter"] == 20
 
 
@@ -272,10 +275,12 @@ def test_checkpoint_of_another_shape_leaves_the_model_untouched(tmp_path):
 def test_a_second_run_is_refused_by_the_lock(tmp_path, text_file):
     out = tmp_path / "out"
     out.mkdir()
-    (out / LOCK_NAME).write_text(f"{os.getpid()}\n", encoding="utf-8")  # this test is alive
-    result = tinygrad_gpt("train", f"--data={text_file}", *TINY, "--max_iters=2", cwd=tmp_path)
-    assert_one_error_line(result, 1, "another run", f"process {os.getpid()}", "out")
-    assert os.listdir(out) == [LOCK_NAME] and (out / LOCK_NAME).read_text() == f"{os.getpid()}\n"
+    with RunLock(out):  # this test holds the lock
+        result = tinygrad_gpt("train", f"--data={text_file}", *TINY, "--max_iters=2", cwd=tmp_path)
+        assert_one_error_line(result, 1, "another run", f"process {os.getpid()}", "out")
+        assert os.listdir(out) == [LOCK_NAME]
+        assert (out / LOCK_NAME).read_text() == f"{os.getpid()}\n{socket.gethostname()}\n"
+    assert os.listdir(out) == []
 
 
 def test_a_stale_lock_is_taken_over(tmp_path, text_file):
@@ -308,7 +313,69 @@ def test_run_lock_in_process(tmp_path):
     assert not (tmp_path / LOCK_NAME).exists()
 
 
-def test_lock_file_without_a_pid(tmp_path):
+def test_a_lock_left_by_a_dead_run_is_taken_over_in_process(tmp_path):
+    """kill -9 drops the flock; the file it leaves only names the dead run, which is reported."""
+    pid = dead_pid()
+    (tmp_path / LOCK_NAME).write_text(f"{pid}\n{socket.gethostname()}\n")
+    with RunLock(tmp_path) as lock:
+        assert lock.taken_over and lock.stale_pid == pid
+        assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n{socket.gethostname()}\n"
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_flock_holder_without_a_pid_yet_is_respected(tmp_path):
+    """A run between taking the flock and writing its pid: the next one is refused all the same."""
+    fcntl = pytest.importorskip("fcntl")
+    with open(tmp_path / LOCK_NAME, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        with pytest.raises(LockError, match="right now"):
+            RunLock(tmp_path).__enter__()
+        f.write(f"4242\nsome-other-host\n")
+        f.flush()
+        with pytest.raises(LockError, match="process 4242 on host some-other-host"):
+            RunLock(tmp_path).__enter__()
+    with RunLock(tmp_path) as lock:  # the holder closed its file: the flock is gone
+        assert lock.taken_over and lock.stale_pid == 4242
+
+
+def test_a_lock_file_removed_under_a_waiting_run_is_not_trusted(tmp_path, monkeypatch):
+    """A run that opened the file just before its holder removed it must not lock the removed file."""
+    from tinygrad_gpt import lock as lock_mod
+    tries = []
+    real_flock = lock_mod.RunLock._flock
+
+    def flock_after_the_holder_left(self, fd):
+        tries.append(os.fstat(fd))
+        if len(tries) == 1:  # the first try: the holder removes the file between our open and our flock
+            os.remove(self.path)
+        return real_flock(self, fd)
+    monkeypatch.setattr(lock_mod.RunLock, "_flock", flock_after_the_holder_left)
+    with RunLock(tmp_path):
+        assert len(tries) == 2  # the removed file was let go, and the lock taken on a new one
+        assert os.path.samestat(os.stat(tmp_path / LOCK_NAME), tries[1])
+        assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n{socket.gethostname()}\n"
+
+
+@pytest.fixture
+def without_flock(monkeypatch):
+    """Where flock is missing (Windows) the lock falls back to the pid file."""
+    from tinygrad_gpt import lock as lock_mod
+    monkeypatch.setattr(lock_mod, "fcntl", None)
+
+
+def test_without_flock_a_live_pid_is_respected(tmp_path, without_flock):
+    with RunLock(tmp_path) as lock:
+        assert not lock.taken_over
+        with pytest.raises(LockError, match=f"process {os.getpid()}"):
+            RunLock(tmp_path).__enter__()
+    assert not (tmp_path / LOCK_NAME).exists()
+    pid = dead_pid()
+    (tmp_path / LOCK_NAME).write_text(f"{pid}\n{socket.gethostname()}\n")
+    with RunLock(tmp_path) as lock:
+        assert lock.taken_over and lock.stale_pid == pid
+
+
+def test_without_flock_a_lock_file_without_a_pid(tmp_path, without_flock):
     """A lock file being written right now (no pid yet) is respected; an old one without a pid is stale."""
     path = tmp_path / LOCK_NAME
     path.write_text("")
@@ -321,10 +388,28 @@ def test_lock_file_without_a_pid(tmp_path):
     assert not path.exists()
 
 
-def test_lock_of_another_host_is_not_judged(tmp_path):
+def test_without_flock_a_lock_of_another_host_is_not_judged(tmp_path, without_flock):
     (tmp_path / LOCK_NAME).write_text(f"{dead_pid()}\nsome-other-host\n")
     with pytest.raises(LockError, match="on host some-other-host"):
         RunLock(tmp_path).__enter__()
+
+
+def test_a_file_system_without_flock_falls_back(tmp_path, monkeypatch):
+    """ENOLCK from flock (some network mounts): the pid file decides, and our probe leaves no file."""
+    import errno
+    from tinygrad_gpt import lock as lock_mod
+
+    class NoLocks:
+        LOCK_EX, LOCK_NB = 2, 4
+
+        @staticmethod
+        def flock(fd, op):
+            raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(lock_mod, "fcntl", NoLocks)
+    with RunLock(tmp_path):
+        with pytest.raises(LockError, match=f"process {os.getpid()}"):
+            RunLock(tmp_path).__enter__()
+    assert not (tmp_path / LOCK_NAME).exists()
 
 
 def test_pid_alive():
@@ -345,7 +430,7 @@ def test_nan_loss_stops_the_command_with_the_iteration(tmp_path, text_file):
     flags = [f"--data={text_file}", *TINY, "--warmup_iters=0", "--learning_rate=1e30", "--max_iters=20"]
     result = tinygrad_gpt("train", *flags, cwd=tmp_path)
     line = assert_one_error_line(result, 1, "the loss became nan at iteration 1", CKPT_NAME)
-    assert "the last good checkpoint (iteration 0)" in line
+    assert "the previous checkpoint (iteration 0) is intact" in line
     assert load_checkpoint(tmp_path / "out").extra["iter"] == 0
     assert_all_finite(tmp_path / "out")
 

@@ -27,6 +27,8 @@ import os
 
 import numpy as np
 
+from .fileio import file_op, write_atomic
+
 try:
     import regex
 except ImportError:  # pragma: no cover - regex is a dependency; this names it when it is missing
@@ -253,13 +255,14 @@ class BPETokenizer:
 
     def save(self, folder):
         """Write GPT-2's ``vocab.json`` and ``merges.txt`` into ``folder`` (created if needed)."""
-        os.makedirs(folder, exist_ok=True)
+        with file_op("creating", folder):
+            os.makedirs(folder, exist_ok=True)
         vocab = {_to_text(t): i for i, t in enumerate(self.vocab)}
-        with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
-            json.dump(vocab, f, ensure_ascii=False)
         lines = [MERGES_HEADER] + self.to_dict()["merges"]
-        with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
+        for name, text in (("vocab.json", json.dumps(vocab, ensure_ascii=False)),
+                           ("merges.txt", "\n".join(lines) + "\n")):
+            with file_op("writing", os.path.join(folder, name)):
+                write_atomic(os.path.join(folder, name), [text.encode("utf-8")])
 
     @classmethod
     def load(cls, folder):

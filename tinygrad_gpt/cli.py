@@ -1,7 +1,9 @@
-"""Command line: ``python -m tinygrad_gpt {train,sample,gradcheck,plot,attention} --key=value ...``.
+"""Command line: ``python -m tinygrad_gpt {train,sample,...} [RECIPE] [--key=value ...]``.
 
 Flags are nanoGPT's ``--key=value``, typed from the config dataclasses: ints,
 floats, booleans written True/False, strings, and None for optional values.
+``-h`` explains each flag with the comment written beside its field. A RECIPE
+(a TOML file, or a shipped recipe's name: see ``recipe.py``) sets flags first.
 Mistakes get one line on stderr and exit code 2; nothing else is printed.
 
 ``mpiexec -n N python -m tinygrad_gpt train ...`` trains on N processes (distributed.py);
@@ -9,12 +11,20 @@ there an error on any rank ends the whole job with one ``error:`` line.
 """
 import dataclasses
 import difflib
+import inspect
+import io
+import shlex
 import sys
+import textwrap
+import tokenize
 import typing
 
 from . import distributed
-from .errors import (CheckpointError, ConfigError, DataError, DeviceError, DistributedError, GradcheckFailure,
-                     LockError, TrainingError, UsageError, VizError)
+from .errors import (CheckpointError, ConfigError, DataError, DeviceError, DistributedError, FileError,
+                     GradcheckFailure, LockError, RecipeError, Stopped, TrainingError, UsageError, VizError)
+from .fileio import describe
+from .recipe import read_recipe
+from .stopping import EXIT_CODES, Abort, signal_name
 from .train import TrainConfig, train
 from .sample import SampleConfig, sample
 from .pretrained import ExportConfig, export
@@ -74,11 +84,46 @@ def parse_value(key, text, field):
     return text
 
 
-def parse_flags(config_cls, argv):
-    """Build ``config_cls`` from ``--key=value`` strings."""
+def recipe_value(key, value, field):
+    """Check a value read from a recipe against the field's type; returns it, or raises ValueError."""
+    kind, optional = _field_type(field)
+    if optional and value == "None":
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not kind:
+        words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+        also = ' or "None"' if optional else ""
+        raise ValueError(f"{key} takes {words[kind]}{also}, got {value!r}")
+    return value
+
+
+def recipe_values(config_cls, name):
+    """The flag values a recipe sets, checked against ``config_cls``."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    values = {}
+    try:
+        path, values = read_recipe(name, list(fields))
+        out = {}
+        for key, (value, line) in values.items():
+            try:
+                out[key] = recipe_value(key, value, fields[key])
+            except ValueError as e:
+                raise RecipeError(f"{path}, line {line}: {e}") from None
+    except RecipeError as e:
+        raise UsageError(str(e)) from None
+    return out
+
+
+def parse_flags(config_cls, argv):
+    """Build ``config_cls`` from an optional recipe and ``--key=value`` strings (flags win)."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    recipes = [arg for arg in argv if not arg.startswith("-")]
+    if len(recipes) > 1:
+        raise UsageError(f"unexpected argument {recipes[1]!r}: one recipe at most, then flags like --key=value")
+    values = recipe_values(config_cls, recipes[0]) if recipes else {}
     for arg in argv:
+        if arg in recipes:
+            continue
         if not arg.startswith("--") or "=" not in arg:
             raise UsageError(f"unexpected argument {arg!r}: flags look like --key=value")
         key, text = arg[2:].split("=", 1)
@@ -90,28 +135,71 @@ def parse_flags(config_cls, argv):
     return config_cls(**values)
 
 
+def field_help(config_cls):
+    """{field name: the comment written beside it} for a config dataclass, read from its source."""
+    try:
+        source = textwrap.dedent(inspect.getsource(config_cls))
+    except (OSError, TypeError):  # no source (a frozen build): flags without their explanations
+        return {}
+    rows = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+            rows.setdefault(tok.start[0], []).append(tok)
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    helps = {}
+    for toks in rows.values():
+        if (len(toks) > 2 and toks[0].string in names and toks[1].string == ":"
+                and toks[-1].type == tokenize.COMMENT):
+            helps[toks[0].string] = toks[-1].string.lstrip("#").strip()
+    return helps
+
+
+def _shown(value):
+    """A default as it would be typed after ``--key=``."""
+    return value if isinstance(value, str) and value.isprintable() and " " not in value else repr(value)
+
+
 def help_text(command):
     config_cls, _, about = COMMANDS[command]
-    lines = [f"usage: python -m tinygrad_gpt {command} [--key=value ...]", "", about, "", "flags:"]
-    defaults = config_cls()
-    for f in dataclasses.fields(config_cls):
-        lines.append(f"  --{f.name}={getattr(defaults, f.name)!r}")
+    lines = [f"usage: python -m tinygrad_gpt {command} [RECIPE] [--key=value ...]", "", about, "",
+             "RECIPE: a TOML file of key = value lines, or a shipped recipe's name; flags override it", "",
+             "flags (with their defaults):"]
+    defaults, helps = config_cls(), field_help(config_cls)
+    choices = getattr(config_cls, "CHOICES", {})
+    flags = [(f"--{f.name}={_shown(getattr(defaults, f.name))}", f.name) for f in dataclasses.fields(config_cls)]
+    width = min(30, max(len(flag) for flag, _ in flags))
+    for flag, name in flags:
+        text = helps.get(name, "")
+        if name in choices:
+            text += f" (choices: {', '.join(choices[name])})"
+        lines.append(f"  {flag:<{width}}  {text.strip()}".rstrip() if len(flag) <= width
+                     else f"  {flag}\n  {'':<{width}}  {text.strip()}".rstrip())
     if command in NOTES:
         lines += ["", NOTES[command]]
+    return "\n".join(lines)
+
+
+def usage():
+    lines = ["usage: python -m tinygrad_gpt {" + ",".join(COMMANDS) + "} [RECIPE] [--key=value ...]", ""]
+    lines += [f"  {name:10s} {about}" for name, (_, _, about) in COMMANDS.items()]
+    lines += ["", "python -m tinygrad_gpt COMMAND -h explains every flag of a command."]
     return "\n".join(lines)
 
 
 def main(argv=None):
     """Entry point of ``python -m tinygrad_gpt`` and the ``tinygrad-gpt`` script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m tinygrad_gpt {" + ",".join(COMMANDS) + "} [--key=value ...]\n")
-        for name, (_, _, about) in COMMANDS.items():
-            print(f"  {name:10s} {about}")
+    if not argv:
+        print(usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
+        print(usage())
         return 0
     command, flags = argv[0], argv[1:]
     if command not in COMMANDS:
-        return _fail(f"unknown command {command!r}: expected one of {', '.join(COMMANDS)}", 2)
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return _fail(f"unknown command {command!r}{hint}: expected one of {', '.join(COMMANDS)}", 2)
     if "-h" in flags or "--help" in flags:
         print(help_text(command))
         return 0
@@ -130,11 +218,24 @@ def main(argv=None):
     except ConfigError as e:
         return _fail(str(e), 2, getattr(e, "every_rank", False))
     except (DataError, CheckpointError, DeviceError, LockError, TrainingError, GradcheckFailure, VizError,
-            DistributedError) as e:
+            FileError, DistributedError) as e:
         return _fail(str(e), 1, getattr(e, "every_rank", False))
+    except Stopped as e:  # every rank stops at the same step
+        return _fail(f"{e.what}; resume with: {_resume_command(command, flags)}" if e.saved else str(e),
+                     e.exit_code, every_rank=True)
+    except Abort as e:
+        return _fail(f"interrupted by {signal_name(e.signum)}; nothing was saved", EXIT_CODES[e.signum])
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except OSError as e:  # an OS error no command named more precisely
+        return _fail(describe(e, "accessing"), 1)
     return 0
+
+
+def _resume_command(command, flags):
+    """The command line that continues a stopped run."""
+    kept = [f for f in flags if not f.startswith("--init_from=")]
+    return "python -m tinygrad_gpt " + shlex.join([command, *kept, "--init_from=resume"])
 
 
 def _fail(message, code, every_rank=False):

@@ -22,7 +22,7 @@ import urllib.request
 import numpy as np
 
 from .errors import DataError
-from .serialization import write_atomic
+from .fileio import file_op, write_atomic
 
 DATASETS = ("pydoc", "shakespeare")
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -119,8 +119,9 @@ def shakespeare_text(cache_dir=None):
         raise DataError(f"downloaded {SHAKESPEARE_URL} but its sha256 {_sha256(raw)} does not match "
                         f"the expected {SHAKESPEARE_SHA256}; nothing was saved. Pass a trusted "
                         f"copy with --data=PATH")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    write_atomic(path, [raw])
+    with file_op("writing", path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        write_atomic(path, [raw])
     return raw.decode("utf-8")
 
 

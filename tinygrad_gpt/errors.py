@@ -52,3 +52,21 @@ class GradcheckFailure(RuntimeError):
 
 class VizError(RuntimeError):
     """A picture cannot be made: a missing program or library, or unusable input."""
+
+
+class FileError(OSError):
+    """An operating-system error on one of the project's files; the message names the file, the
+    operation and the cause. An OSError still, so ``except OSError`` catches it as before."""
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be found or read, or that holds a key or value the command cannot use."""
+
+
+class Stopped(RuntimeError):
+    """The run stopped on a signal; ``exit_code`` is the one a shell expects for it. ``saved``: a
+    checkpoint of the stopping point was written, and the message ends by saying how to resume."""
+
+    def __init__(self, message, exit_code, saved=False):
+        super().__init__(message + ("; resume with --init_from=resume" if saved else ""))
+        self.what, self.exit_code, self.saved = message, exit_code, saved

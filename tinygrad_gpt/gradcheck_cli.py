@@ -14,7 +14,7 @@ check ``gradcheck.check_grads`` must pass too. A table shows the worst errors.
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 
@@ -30,9 +30,11 @@ class GradcheckConfig:
     cases: Optional[str] = None     # comma-separated case names to run (None: all)
     ops: str = "fast"               # composed | rules | fast: which ops are checked (functional.mode)
     eps: float = 1e-6               # the central-difference step
-    atol: float = 1e-7
-    rtol: float = 1e-5
-    device: str = backend.default_device()
+    atol: float = 1e-7              # absolute tolerance between backward and the differences
+    rtol: float = 1e-5              # relative tolerance
+    device: str = backend.default_device()  # where the ops run (default: $TINYGRAD_GPT_DEVICE or cpu)
+
+    CHOICES: ClassVar[dict] = {"device": backend.DEVICES, "ops": F.MODES}
 
     def validate(self):
         for name in ("eps", "atol", "rtol"):

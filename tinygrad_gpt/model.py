@@ -251,12 +251,9 @@ class GPT(Module):
         the KV cache gives exactly the tokens of the plain path. Returns a host
         NumPy int64 array of shape (B, T + max_new_tokens).
         """
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        problem = sampling_problem(temperature, top_k, top_p)
+        if problem is not None:
+            raise ValueError(problem)
         idx = self._check_idx(idx)
         if idx.shape[1] == 0:
             raise ValueError("generate needs at least one token of context per row")
@@ -274,6 +271,22 @@ class GPT(Module):
         finally:
             self.train(was_training)
         return to_numpy(idx).astype(np.int64)
+
+
+def sampling_problem(temperature, top_k, top_p):
+    """What is wrong with these sampling arguments, or None: the one check, used by ``generate``
+    and by the ``sample`` command's flags.
+
+        >>> sampling_problem(0.8, 0, None)
+        'top_k must be >= 1, got 0'
+    """
+    if not temperature >= 0:  # also refuses nan
+        return f"temperature must be >= 0, got {temperature}"
+    if top_k is not None and top_k < 1:
+        return f"top_k must be >= 1, got {top_k}"
+    if top_p is not None and not 0 < top_p <= 1:
+        return f"top_p must be in (0, 1], got {top_p}"
+    return None
 
 
 def sample_token(logits, temperature, top_k, top_p, rng):

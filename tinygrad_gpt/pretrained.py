@@ -25,8 +25,9 @@ import numpy as np
 from . import backend, nn
 from .bpe import BPETokenizer, ENDOFTEXT
 from .tokenizer import tokenizer_from_dict
-from .checkpoint import check_model_state, expected_shapes, load_checkpoint
+from .checkpoint import CKPT_NAME, check_model_state, expected_shapes, load_checkpoint
 from .model import GPT, GPTConfig
+from .fileio import file_op, write_atomic
 from .serialization import CheckpointError, load_file, save_file
 
 CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", "model.safetensors.index.json"
@@ -252,12 +253,15 @@ def save_pretrained(model, folder, tokenizer=None):
                              f"model's vocab_size is {model.config.vocab_size}")
         eos = tokenizer.special_tokens.get(ENDOFTEXT)
     hf = config_to_hf(model, eos)
-    os.makedirs(folder, exist_ok=True)
+    with file_op("creating", folder):
+        os.makedirs(folder, exist_ok=True)
     tensors = {name: backend.to_numpy(p.data) for name, p in model.named_parameters()}
-    save_file(tensors, os.path.join(folder, WEIGHTS_NAME), {"format": "pt"})  # "pt": transformers wants it
-    with open(os.path.join(folder, CONFIG_NAME), "w", encoding="utf-8") as f:
-        json.dump(hf, f, indent=2)
-        f.write("\n")
+    path = os.path.join(folder, WEIGHTS_NAME)
+    with file_op("writing", path):
+        save_file(tensors, path, {"format": "pt"})  # "pt": transformers wants it
+    path = os.path.join(folder, CONFIG_NAME)
+    with file_op("writing", path):
+        write_atomic(path, [(json.dumps(hf, indent=2) + "\n").encode("utf-8")])
     if tokenizer is not None:
         tokenizer.save(folder)
 
@@ -265,7 +269,8 @@ def save_pretrained(model, folder, tokenizer=None):
 def export_checkpoint(path, folder):
     """Write a training checkpoint (file or out_dir) as a Hugging Face GPT-2 folder, with its
     tokenizer when that is a BPE one (a character tokenizer has no GPT-2 file format)."""
-    ckpt = load_checkpoint(path)
+    with file_op("reading", os.path.join(path, CKPT_NAME) if os.path.isdir(path) else path):
+        ckpt = load_checkpoint(path)
     tokenizer = ckpt.extra.get("tokenizer")
     tokenizer = tokenizer_from_dict(tokenizer) if tokenizer is not None else None
     model = ckpt.build_model()

@@ -1,13 +1,15 @@
 """Sampling from a trained checkpoint: ``python -m tinygrad_gpt sample --out_dir=out``."""
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 
 from . import backend, functional as F
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError, ConfigError
+from .fileio import file_op
+from .model import sampling_problem
 from .data import read_text_file
 from .tokenizer import tokenizer_from_dict
 from .pretrained import from_pretrained, load_hf_tokenizer
@@ -15,35 +17,33 @@ from .pretrained import from_pretrained, load_hf_tokenizer
 
 @dataclass
 class SampleConfig:
-    out_dir: str = "out"
+    out_dir: str = "out"            # the training run whose checkpoint is sampled
     init_from: str = "resume"       # resume (out_dir's checkpoint) | a Hugging Face GPT-2 folder
     start: str = "\n"               # the prompt, or FILE:path to read it from a file
-    num_samples: int = 3
-    max_new_tokens: int = 300
+    num_samples: int = 3            # continuations to print
+    max_new_tokens: int = 300       # tokens generated for each
     temperature: float = 0.8        # 0: always the likeliest token
     top_k: Optional[int] = 200      # keep only the k likeliest tokens (None: all)
     top_p: Optional[float] = None   # keep the smallest set with this much probability
-    seed: int = 1337
-    device: str = backend.default_device()
+    seed: int = 1337                # the same seed gives the same samples
+    device: str = backend.default_device()  # where the model runs (default: $TINYGRAD_GPT_DEVICE or cpu)
     use_cache: bool = True          # the KV cache (same tokens, faster)
     ops: str = "fast"               # composed | rules | fast: how the ops run (functional.mode)
+
+    CHOICES: ClassVar[dict] = {"device": backend.DEVICES, "ops": F.MODES}
 
     def validate(self):
         for name in ("num_samples", "max_new_tokens"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name} must be positive, got {getattr(self, name)}")
-        if not self.temperature >= 0:
-            raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ConfigError(f"--top_k must be >= 1, got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ConfigError(f"--top_p must be in (0, 1], got {self.top_p}")
+        problem = sampling_problem(self.temperature, self.top_k, self.top_p)
+        if problem is not None:
+            raise ConfigError(f"--{problem}")
         if self.init_from != "resume" and not os.path.isdir(self.init_from):
             raise ConfigError(f"--init_from must be resume or a Hugging Face GPT-2 folder, got {self.init_from!r}")
-        if self.device not in backend.DEVICES:
-            raise ConfigError(f"--device must be one of {', '.join(backend.DEVICES)}, got {self.device!r}")
-        if self.ops not in F.MODES:
-            raise ConfigError(f"--ops must be one of {', '.join(F.MODES)}, got {self.ops!r}")
+        for name, allowed in self.CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         return self
 
 
@@ -53,7 +53,9 @@ def prompt_text(start):
 
 
 def _from_checkpoint(cfg):
-    ckpt = load_checkpoint(os.path.join(cfg.out_dir, "ckpt.safetensors"))
+    path = os.path.join(cfg.out_dir, "ckpt.safetensors")
+    with file_op("reading", path):
+        ckpt = load_checkpoint(path)
     if "tokenizer" not in ckpt.extra:
         raise CheckpointError(f"{ckpt.path}: the checkpoint holds no tokenizer, so text cannot be encoded")
     try:

@@ -21,12 +21,12 @@ import json
 import math
 import os
 import struct
-import tempfile
 
 import numpy as np
 
 from .backend import to_device, to_numpy
 from .errors import CheckpointError
+from .fileio import write_atomic
 
 # safetensors dtype name -> little-endian NumPy dtype. BF16 has no NumPy dtype: it is
 # read as raw 16-bit words and widened to float32 (and never written).
@@ -89,40 +89,6 @@ def _check_metadata(metadata, path):
                                                  for k, v in metadata.items()):
         raise CheckpointError(f"{path}: metadata must be a dict of str -> str")
     return dict(metadata)
-
-
-def write_atomic(path, chunks):
-    """Write ``chunks`` to a temporary file beside ``path``, fsync it, and rename it over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(folder)  # make the rename itself durable
-
-
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows, where directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -15,6 +15,7 @@ import json
 
 import numpy as np
 
+from .fileio import file_op, write_atomic
 from .bpe import BPETokenizer  # byte-level BPE, as GPT-2 does it (in bpe.py)
 
 
@@ -132,9 +133,8 @@ class CharTokenizer:
 
             >>> CharTokenizer.from_text("ab").save("tok.json")  # doctest: +SKIP
         """
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, ensure_ascii=False)
-            f.write("\n")
+        with file_op("writing", path):
+            write_atomic(path, [(json.dumps(self.to_dict(), ensure_ascii=False) + "\n").encode("utf-8")])
 
     @classmethod
     def load(cls, path):

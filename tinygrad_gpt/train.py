@@ -15,13 +15,13 @@ micro-batches ``j % N == rank`` of every step and the gradients are summed over 
 alone prints, logs, locks ``out_dir`` and reads and writes checkpoints.
 """
 import contextlib
-import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, asdict
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from . import backend, distributed, functional as F
 from .anomaly import detect_anomaly
 from .backend import get_array_module
 from .checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
-from .errors import AnomalyError, CheckpointError, ConfigError, DataError, TrainingError
+from .errors import AnomalyError, CheckpointError, ConfigError, DataError, FileError, Stopped, TrainingError
 from .data import Dataset, load_text
 from .model import GPT, GPTConfig
 from .optim import clip_grad_norm_, cosine_lr
@@ -40,46 +40,49 @@ from .tokenizer import tokenizer_from_dict
 from .pretrained import crop_block_size, from_pretrained, load_hf_tokenizer
 from .lock import RunLock
 from .fast import tune_allocator_for_training
+from .fileio import file_op
+from .runlog import LOG_NAME, RunLog
+from .stopping import EXIT_CODES, Abort, StopSignals, signal_name
 from .fast.threads import cpu_threads
 
 
 @dataclass
 class TrainConfig:
     # data
-    dataset: str = "pydoc"          # pydoc | shakespeare
+    dataset: str = "pydoc"          # the built-in text: Python's docs, or tiny Shakespeare (downloaded once)
     data: Optional[str] = None      # a UTF-8 text file to train on instead of a dataset
-    out_dir: str = "out"
+    out_dir: str = "out"            # where the checkpoint, log.jsonl and the lock go
     # model
-    batch_size: int = 12
-    block_size: int = 64
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    bias: bool = True
+    batch_size: int = 12            # sequences per micro-batch
+    block_size: int = 64            # context length in tokens
+    n_layer: int = 4                # transformer blocks
+    n_head: int = 4                 # attention heads per block
+    n_embd: int = 128               # width of the residual stream (a multiple of n_head)
+    dropout: float = 0.0            # dropout probability while training
+    bias: bool = True               # biases in the linear layers and layer norms
     # optimizer and schedule
-    learning_rate: float = 1e-3
-    max_iters: int = 2000
-    lr_decay_iters: Optional[int] = None  # None: decay until max_iters
-    min_lr: float = 1e-4
-    warmup_iters: int = 100
-    beta1: float = 0.9
-    beta2: float = 0.99
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0          # 0 turns clipping off
-    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3     # the peak learning rate, reached after warmup
+    max_iters: int = 2000           # training steps in all (a resumed run continues to it)
+    lr_decay_iters: Optional[int] = None  # decay ends here, at min_lr (None: max_iters; resume: the checkpoint's)
+    min_lr: float = 1e-4            # the learning rate after the decay
+    warmup_iters: int = 100         # steps of linear warmup
+    beta1: float = 0.9              # AdamW's first-moment decay
+    beta2: float = 0.99             # AdamW's second-moment decay
+    weight_decay: float = 0.1       # AdamW's decoupled weight decay (2-D weights only)
+    grad_clip: float = 1.0          # clip the gradient norm to this (0 turns clipping off)
+    gradient_accumulation_steps: int = 1  # micro-batches summed into one step
     # evaluation, logging, checkpoints
-    eval_interval: int = 250
-    eval_iters: int = 50
-    log_interval: int = 10
-    always_save_checkpoint: bool = True
-    init_from: str = "scratch"      # scratch | resume | a Hugging Face GPT-2 folder (fine-tune it)
-    tokenizer: str = "char"         # char | bpe (trained on the data first; scratch runs only)
+    eval_interval: int = 250        # estimate the losses and save a checkpoint every this many steps
+    eval_iters: int = 50            # batches per loss estimate
+    log_interval: int = 10          # print a loss line every this many steps (without a progress bar)
+    always_save_checkpoint: bool = True  # save at every evaluation (False: only when val loss improves)
+    init_from: str = "scratch"      # scratch | resume (out_dir's checkpoint) | a GPT-2 folder to fine-tune
+    tokenizer: str = "char"         # characters, or a byte-level BPE trained on the data first (scratch runs only)
     vocab_size: int = 1024          # the BPE's size for --tokenizer=bpe
     # system
-    device: str = backend.default_device()
-    dtype: str = "float32"          # float32 | float64
-    seed: int = 1337
+    device: str = backend.default_device()  # where the arrays live (default: $TINYGRAD_GPT_DEVICE or cpu)
+    dtype: str = "float32"          # the parameters' and activations' float type
+    seed: int = 1337                # seeds the weights, dropout, batches and evaluation
     sample_tokens: int = 300        # tokens printed at the end (0: none)
     progress: bool = True           # a progress bar when writing to a terminal
     skip_nonfinite: bool = False    # drop a step whose loss or gradient is NaN/inf, count it, go on
@@ -87,6 +90,9 @@ class TrainConfig:
     ops: str = "fast"               # composed | rules | fast: how the ops run (functional.mode)
     ddp_overlap: bool = False       # under MPI: allreduce gradient buckets while backward runs
     ddp_bucket_mb: float = 1.0      # the size of those buckets, in MiB
+
+    CHOICES: ClassVar[dict] = {"dataset": ("pydoc", "shakespeare"), "tokenizer": ("char", "bpe"),
+                               "device": backend.DEVICES, "dtype": ("float32", "float64"), "ops": F.MODES}
 
     def validate(self):
         positive = ("batch_size", "block_size", "n_layer", "n_head", "n_embd", "max_iters",
@@ -112,9 +118,7 @@ class TrainConfig:
                               f"got {self.init_from!r}")
         if self.tokenizer == "bpe" and self.vocab_size < 257:
             raise ConfigError(f"--vocab_size must be at least 257 for --tokenizer=bpe, got {self.vocab_size}")
-        choices = {"tokenizer": ("char", "bpe"), "device": backend.DEVICES,
-                   "dtype": ("float32", "float64"), "dataset": ("pydoc", "shakespeare"), "ops": F.MODES}
-        for name, allowed in choices.items():
+        for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         return self
@@ -150,13 +154,17 @@ class Progress:
         self.enabled = enabled and stream.isatty()
         self.stream, self.t0 = stream, time.time()
 
+    def eta(self, it):
+        """Seconds left after step ``it``, extrapolated from the time so far (evaluations included)."""
+        done = (it - self.start + 1) / max(1, self.total - self.start)
+        return (time.time() - self.t0) / max(done, 1e-9) * (1 - done)
+
     def update(self, it, loss):
         if not self.enabled:
             return
         done = (it - self.start + 1) / max(1, self.total - self.start)
-        eta = (time.time() - self.t0) / max(done, 1e-9) * (1 - done)
         bar = "#" * int(30 * done)
-        self.stream.write(f"\r[{bar:<30}] {it + 1}/{self.total} loss {loss:.4f} eta {eta:4.0f}s ")
+        self.stream.write(f"\r[{bar:<30}] {it + 1}/{self.total} loss {loss:.4f} eta {self.eta(it):4.0f}s ")
         self.stream.flush()
 
     def clear(self):
@@ -196,12 +204,32 @@ def _check_resumable(ckpt):
 
 
 def _prepare_out_dir(out_dir):
+    """Create ``out_dir`` if needed; returns the folders this made, deepest first."""
+    made, folder = [], os.path.abspath(out_dir)
+    while folder and not os.path.exists(folder) and folder != os.path.dirname(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
+        _forget_out_dir(out_dir, made)
         raise ConfigError(f"--out_dir={out_dir}: cannot create it ({e.strerror})") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"--out_dir={out_dir}: the folder is not writable")
+    return made
+
+
+def _forget_out_dir(out_dir, made):
+    """Remove the folders a failed run made, if they hold nothing but its empty-handed log."""
+    if not made:
+        return
+    with contextlib.suppress(OSError):
+        os.remove(os.path.join(out_dir, LOG_NAME))
+    for folder in made:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
 
 
 def _load_data(cfg, tokenizer=None):
@@ -235,26 +263,33 @@ def train(cfg, print_fn=print):
         backend.use_gpu(comm.local_rank)  # one GPU per rank on each machine
     backend.require_device(cfg.device)
     tune_allocator_for_training()
-    if comm.rank == 0:
-        _prepare_out_dir(cfg.out_dir)
-    with (RunLock(cfg.out_dir) if comm.rank == 0 else contextlib.nullcontext()) as lock:
-        if lock is not None and lock.taken_over:
-            pid = f" (process {lock.stale_pid})" if lock.stale_pid is not None else ""
-            print_fn(f"taking over {lock.path}, left by a run that no longer exists{pid}")
-        if comm.rank == 0:
-            _remove_partial_writes(cfg.out_dir)
-        run = _setup(cfg, print_fn, comm)
-        anomaly = detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
-        # non-finite values are caught by the checks below, so NumPy's warnings would only repeat them
-        try:
-            with F.mode(cfg.ops), anomaly, np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-                losses = _loop(run, print_fn)
-        except TrainingError as e:  # met by every rank alike (from allreduced values), unless one
-            e.every_rank = not isinstance(e.__context__, AnomalyError)  # rank's op made a NaN
-            raise
-        finally:
-            if run.sync is not None:
-                run.sync.close()
+    made, run = [], None
+    try:
+        with StopSignals() as signals:  # from here on a signal never leaves a half-made out_dir
+            made = _prepare_out_dir(cfg.out_dir) if comm.rank == 0 else []
+            with (RunLock(cfg.out_dir) if comm.rank == 0 else contextlib.nullcontext()) as lock:
+                if lock is not None and lock.taken_over:
+                    pid = f" (process {lock.stale_pid})" if lock.stale_pid is not None else ""
+                    print_fn(f"taking over {lock.path}, left by a run that no longer exists{pid}")
+                if comm.rank == 0:
+                    _remove_partial_writes(cfg.out_dir)
+                run = _setup(cfg, print_fn, comm)
+                run.signals = signals
+                anomaly = detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
+                # non-finite values are caught by the checks below, so NumPy's warnings would only repeat them
+                try:
+                    with F.mode(cfg.ops), anomaly, np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                        losses = _loop(run, print_fn)
+                except TrainingError as e:  # met by every rank alike (from allreduced values), unless
+                    e.every_rank = not isinstance(e.__context__, AnomalyError)  # one rank's op made a NaN
+                    raise
+                finally:
+                    if run.sync is not None:
+                        run.sync.close()
+    except BaseException:
+        if comm.rank == 0 and (run is None or run.saved_iter is None):  # failed before anything worth keeping
+            _forget_out_dir(cfg.out_dir, made)
+        raise
     if cfg.skip_nonfinite:
         print_fn(f"{run.skipped} steps skipped for a non-finite loss or gradient")
     if cfg.sample_tokens and comm.rank == 0:
@@ -305,9 +340,28 @@ class _Run:
     saved_iter: Optional[int] = None  # the iteration of the last good checkpoint on disk
     skipped: int = 0                  # steps dropped for a non-finite loss or gradient
     resumed: bool = False
+    lr_decay_iters: int = 0           # the schedule's decay length (a resume keeps the checkpoint's)
+    eval_pending: bool = False        # the checkpoint was saved by a stop before its evaluation
+    signals: object = None            # StopSignals: a SIGTERM or Ctrl-C asks for a stop
     comm: object = distributed.Single()  # the ranks training together (distributed.py)
     sync: Optional[distributed.GradSync] = None  # sums their gradients; None when alone
-    stop_requested: bool = False      # set by this process to ask for a stop after this step
+
+
+class _SilentLog:
+    """The log of the ranks other than 0: they write nothing."""
+    path = old_path = os.devnull
+
+    def set_aside_past(self, iteration):
+        return 0
+
+    def open(self):
+        pass
+
+    def write(self, record):
+        pass
+
+    def close(self):
+        pass
 
 
 def _setup(cfg, print_fn, comm=distributed.Single()):
@@ -328,9 +382,11 @@ def _setup(cfg, print_fn, comm=distributed.Single()):
     model = (pretrained if pretrained is not None else GPT(model_config)).to(device=cfg.device,
                                                                              dtype=np.dtype(cfg.dtype))
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
-    run = _Run(cfg, model, optimizer, dataset, tokenizer, stream(cfg.seed, "batches"), ckpt_path, comm=comm)
+    run = _Run(cfg, model, optimizer, dataset, tokenizer, stream(cfg.seed, "batches"), ckpt_path,
+               lr_decay_iters=cfg.lr_decay_iters or cfg.max_iters, comm=comm)
     if ckpt is not None:
         _restore(run, ckpt)
+        _keep_schedule(run, ckpt, print_fn)
     if comm.size > 1:
         _share_state(run, ckpt)
     print_fn(f"data: {data_name}, {len(dataset.train):,} train and {len(dataset.val):,} val tokens, "
@@ -350,7 +406,8 @@ def _read_inputs(cfg, ckpt_path):
     """The checkpoint or GPT-2 folder (if any), the data, the tokenizer and the model's config."""
     ckpt = pretrained = tokenizer = model_config = None
     if cfg.init_from == "resume":
-        ckpt = load_checkpoint(ckpt_path)
+        with file_op("reading", ckpt_path):
+            ckpt = load_checkpoint(ckpt_path)
         _check_resumable(ckpt)
         tokenizer = tokenizer_from_dict(ckpt.extra["tokenizer"])
         model_config = ckpt.config
@@ -394,10 +451,12 @@ def _share_state(run, ckpt):
     state = comm.bcast_json(None if comm.rank else {
         "start_iter": run.start_iter, "best_val": run.best_val, "saved_iter": run.saved_iter,
         "skipped": run.skipped, "batch_rng": run.batch_rng.bit_generator.state,
+        "lr_decay_iters": run.lr_decay_iters, "eval_pending": run.eval_pending,
         "rank_rngs": ckpt.extra.get("rank_rngs", []) if ckpt is not None else []})
     if comm.rank:
         run.start_iter, run.best_val, run.saved_iter = state["start_iter"], state["best_val"], state["saved_iter"]
         run.skipped, run.resumed = state["skipped"], cfg.init_from == "resume"
+        run.lr_decay_iters, run.eval_pending = state["lr_decay_iters"], state["eval_pending"]
         run.batch_rng.bit_generator.state = state["batch_rng"]
         saved = state["rank_rngs"]  # rank r's dropout stream, if the run that saved had rank r
         if comm.rank <= len(saved):
@@ -406,8 +465,7 @@ def _share_state(run, ckpt):
             backend.manual_seed([cfg.seed, DROPOUT_STREAM, comm.rank, run.start_iter])
     distributed.check_same_weights(comm, run.model, "at the start")
     bucket_size = max(1, int(cfg.ddp_bucket_mb * 2 ** 20) // np.dtype(cfg.dtype).itemsize)
-    run.sync = distributed.GradSync(comm, run.optimizer, overlap=cfg.ddp_overlap, bucket_size=bucket_size,
-                                    stop_request=lambda: run.stop_requested)
+    run.sync = distributed.GradSync(comm, run.optimizer, overlap=cfg.ddp_overlap, bucket_size=bucket_size)
 
 
 def _restore(run, ckpt):
@@ -419,6 +477,7 @@ def _restore(run, ckpt):
         raise CheckpointError(f"{ckpt.path}: the optimizer state does not fit the model: {e}") from None
     run.start_iter, run.best_val = ckpt.extra["iter"], ckpt.extra["best_val_loss"]
     run.saved_iter, run.skipped, run.resumed = run.start_iter, ckpt.extra.get("skipped", 0), True
+    run.eval_pending = ckpt.extra.get("eval_pending") is True
     run.batch_rng.bit_generator.state = ckpt.extra["batch_rng"]
     backend.set_rng_state(ckpt.extra["rng"])
 
@@ -426,16 +485,23 @@ def _restore(run, ckpt):
 def _loop(run, print_fn):
     """Iterations start_iter .. max_iters: evaluate and save on schedule, then step."""
     cfg = run.cfg
-    lr_decay_iters = cfg.lr_decay_iters or cfg.max_iters
-    log = open(os.path.join(cfg.out_dir, "log.jsonl") if run.comm.rank == 0 else os.devnull,
-               "a" if run.resumed else "w", encoding="utf-8")  # rank 0 alone writes the log
+    log = RunLog(cfg.out_dir) if run.comm.rank == 0 else _SilentLog()  # rank 0 alone writes the log
     progress = Progress(cfg.max_iters, run.start_iter, cfg.progress and run.comm.rank == 0)
     losses, it = None, run.start_iter
+    run.signals.armed = True
     try:
+        moved = log.set_aside_past(run.start_iter if run.resumed else None)
+        if moved:
+            print_fn(f"moved {moved} records that the checkpoint does not hold from {log.path} to {log.old_path}")
+        log.open()
         for it in range(run.start_iter, cfg.max_iters + 1):
-            lr = cosine_lr(it, cfg.learning_rate, cfg.warmup_iters, lr_decay_iters, cfg.min_lr)
-            resumed_here = run.resumed and it == run.start_iter
-            if (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not resumed_here:
+            lr = cosine_lr(it, cfg.learning_rate, cfg.warmup_iters, run.lr_decay_iters, cfg.min_lr)
+            resumed_here = run.resumed and it == run.start_iter and not run.eval_pending
+            eval_due = (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not resumed_here
+            signum = should_stop(run)
+            if signum:
+                _stop_and_save(run, it, eval_due, signum)
+            if eval_due:
                 progress.clear()
                 losses = _evaluate_and_save(run, it, log, print_fn)
             if it == cfg.max_iters:
@@ -447,30 +513,87 @@ def _loop(run, print_fn):
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 _nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn)
                 continue
-            log.write(json.dumps({"iter": it, "loss": loss, "lr": lr, "ms": ms}) + "\n")
-            log.flush()  # a killed run's log ends at its last finished step
+            log.write({"iter": it, "loss": loss, "lr": lr, "ms": ms})
             progress.update(it, loss)
             if it % cfg.log_interval == 0 and not progress.enabled:
-                print_fn(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {ms:.1f} ms")
+                left = _duration(progress.eta(it))
+                print_fn(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {ms:.1f} ms, {left} left")
     except AnomalyError as e:
         raise TrainingError(f"at iteration {it}: {e}") from None
+    except FileError as e:
+        log.close()
+        with contextlib.suppress(FileError):  # keep the log to what the checkpoint on disk holds
+            log.set_aside_past(run.saved_iter)
+        raise FileError(f"{e}; {_kept(run)}") from None
+    except Abort as e:
+        raise Stopped(f"{signal_name(e.signum)} again at iteration {it}: stopped at once without saving; "
+                      f"{_kept(run)}", EXIT_CODES[e.signum]) from None
     finally:
+        run.signals.armed = False
         progress.clear()
         log.close()
     return losses
 
 
-def _stop_agreed(run):
-    """Whether the run should stop after this step: ``run.stop_requested`` of this process, or
-    under MPI of any rank (it travels in the step's gradient allreduce), so all ranks agree."""
-    return run.stop_requested if run.sync is None else run.sync.stop_agreed
+def should_stop(run):
+    """The number of the signal (SIGTERM, SIGINT) that asks the run to stop before its next step,
+    or None to go on.
+
+    The loop asks here, and only here, once per iteration; every process of one run must
+    get the same answer, so they all stop at the same step.
+    """
+    signum = None if run.signals is None else run.signals.requested
+    if run.comm.size == 1:
+        return signum
+    if not distributed.any_rank(run.comm, signum is not None):  # a one-number allreduce: all agree
+        return None
+    return signum or signal.SIGTERM  # the signal this rank got, or the one another rank got
+
+
+def _stop_and_save(run, it, eval_pending, signum):
+    """Save the state before step ``it`` (unless the checkpoint on disk holds it) and stop."""
+    if run.saved_iter != it:
+        _check_weights(run, it)
+        _save(run, it, eval_pending)
+    raise Stopped(f"stopped by {signal_name(signum)}: saved iteration {it} to {run.ckpt_path}",
+                  EXIT_CODES.get(signum, 1), saved=True)
+
+
+def _duration(seconds):
+    """``1h02m``, ``3m05s`` or ``12s``."""
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _keep_schedule(run, ckpt, print_fn):
+    """On resume, keep the decay length the checkpoint was trained with unless --lr_decay_iters says
+    otherwise; say what a change or a longer run does to the learning rate."""
+    cfg, start = run.cfg, run.start_iter
+    saved_cfg = ckpt.extra.get("train_config") if isinstance(ckpt.extra.get("train_config"), dict) else {}
+    saved = ckpt.extra.get("lr_decay_iters") or saved_cfg.get("lr_decay_iters") or saved_cfg.get("max_iters")
+    if not isinstance(saved, int) or isinstance(saved, bool) or saved <= 0:
+        return
+    if cfg.lr_decay_iters is None:
+        run.lr_decay_iters = saved
+        if cfg.max_iters > saved:
+            print_fn(f"note: keeping the checkpoint's schedule, which decays to --min_lr={cfg.min_lr:g} at "
+                     f"iteration {saved}; iterations {max(saved, start)}-{cfg.max_iters} run at min_lr "
+                     f"(--lr_decay_iters={cfg.max_iters} would stretch the decay instead)")
+    elif cfg.lr_decay_iters != saved:
+        old = cosine_lr(start, cfg.learning_rate, cfg.warmup_iters, saved, cfg.min_lr)
+        new = cosine_lr(start, cfg.learning_rate, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr)
+        print_fn(f"note: --lr_decay_iters={cfg.lr_decay_iters} changes the schedule the checkpoint followed "
+                 f"(decay over {saved} iterations): the learning rate at iteration {start} becomes "
+                 f"{new:.3g} instead of {old:.3g}")
 
 
 def _kept(run):
     """Where the last good checkpoint is, for an error message."""
     if run.saved_iter is None:
         return "no checkpoint was saved"
-    return f"the last good checkpoint (iteration {run.saved_iter}) is kept in {run.ckpt_path}"
+    return f"the previous checkpoint (iteration {run.saved_iter}) is intact in {run.ckpt_path}"
 
 
 def _nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn):
@@ -481,8 +604,7 @@ def _nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn):
         raise TrainingError(f"{fault} at iteration {it}; {_kept(run)} (--skip_nonfinite=True skips such "
                             f"steps; --detect_anomaly=True names the op that made the first nan or inf)")
     run.skipped += 1
-    log.write(json.dumps({"iter": it, "skipped": True, "fault": fault, "lr": lr, "ms": ms}) + "\n")
-    log.flush()
+    log.write({"iter": it, "skipped": True, "fault": fault, "lr": lr, "ms": ms})
     if run.skipped == 1 or it % run.cfg.log_interval == 0:
         print_fn(f"iter {it}: step skipped, {fault} ({run.skipped} skipped so far)")
 
@@ -494,11 +616,8 @@ def _evaluate_and_save(run, it, log, print_fn):
     if run.comm.size > 1:
         distributed.check_same_weights(run.comm, run.model, f"at iteration {it}")
     print_fn(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-    log.write(json.dumps({"iter": it, "train_loss": losses["train"], "val_loss": losses["val"]}) + "\n")
-    log.flush()
-    bad = _nonfinite_weight(run.model)
-    if bad is not None:  # only a change from outside the training step can do this
-        raise TrainingError(f"the weight {bad} is not finite at iteration {it}; {_kept(run)}")
+    log.write({"iter": it, "train_loss": losses["train"], "val_loss": losses["val"]})
+    _check_weights(run, it)
     if not (math.isfinite(losses["train"]) and math.isfinite(losses["val"])):
         fault = f"the estimated losses are {losses['train']} (train) and {losses['val']} (val) at iteration {it}"
         if not cfg.skip_nonfinite:
@@ -507,16 +626,30 @@ def _evaluate_and_save(run, it, log, print_fn):
         return losses
     if losses["val"] < run.best_val or cfg.always_save_checkpoint:
         run.best_val = min(run.best_val, losses["val"])
-        extra = {"iter": it, "best_val_loss": run.best_val, "train_config": asdict(cfg),
-                 "tokenizer": run.tokenizer.to_dict(), "batch_rng": run.batch_rng.bit_generator.state,
-                 "rng": backend.rng_state(), "skipped": run.skipped}
-        rngs = run.comm.gather_json(backend.rng_state()) if run.comm.size > 1 else None
-        if rngs is not None:  # rank 0 only: the other ranks' dropout streams
-            extra["rank_rngs"] = rngs[1:]
-        if run.comm.rank == 0:
-            save_checkpoint(run.ckpt_path, run.model, run.optimizer, extra)
-        run.saved_iter = it
+        _save(run, it)
     return losses
+
+
+def _save(run, it, eval_pending=False):
+    """Write the checkpoint of iteration ``it``: the state before its step."""
+    extra = {"iter": it, "best_val_loss": run.best_val, "train_config": asdict(run.cfg),
+             "tokenizer": run.tokenizer.to_dict(), "batch_rng": run.batch_rng.bit_generator.state,
+             "rng": backend.rng_state(), "skipped": run.skipped, "lr_decay_iters": run.lr_decay_iters,
+             "eval_pending": eval_pending}
+    if run.comm.size > 1:  # every rank takes part; rank 0 writes the other ranks' dropout streams too
+        rngs = run.comm.gather_json(backend.rng_state())
+        extra["rank_rngs"] = rngs[1:] if rngs is not None else None
+    if run.comm.rank == 0:
+        with file_op("writing", run.ckpt_path):
+            save_checkpoint(run.ckpt_path, run.model, run.optimizer, extra)
+    run.saved_iter = it
+
+
+def _check_weights(run, it):
+    """Non-finite weights are never saved; only a change from outside the training step can make them."""
+    bad = _nonfinite_weight(run.model)
+    if bad is not None:
+        raise TrainingError(f"the weight {bad} is not finite at iteration {it}; {_kept(run)}")
 
 
 def _nonfinite_weight(model):

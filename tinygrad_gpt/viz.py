@@ -14,11 +14,13 @@ plot is made, and drawn with the Agg backend so no window ever opens.
 or after ``backward(retain_graph=True)``, which keeps the graph and gives every
 intermediate tensor a ``.grad`` too, so the picture shows all gradient norms.
 """
+import io
 import json
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -27,6 +29,7 @@ from .backend import get_array_module, to_numpy
 from .tokenizer import tokenizer_from_dict
 from .checkpoint import CKPT_NAME, load_checkpoint
 from .errors import CheckpointError, ConfigError, VizError
+from .fileio import file_op, write_atomic
 from .tensor import Tensor, no_grad, _RELEASED
 
 
@@ -142,12 +145,11 @@ def _figure(width, height, layout=None):
 
 def read_log(path):
     """The records of a ``log.jsonl``; a half-written last line (a run in progress) is skipped."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = [line for line in f.read().splitlines() if line.strip()]
-    except FileNotFoundError:
+    if not os.path.exists(path):
         raise VizError(f"{path}: no training log there (train first with "
-                       f"`python -m tinygrad_gpt train --out_dir=...`)") from None
+                       f"`python -m tinygrad_gpt train --out_dir=...`)")
+    with file_op("reading", path), open(path, encoding="utf-8") as f:
+        lines = [line for line in f.read().splitlines() if line.strip()]
     records = []
     for n, line in enumerate(lines, 1):
         try:
@@ -184,8 +186,16 @@ def plot_losses(log_jsonl_path, out_png):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_png)
-    return out_png
+    return save_figure(fig, out_png)
+
+
+def save_figure(fig, path):
+    """Render ``fig`` in memory, then write it atomically: a full disk leaves no half picture."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png")
+    with file_op("writing", path):
+        write_atomic(path, [buf.getvalue()])
+    return path
 
 
 # ----------------------------------------------------------------------------- attention maps
@@ -254,8 +264,7 @@ def plot_attention(model, tokenizer, text, out_png):
                 ax.set_yticks([])
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="attention weight")
     fig.suptitle("causal self-attention: rows are queries, columns the keys they read")
-    fig.savefig(out_png)
-    return out_png
+    return save_figure(fig, out_png)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -279,8 +288,10 @@ def plot(cfg, print_fn=print):
 @dataclass
 class AttentionConfig:
     out_dir: str = "out"            # reads out_dir/ckpt.safetensors, writes out_dir/attention.png
-    text: str = "The quick brown fox"
-    device: str = backend.default_device()
+    text: str = "The quick brown fox"  # the text whose attention is drawn
+    device: str = backend.default_device()  # where the model runs (default: $TINYGRAD_GPT_DEVICE or cpu)
+
+    CHOICES: ClassVar[dict] = {"device": backend.DEVICES}
 
     def validate(self):
         if not self.text:
@@ -294,7 +305,9 @@ def attention(cfg, print_fn=print):
     """The ``attention`` command: a checkpoint and a text -> out_dir/attention.png."""
     cfg.validate()
     backend.require_device(cfg.device)
-    ckpt = load_checkpoint(os.path.join(cfg.out_dir, CKPT_NAME))
+    path = os.path.join(cfg.out_dir, CKPT_NAME)
+    with file_op("reading", path):
+        ckpt = load_checkpoint(path)
     try:
         tokenizer = tokenizer_from_dict(ckpt.extra["tokenizer"])  # characters, or BPE
     except (KeyError, ValueError) as e:
