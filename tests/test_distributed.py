@@ -4,6 +4,7 @@ The MPI tests launch ``mpiexec`` (Open MPI or MPICH) with tiny float64 models fo
 steps; they skip when mpiexec or mpi4py is missing (``pip install -e ".[mpi]"``). The
 reference for every comparison is the same training run in one process.
 """
+import hashlib
 import json
 import os
 import shutil
@@ -426,3 +427,48 @@ def test_a_two_rank_checkpoint_samples_in_one_process(two_ranks, capsys):
     assert len(ckpt.extra["rank_rngs"]) == 1  # rank 1's dropout stream
     assert cli_main(["sample", f"--out_dir={out}", "--num_samples=1", "--max_new_tokens=8"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+def _craft(path, change):
+    """Rewrite a checkpoint as a crafted file would: ``change(header, data)`` gives the new data,
+    and the data checksum is made to match it."""
+    from mutations import read_st, st_bytes  # the fuzz suite's safetensors helpers
+    header, data = read_st(path)
+    data = bytearray(change(header, bytearray(data)))
+    header["__metadata__"]["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+    path.write_bytes(st_bytes(header, bytes(data)))
+
+
+def _huge_embedding(header, data):
+    begin, end = header["model.transformer.wte.weight"]["data_offsets"]
+    signs = np.where(np.arange((end - begin) // 4) % 2, 1, -1)
+    data[begin:end] = (signs * 3e38).astype(np.float32).tobytes()  # finite weights, logits that are not
+    return data
+
+
+def _bad_rank_stream(header, data):
+    extra = json.loads(header["__metadata__"]["extra"])
+    extra["rank_rngs"][0]["state"]["state"] = -1
+    header["__metadata__"]["extra"] = json.dumps(extra)
+    return data
+
+
+@needs_mpi
+@pytest.mark.parametrize("craft, expected", [
+    (_huge_embedding, "the weights give a loss or gradients that are not finite"),
+    (_bad_rank_stream, "extra 'rank_rngs' entry 1 is not a random generator state: state.state must be")])
+def test_a_refused_resume_ends_every_rank_and_changes_nothing(tmp_path, text_file, craft, expected):
+    """Rank 0 alone reads and checks the checkpoint while the others wait for its broadcast:
+    its refusal ends them all, with one line, and the checkpoint and log stay as they were."""
+    out = tmp_path / "out"
+    ok(mpirun(2, flags(text_file, out, max_iters=2, eval_interval=2, dtype="float32"))[0])
+    ckpt = out / "ckpt.safetensors"
+    _craft(ckpt, craft)
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    proc, seconds = mpirun(2, flags(text_file, out, max_iters=4, eval_interval=2, dtype="float32",
+                                    init_from="resume"), timeout=60)
+    errors = error_lines(proc)
+    assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-3000:]
+    assert errors[0].startswith(f"error: rank 0: {ckpt}: ") and expected in errors[0], errors[0]
+    assert seconds < 10 + 15  # the job's own end within 10 s, plus two Python start-ups under load
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before

@@ -173,8 +173,28 @@ def rng_state():
 
 
 def set_rng_state(state):
-    """Restore a state from ``rng_state()``."""
+    """Restore a state from ``rng_state()`` (checked first: a bad one raises ValueError)."""
+    check_rng_state(state)
     _rng.bit_generator.state = state
+
+
+def check_rng_state(state):
+    """Raise ValueError naming the field unless ``state`` is a PCG64 state as ``rng_state()``
+    (or any ``default_rng().bit_generator.state``) gives it.
+
+        >>> check_rng_state(rng_state())
+    """
+    if not isinstance(state, dict) or set(state) != {"bit_generator", "state", "has_uint32", "uinteger"}:
+        raise ValueError("expected an object with bit_generator, state, has_uint32 and uinteger")
+    if state["bit_generator"] != "PCG64":
+        raise ValueError(f"bit_generator must be 'PCG64', got {str(state['bit_generator'])[:40]}")
+    inner = state["state"]
+    if not isinstance(inner, dict) or set(inner) != {"state", "inc"}:
+        raise ValueError("state must be an object with state and inc")
+    for name, value, end in (("state.state", inner["state"], 2 ** 128), ("state.inc", inner["inc"], 2 ** 128),
+                             ("has_uint32", state["has_uint32"], 2), ("uinteger", state["uinteger"], 2 ** 32)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < end:
+            raise ValueError(f"{name} must be an integer in [0, {end}), got {str(value)[:40]}")
 
 
 def random_uniform(shape, dtype, device_name):

@@ -250,9 +250,15 @@ class BPETokenizer:
                 or not isinstance(d.get("merges"), list):
             raise ValueError(f"not a BPE tokenizer description: expected {{'type': 'bpe', 'vocab': [...], "
                              f"'merges': [...]}}, got {str(d)[:80]}")
-        return cls._from_spellings("tokenizer description", dict(zip(d["vocab"], range(len(d["vocab"])))),
-                                   d["merges"], d.get("special_tokens", ()))
-
+        source, vocab, special = "tokenizer description", d["vocab"], d.get("special_tokens", [])
+        if not all(isinstance(t, str) for t in vocab):
+            raise ValueError(f"{source}: vocab must be a list of token strings")
+        if not isinstance(special, list) or not all(isinstance(t, str) for t in special):
+            raise ValueError(f"{source}: special_tokens must be a list of strings")
+        ids = dict(zip(vocab, range(len(vocab))))
+        if len(ids) != len(vocab):
+            raise ValueError(f"{source}: vocab holds a token twice")
+        return cls._from_spellings(ids, [(None, m) for m in d["merges"]], special, source, source)
     def save(self, folder):
         """Write GPT-2's ``vocab.json`` and ``merges.txt`` into ``folder`` (created if needed)."""
         with file_op("creating", folder):
@@ -275,51 +281,87 @@ class BPETokenizer:
 
         Tokens in the vocabulary that no merge can make and that are longer than one byte,
         such as ``<|endoftext|>``, are the special tokens, unless ``special_tokens`` names them.
+        A bad file raises ValueError naming that file (and the line of merges.txt).
         """
         try:
             with open(vocab_json, encoding="utf-8") as f:
                 vocab = json.load(f)
+        except (OSError, ValueError, RecursionError) as e:  # ValueError: bad UTF-8 or JSON, huge numbers
+            problem = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:100]
+            raise ValueError(f"{vocab_json}: cannot read a BPE vocabulary from it ({problem})") from None
+        try:
             with open(merges_txt, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read a BPE tokenizer from {vocab_json} and {merges_txt}: {e}") from None
-        if lines and lines[0].startswith("#version"):
+                lines = list(enumerate(f.read().splitlines(), start=1))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{merges_txt}: cannot read BPE merges from it ({str(e)[:100]})") from None
+        if lines and lines[0][1].startswith("#version"):
             lines = lines[1:]
-        merges = [line for line in lines if line.strip()]
-        return cls._from_spellings(vocab_json, vocab, merges, special_tokens)
+        merges = [(n, line) for n, line in lines if line.strip()]
+        return cls._from_spellings(vocab, merges, special_tokens, os.fspath(vocab_json), os.fspath(merges_txt))
 
     @classmethod
-    def _from_spellings(cls, source, vocab, merges, special_tokens):
-        """Validate a {spelling: id} vocabulary and "left right" merge lines, then build."""
+    def _from_spellings(cls, vocab, merges, special_tokens, vocab_source, merges_source):
+        """Validate a {spelling: id} vocabulary and (line number, "left right") merges, then build.
+        Every problem is a ValueError naming the source at fault."""
         if not isinstance(vocab, dict) or not all(isinstance(k, str) and type(v) is int for k, v in vocab.items()):
-            raise ValueError(f"{source}: the vocabulary must map token strings to integer ids")
+            raise ValueError(f"{vocab_source}: the vocabulary must map token strings to integer ids")
         if sorted(vocab.values()) != list(range(len(vocab))):
-            raise ValueError(f"{source}: vocabulary ids must be 0 .. {len(vocab) - 1}, each used once")
+            raise ValueError(f"{vocab_source}: vocabulary ids must be 0 .. {len(vocab) - 1}, each used once")
         tokens = [None] * len(vocab)
         for spelling, i in vocab.items():
             tokens[i] = spelling
+        token_bytes = [_spelling_bytes(t, i, vocab_source) for i, t in enumerate(tokens)]
+        index = {b: i for i, b in enumerate(token_bytes)}
+        missing = sorted(set(range(256)) - {b[0] for b in token_bytes if len(b) == 1})
+        if missing:
+            raise ValueError(f"{vocab_source}: no token for byte 0x{missing[0]:02x} (a byte-level BPE "
+                             f"vocabulary holds all 256 bytes)")
         pairs = []
-        for rank, line in enumerate(merges):
+        for rank, (line_number, line) in enumerate(merges):
+            where = f"{merges_source}: merge {rank}" + (f" (line {line_number})" if line_number else "")
             parts = line.split(" ") if isinstance(line, str) else [None]
-            if len(parts) != 2 or parts[0] not in vocab or parts[1] not in vocab:
-                raise ValueError(f"{source}: merge {rank} {line!r} is not two vocabulary tokens "
-                                 f"separated by one space")
-            pairs.append((vocab[parts[0]], vocab[parts[1]]))
+            if len(parts) != 2 or not all(parts):
+                raise ValueError(f"{where}: {str(line)[:60]!r} is not two tokens separated by one space")
+            for part in parts:
+                if part not in vocab:
+                    raise ValueError(f"{where}: {part[:40]!r} is not a token of {vocab_source}")
+            a, b = vocab[parts[0]], vocab[parts[1]]
+            if token_bytes[a] + token_bytes[b] not in index:
+                raise ValueError(f"{where}: merging {parts[0][:40]!r} and {parts[1][:40]!r} makes a token "
+                                 f"that {vocab_source} lacks")
+            pairs.append((a, b))
         if special_tokens is None:  # tokens that BPE cannot build are added (special) tokens
             made = {tokens[a] + tokens[b] for a, b in pairs}
             special_tokens = [t for t in tokens if t not in made and len(t) > 1]
-        return cls([_spelling_bytes(t, source) for t in tokens], pairs, special_tokens)
+            for t in special_tokens:  # a special token is spelled as its plain text, not in GPT-2's table
+                if _utf8_or_none(t) != token_bytes[vocab[t]]:
+                    raise ValueError(f"{merges_source}: no merge makes the token {t[:40]!r} of {vocab_source} "
+                                     f"(is {merges_source} cut short, or the token misspelled?)")
+        for name in special_tokens:
+            if _utf8_or_none(name) not in index:
+                raise ValueError(f"{vocab_source}: special token {name[:40]!r} is not in the vocabulary")
+        return cls(token_bytes, pairs, special_tokens)
 
     def __repr__(self):
         return f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)})"
 
 
-def _spelling_bytes(spelling, source):
+def _spelling_bytes(spelling, i, source):
     """A token's spelling in the files -> its bytes (special tokens are spelled as plain text)."""
     try:
-        return bytes(BYTE_DECODER[c] for c in spelling)
+        out = bytes(BYTE_DECODER[c] for c in spelling)
     except KeyError:
-        return spelling.encode("utf-8")  # e.g. a special token with characters outside the table
+        out = _utf8_or_none(spelling)  # e.g. a special token with characters outside the table
+    if not out:
+        raise ValueError(f"{source}: token {i} ({spelling[:40]!r}) is empty or not valid Unicode")
+    return out
+
+
+def _utf8_or_none(text):
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which JSON can spell
+        return None
 
 
 def _learn_merges(words, freqs, vocab, vocab_size):

@@ -61,6 +61,8 @@ def read_text_file(path):
         raise DataError(f"data file {path} does not exist")
     if os.path.isdir(path):
         raise DataError(f"data file {path} is a directory, not a text file")
+    if not os.path.isfile(path):  # a device or a pipe could be read forever
+        raise DataError(f"data file {path} is not a regular file")
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -73,7 +75,10 @@ def read_text_file(path):
     except UnicodeDecodeError as e:
         raise DataError(f"data file {path} is not UTF-8 text: invalid byte 0x{raw[e.start]:02x} "
                         f"at byte offset {e.start}") from None
-    return text.removeprefix("\ufeff")
+    text = text.removeprefix("\ufeff")
+    if not text:
+        raise DataError(f"data file {path} holds nothing but a byte-order mark")
+    return text
 
 
 def pydoc_text():

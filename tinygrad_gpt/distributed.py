@@ -180,6 +180,7 @@ def fail(message, code, every_rank=False):
     that ``every_rank`` meets at the same point (a bad flag, a NaN loss after the allreduce)
     is printed by rank 0 alone, and rank 0's abort ends the others.
     """
+    message = " ".join(str(message).splitlines())  # one line, whatever a file's names hold
     comm = _world if _world is not None else Single()
     if comm.size == 1:
         print(f"error: {message}", file=sys.stderr)

@@ -151,7 +151,9 @@ def log_softmax_composed(x, axis=-1):
 def _flatten_targets(logits, targets, ignore_index):
     """Check shapes and ids; return logits as (N, V) and targets as (N,)."""
     t = _int_array(targets, logits.data, "cross_entropy targets")
-    if logits.ndim < 2 or tuple(t.shape) != logits.shape[:-1]:
+    if logits.dtype.kind != "f":
+        raise ValueError(f"cross_entropy: logits must be floating-point, got dtype {logits.dtype}")
+    if logits.ndim < 1 or tuple(t.shape) != logits.shape[:-1]:
         raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
                          f"{logits.shape[:-1]}, got {tuple(t.shape)}")
     V = logits.shape[-1]
@@ -165,7 +167,7 @@ def _flatten_targets(logits, targets, ignore_index):
 def cross_entropy(logits, targets, ignore_index=-1):
     """Mean negative log-likelihood of ``targets`` under softmax(logits).
 
-    logits: (N, V) or (B, T, V). targets: integers of shape (N,) or (B, T);
+    logits: (V,), (N, V) or (B, T, V). targets: integers of shape (), (N,) or (B, T);
     positions equal to ``ignore_index`` are left out of the mean.
     """
     if _mode == "composed":
@@ -187,8 +189,13 @@ def cross_entropy_composed(logits, targets, ignore_index=-1):
 # ----------------------------------------------------------------------------- layer norm
 
 def layer_norm(x, weight, bias=None, eps=1e-5):
-    """Normalise the last axis to zero mean and unit variance, then scale and shift."""
+    """Normalise the last axis to zero mean and unit variance, then scale and shift.
+    ``weight=None`` scales by 1 (PyTorch's layer norm without elementwise affine)."""
+    if x.ndim == 0:
+        raise ValueError("layer_norm: the input needs at least one axis, got a 0-d tensor")
     C = x.shape[-1]
+    if weight is None:
+        weight = Tensor._wrap(get_array_module(x.data).ones(C, dtype=x.dtype))
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and p.shape != (C,):
             raise ValueError(f"layer_norm: {name} must have shape ({C},) for input "
@@ -204,7 +211,8 @@ def layer_norm_composed(x, weight, bias=None, eps=1e-5):
     mu = x.mean(axis=-1, keepdims=True)
     xc = x - mu
     var = (xc * xc).mean(axis=-1, keepdims=True)
-    out = xc / (var + eps).sqrt() * weight
+    out = xc / (var + eps).sqrt()
+    out = out if weight is None else out * weight
     return out if bias is None else out + bias
 
 
@@ -224,6 +232,8 @@ def gelu_composed(x):
 
 def embedding(idx, weight):
     """Rows of ``weight`` (V, C) picked by integer ids of any shape: out[..., :] = weight[idx]."""
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be 2-D (V, C), got shape {weight.shape}")
     ids = _int_array(idx, weight.data, "embedding ids")
     V = weight.shape[0]
     if ids.size and bool(((ids < 0) | (ids >= V)).any()):
@@ -245,8 +255,8 @@ def dropout(x, p, training=True):
 # ----------------------------------------------------------------------------- attention
 
 def _check_qkv(q, k, v, causal):
-    if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim:
-        raise ValueError(f"scaled_dot_product_attention: q, k, v need the same rank >= 2, "
+    if min(q.ndim, k.ndim, v.ndim) < 2:  # the leading dims broadcast, as in a matrix product
+        raise ValueError(f"scaled_dot_product_attention: q, k, v need rank >= 2, "
                          f"got shapes {q.shape}, {k.shape}, {v.shape}")
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise ValueError(f"scaled_dot_product_attention: shapes {q.shape}, {k.shape}, {v.shape} "

@@ -5,12 +5,14 @@ embeddings, a tanh-GELU MLP of width 4 * n_embd, and an output head tied to the
 token embedding. Parameter names and shapes are GPT-2's own, so its checkpoints
 map on one to one (Linear weights are stored (in, out), as in GPT-2's Conv1D).
 """
+import contextlib
 import math
+import threading
 from dataclasses import dataclass, asdict
 
 import numpy as np
 
-from . import backend, functional as F
+from . import backend, functional as F, nn
 from .backend import get_array_module, to_numpy
 from .nn import Module, ModuleList, Linear, Embedding, LayerNorm, Dropout
 from .tensor import Tensor, no_grad
@@ -33,8 +35,11 @@ class GPTConfig:
                 raise ValueError(f"GPTConfig: {name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"GPTConfig: dropout must be in [0, 1), got {self.dropout}")
+        if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float, np.floating))
+                or not 0 <= self.dropout < 1):
+            raise ValueError(f"GPTConfig: dropout must be a number in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.bias, bool):
+            raise ValueError(f"GPTConfig: bias must be true or false, got {self.bias!r}")
 
     def to_dict(self):
         return asdict(self)
@@ -140,17 +145,6 @@ class GPT(Module):
                 std = 0.02 / math.sqrt(2 * self.config.n_layer) if name.endswith("c_proj.weight") else 0.02
                 value = rng.standard_normal(p.shape) * std
             p.data = backend.to_device(value.astype(p.dtype), p.device)
-
-    @classmethod
-    def from_pretrained(cls, folder, dtype="float32", device=None, dropout=0.0):
-        """A GPT with the weights of a Hugging Face GPT-2 folder (config.json + model.safetensors)."""
-        from .pretrained import from_pretrained  # pretrained.py builds on this module
-        return from_pretrained(folder, dtype=dtype, device=device, dropout=dropout)
-
-    def save_pretrained(self, folder, tokenizer=None):
-        """Write a folder that Hugging Face ``GPT2LMHeadModel.from_pretrained`` loads."""
-        from .pretrained import save_pretrained
-        return save_pretrained(self, folder, tokenizer)
 
     def num_parameters(self, non_embedding=True):
         """Parameter count; by default without the position embeddings (as nanoGPT reports it)."""
@@ -266,11 +260,58 @@ class GPT(Module):
             with no_grad():
                 for _ in range(max_new_tokens):
                     logits = to_numpy(self._next_logits(idx, caches)).astype(np.float64)
+                    if not np.isfinite(logits).all():  # weights that overflow: no token can be drawn
+                        raise FloatingPointError("the model's logits are not finite (nan or inf)")
                     nxt = sample_token(logits, temperature, top_k, top_p, rng)  # (B,)
                     idx = xp.concatenate([idx, xp.asarray(nxt[:, None], dtype=idx.dtype)], axis=1)
         finally:
             self.train(was_training)
         return to_numpy(idx).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- shapes without weights
+
+_building = threading.Lock()
+
+
+@contextlib.contextmanager
+def _no_random_init():
+    """Inside, new layers get placeholder parameters (a read-only broadcast zero, no memory)
+    instead of random values: a model that is about to be overwritten needs no init."""
+    with _building:
+        real = nn._init
+        nn._init = lambda shape, **_: np.broadcast_to(np.zeros((), np.float32), shape)
+        try:
+            yield
+        finally:
+            nn._init = real
+
+
+def empty_gpt(config):
+    """A GPT of this shape whose parameters are placeholders, to be assigned before use.
+
+    Building it draws no random numbers and allocates no weights, so loading a checkpoint
+    into it needs memory for the checkpoint's weights alone.
+    """
+    model = GPT.__new__(GPT)
+    model._init_weights = lambda: None  # shadow the random init for this one construction
+    with _no_random_init():
+        GPT.__init__(model, config)
+    del model._init_weights
+    return model
+
+
+def parameter_shapes(config):
+    """Parameter name -> shape of ``GPT(config)``, read off a placeholder model (no weights).
+
+    It builds ``config.n_layer`` blocks, so a config read from a file is checked against the
+    tensors the file holds first (``checkpoint.check_model_state`` does).
+
+        >>> shapes = parameter_shapes(GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=4))
+        >>> shapes["transformer.wte.weight"], shapes["transformer.h.0.mlp.c_fc.weight"]
+        ((10, 4), (4, 16))
+    """
+    return {name: tuple(p.shape) for name, p in empty_gpt(config).named_parameters()}
 
 
 def sampling_problem(temperature, top_k, top_p):

@@ -107,6 +107,8 @@ class PowConst(Function):
 
     def backward(self, g):
         (x,) = self.saved
+        if self.p == 0:  # x^0 = 1 everywhere, 0 ** 0 included: the gradient is 0 (not 0 * inf)
+            return get_array_module(g).zeros_like(g)
         # d/dx x^p = p x^(p-1)
         return g * (self.p * _power(x, self.p - 1))
 
@@ -225,16 +227,20 @@ class MaskedFill(Function):
 # ----------------------------------------------------------------------------- reductions
 
 def _axes(axis, ndim):
-    """Normalise axis=None|int|tuple to a sorted tuple of non-negative axes."""
+    """Normalise axis=None|int|tuple to a sorted tuple of non-negative axes. As in PyTorch, a
+    0-d tensor takes axis 0 or -1 (and has nothing to reduce), and an axis named twice is an error."""
     if axis is None:
         return tuple(range(ndim))
     axis = (axis,) if isinstance(axis, int) else tuple(axis)
     out = []
     for a in axis:
-        if not -ndim <= a < max(ndim, 1):
+        if not -max(ndim, 1) <= a < max(ndim, 1):
             raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
-        out.append(a % ndim if ndim else 0)
-    return tuple(sorted(set(out)))
+        if ndim:
+            out.append(a % ndim)
+    if len(set(out)) < len(out):
+        raise ValueError(f"axis {axis} names an axis twice")
+    return tuple(sorted(out))
 
 
 def _keepdims_shape(shape, axes):

@@ -70,31 +70,72 @@ class Optimizer:
 
     def load_state_dict(self, sd):
         """Restore from ``state_dict()``; everything is checked before anything changes."""
+        name = f"{type(self).__name__}.load_state_dict"
         params = self._params()
+        if not isinstance(sd, dict) or not isinstance(sd.get("param_groups", []), list):
+            raise ValueError(f"{name}: expected a dict with a list of param_groups")
+        if sd.get("type", type(self).__name__) != type(self).__name__:
+            raise ValueError(f"{name}: the state is of a {str(sd['type'])[:40]} optimizer")
         groups = sd.get("param_groups", [])
-        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.param_groups]:
-            raise ValueError(f"{type(self).__name__}.load_state_dict: parameter groups do not match "
-                             f"(saved sizes {[len(g['params']) for g in groups]}, "
-                             f"these {[len(g['params']) for g in self.param_groups]})")
+        sizes = [len(g["params"]) if isinstance(g, dict) and isinstance(g.get("params"), list) else None
+                 for g in groups]
+        if sizes != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError(f"{name}: param_groups do not match this optimizer's "
+                             f"(saved sizes {sizes}, these {[len(g['params']) for g in self.param_groups]})")
+        options = [self._check_options(saved, i) for i, saved in enumerate(groups)]
         new_state = {}
-        for i, s in sd.get("state", {}).items():
+        state = sd.get("state", {})
+        if not isinstance(state, dict):
+            raise ValueError(f"{name}: state must be a dict of parameter index -> state")
+        for i, s in state.items():
+            if isinstance(i, bool) or not isinstance(i, (int, str)) or not str(i).isascii() \
+                    or not str(i).isdigit() or not int(i) < len(params) or not isinstance(s, dict):
+                raise ValueError(f"{name}: state for unknown parameter {str(i)[:20]}")
             i = int(i)
-            if not 0 <= i < len(params):
-                raise ValueError(f"{type(self).__name__}.load_state_dict: state for unknown parameter {i}")
             p = params[i]
-            entry = {"step": int(s.get("step", 0))}
+            step = s.get("step", 0)
+            if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step <= 2 ** 53:
+                raise ValueError(f"{name}: step of parameter {i} must be an integer in [0, 2**53], got {step!r}")
+            entry = {"step": int(step)}
             for key in self.state_keys:
                 if key in s:
                     value = np.asarray(to_numpy(s[key]))
                     if value.shape != p.shape:
-                        raise ValueError(f"{type(self).__name__}.load_state_dict: {key} of parameter {i} "
+                        raise ValueError(f"{name}: {key} of parameter {i} "
                                          f"has shape {value.shape}, expected {p.shape}")
+                    if value.dtype.kind != "f" or not np.isfinite(value).all() or \
+                            (key in self.nonnegative_keys and (value < 0).any()):
+                        raise ValueError(f"{name}: {key} of parameter {i} must hold finite floats"
+                                         f"{' >= 0' if key in self.nonnegative_keys else ''}")
                     entry[key] = to_device(value.astype(p.dtype), p.device)
             new_state[id(p)] = entry
-        for group, saved in zip(self.param_groups, groups):
-            group.update({k: (tuple(v) if isinstance(v, list) else v)
-                          for k, v in saved.items() if k != "params"})
+        for group, saved in zip(self.param_groups, options):
+            group.update(saved)
         self.state = new_state
+
+    nonnegative_keys = ()  # state arrays that can never be negative (AdamW's second moment)
+
+    def _check_options(self, saved, index):
+        """A saved group's options, typed as this optimizer's defaults, or ValueError naming the option."""
+        out = {}
+        for key, value in saved.items():
+            if key == "params":
+                continue
+            where = f"{type(self).__name__}.load_state_dict: param_groups[{index}] {str(key)[:40]!r}"
+            if key not in self.defaults:
+                raise ValueError(f"{where} is not an option of {type(self).__name__}")
+            default = self.defaults[key]
+            values = list(value) if isinstance(value, (list, tuple)) else [value]
+            if (isinstance(value, (list, tuple)) != isinstance(default, tuple)
+                    or isinstance(default, tuple) and len(values) != len(default)
+                    or not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                               and math.isfinite(v) and v >= 0 for v in values)):
+                shape = f"{len(default)} numbers" if isinstance(default, tuple) else "a number"
+                raise ValueError(f"{where} must be {shape} >= 0, got {str(value)[:40]}")
+            if key == "betas" and not all(v < 1 for v in values):
+                raise ValueError(f"{where} must be in [0, 1), got {values}")
+            out[key] = tuple(values) if isinstance(default, tuple) else value
+        return out
 
 
 class SGD(Optimizer):
@@ -136,6 +177,7 @@ class AdamW(Optimizer):
     """
 
     state_keys = ("exp_avg", "exp_avg_sq")
+    nonnegative_keys = ("exp_avg_sq",)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))

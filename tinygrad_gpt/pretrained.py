@@ -13,22 +13,19 @@ weights as (in, out), as ours are, and its names are ours, so loading is a renam
 Weights are read with our safetensors reader, never with pickle: a ``pytorch_model.bin``
 is refused, because unpickling a file can run any code it contains.
 """
-import contextlib
 import json
 import os
 import re
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import backend, nn
 from .bpe import BPETokenizer, ENDOFTEXT
-from .tokenizer import tokenizer_from_dict
-from .checkpoint import CKPT_NAME, check_model_state, expected_shapes, load_checkpoint
-from .model import GPT, GPTConfig
+from .checkpoint import CKPT_NAME, check_model_state, checkpoint_tokenizer, load_checkpoint
+from .model import GPTConfig, empty_gpt
 from .fileio import file_op, write_atomic
-from .serialization import CheckpointError, load_file, save_file
+from .serialization import CheckpointError, json_problem, load_file, save_file
 
 CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", "model.safetensors.index.json"
 PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
@@ -47,37 +44,41 @@ PICKLE_MESSAGE = (
 
 # ----------------------------------------------------------------------------- config
 
-def config_from_hf(hf, dropout=0.0):
+def config_from_hf(hf, dropout=0.0, path=CONFIG_NAME):
     """A Hugging Face GPT-2 ``config.json`` dict -> (GPTConfig, layer-norm epsilon).
 
-    Raises CheckpointError for GPT-2 variants this model cannot express.
+    Raises CheckpointError naming ``path`` for GPT-2 variants this model cannot express and
+    for values of the wrong type or range.
 
         >>> config_from_hf({"n_positions": 8, "n_embd": 4, "n_layer": 1, "n_head": 2, "vocab_size": 10})
         (GPTConfig(block_size=8, vocab_size=10, n_layer=1, n_head=2, n_embd=4, dropout=0.0, bias=True), 1e-05)
     """
     def unsupported(what):
-        return CheckpointError(f"{CONFIG_NAME}: {what}; tinygrad_gpt's GPT cannot run this model")
+        return CheckpointError(f"{path}: {what}; tinygrad_gpt's GPT cannot run this model")
 
     if hf.get("model_type", "gpt2") != "gpt2":
-        raise unsupported(f"model_type is {hf['model_type']!r}, not 'gpt2'")
+        raise unsupported(f"model_type is {str(hf['model_type'])[:40]!r}, not 'gpt2'")
     if hf.get("activation_function", "gelu_new") not in TANH_GELUS:
-        raise unsupported(f"activation_function is {hf['activation_function']!r} (the tanh GELU is "
+        raise unsupported(f"activation_function is {str(hf['activation_function'])[:40]!r} (the tanh GELU is "
                           f"one of {', '.join(TANH_GELUS)})")
     n_embd = hf.get("n_embd")
     if hf.get("n_inner") not in (None, 4 * n_embd if isinstance(n_embd, int) else None):
-        raise unsupported(f"n_inner is {hf['n_inner']}, not 4 * n_embd")
+        raise unsupported(f"n_inner is {str(hf['n_inner'])[:40]}, not 4 * n_embd")
     for key, ok in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
                     ("add_cross_attention", False), ("tie_word_embeddings", True)):
         if hf.get(key, ok) != ok:
-            raise unsupported(f"{key} is {hf[key]}")
+            raise unsupported(f"{key} is {str(hf[key])[:40]}")
+    eps = hf.get("layer_norm_epsilon", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise CheckpointError(f"{path}: layer_norm_epsilon must be a number in (0, 1), got {str(eps)[:40]}")
     block_size = hf.get("n_positions", hf.get("n_ctx"))
     try:
         config = GPTConfig(block_size=block_size, vocab_size=hf.get("vocab_size"), n_layer=hf.get("n_layer"),
                            n_head=hf.get("n_head"), n_embd=n_embd, dropout=dropout, bias=True)
     except ValueError as e:
-        raise CheckpointError(f"{CONFIG_NAME}: {e} (it needs n_positions, n_embd, n_layer, n_head and "
+        raise CheckpointError(f"{path}: {e} (it needs n_positions, n_embd, n_layer, n_head and "
                               f"vocab_size)") from None
-    return config, float(hf.get("layer_norm_epsilon", 1e-5))
+    return config, float(eps)
 
 
 def config_to_hf(model, eos_token_id=None):
@@ -104,8 +105,8 @@ def _read_config(folder):
             hf = json.load(f)
     except FileNotFoundError:
         raise CheckpointError(f"{folder}: no {CONFIG_NAME} there (is it a Hugging Face GPT-2 folder?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: cannot read it ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad UTF-8, bad JSON, 5000-digit ints
+        raise CheckpointError(f"{path}: cannot read it as JSON ({json_problem(e)})") from None
     if not isinstance(hf, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     return hf
@@ -122,7 +123,7 @@ def _weight_files(folder):
         try:
             with open(index, encoding="utf-8") as f:
                 shards = sorted(set(json.load(f)["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise CheckpointError(f"{index}: cannot read the shard list ({e})") from None
         return [os.path.join(folder, os.path.basename(s)) for s in shards]
     found = [n for n in PICKLE_NAMES if os.path.exists(os.path.join(folder, n))]
@@ -138,7 +139,7 @@ def _our_name(key):
     return key if key.startswith("transformer.") else "transformer." + key
 
 
-def _read_weights(files, config, dtype):
+def _read_weights(files, config, dtype, config_path=CONFIG_NAME):
     """Every parameter of ``config``'s GPT, as host arrays of ``dtype`` keyed by our names."""
     state, head = {}, None
     for path in files:
@@ -146,11 +147,15 @@ def _read_weights(files, config, dtype):
         for key in list(tensors):
             x = tensors.pop(key)  # pop as we go: a cast never holds two copies of the whole model
             name = _our_name(key)
+            if x.dtype.kind != "f" and (name is not None or key == "lm_head.weight"):
+                raise CheckpointError(f"{path}: {key} has dtype {x.dtype}, expected floats")
             if key == "lm_head.weight":
                 head = x
             elif name is not None:
+                if name in state:
+                    raise CheckpointError(f"{path}: {key} is also in another shard")
                 state[name] = x if x.dtype == dtype else x.astype(dtype)
-    check_model_state(state, config, files[0], source="config.json")
+    check_model_state(state, config, files[0], source=config_path, names={"block_size": "n_positions"})
     wte = state["transformer.wte.weight"]
     if head is not None and (head.shape != wte.shape or not np.array_equal(head.astype(dtype), wte)):
         raise CheckpointError(f"{files[0]}: lm_head.weight differs from the token embedding; this GPT "
@@ -159,36 +164,6 @@ def _read_weights(files, config, dtype):
 
 
 # ----------------------------------------------------------------------------- loading
-
-_building = threading.Lock()
-
-
-@contextlib.contextmanager
-def _no_random_init():
-    """Inside, new layers get placeholder parameters (a read-only broadcast zero, no memory)
-    instead of random values: a model that is about to be overwritten needs no init."""
-    with _building:
-        real = nn._init
-        nn._init = lambda shape, **_: np.broadcast_to(np.zeros((), np.float32), shape)
-        try:
-            yield
-        finally:
-            nn._init = real
-
-
-def empty_gpt(config):
-    """A GPT of this shape whose parameters are placeholders, to be assigned before use.
-
-    Building it draws no random numbers and allocates no weights, so loading a checkpoint
-    into it needs memory for the checkpoint's weights alone.
-    """
-    model = GPT.__new__(GPT)
-    model._init_weights = lambda: None  # shadow the random init for this one construction
-    with _no_random_init():
-        GPT.__init__(model, config)
-    del model._init_weights
-    return model
-
 
 def from_pretrained(folder, dtype="float32", device=None, dropout=0.0):
     """Load a Hugging Face GPT-2 folder (``config.json`` + safetensors weights) as our GPT.
@@ -205,9 +180,10 @@ def from_pretrained(folder, dtype="float32", device=None, dropout=0.0):
     if not os.path.isdir(folder):
         raise CheckpointError(f"{folder}: not a folder (from_pretrained wants a Hugging Face GPT-2 folder "
                               f"holding {CONFIG_NAME} and {WEIGHTS_NAME})")
-    config, eps = config_from_hf(_read_config(folder), dropout)
+    config_path = os.path.join(folder, CONFIG_NAME)
+    config, eps = config_from_hf(_read_config(folder), dropout, config_path)
     dtype = np.dtype(dtype)
-    state = _read_weights(_weight_files(folder), config, dtype)
+    state = _read_weights(_weight_files(folder), config, dtype, config_path)
     model = empty_gpt(config)
     for name, p in model.named_parameters():
         p.data = state.pop(name)  # the loaded array itself: no copy
@@ -231,13 +207,24 @@ def crop_block_size(model, block_size):
     return model
 
 
-def load_hf_tokenizer(folder):
-    """The BPE tokenizer of a Hugging Face GPT-2 folder (its ``vocab.json`` and ``merges.txt``)."""
+def load_hf_tokenizer(folder, vocab_size=None):
+    """The BPE tokenizer of a Hugging Face GPT-2 folder (its ``vocab.json`` and ``merges.txt``).
+
+    With ``vocab_size`` (the model's), a vocabulary of another size is refused: the model
+    would make ids the tokenizer cannot decode, or the tokenizer ids the model cannot embed.
+    """
     folder = os.fspath(folder)
     vocab, merges = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
     if not (os.path.isfile(vocab) and os.path.isfile(merges)):
         raise CheckpointError(f"{folder}: no vocab.json and merges.txt there (GPT-2's tokenizer files)")
-    return BPETokenizer.from_files(vocab, merges)
+    try:
+        tokenizer = BPETokenizer.from_files(vocab, merges)
+    except ValueError as e:  # the message names the file at fault
+        raise CheckpointError(str(e)) from None
+    if vocab_size is not None and tokenizer.vocab_size != vocab_size:
+        raise CheckpointError(f"{vocab}: the vocabulary has {tokenizer.vocab_size} tokens, but "
+                              f"{os.path.join(folder, CONFIG_NAME)} says vocab_size={vocab_size}")
+    return tokenizer
 
 
 # ----------------------------------------------------------------------------- saving
@@ -271,8 +258,7 @@ def export_checkpoint(path, folder):
     tokenizer when that is a BPE one (a character tokenizer has no GPT-2 file format)."""
     with file_op("reading", os.path.join(path, CKPT_NAME) if os.path.isdir(path) else path):
         ckpt = load_checkpoint(path)
-    tokenizer = ckpt.extra.get("tokenizer")
-    tokenizer = tokenizer_from_dict(tokenizer) if tokenizer is not None else None
+    tokenizer = checkpoint_tokenizer(ckpt) if "tokenizer" in ckpt.extra else None
     model = ckpt.build_model()
     save_pretrained(model, folder, tokenizer if isinstance(tokenizer, BPETokenizer) else None)
     return folder

@@ -6,12 +6,11 @@ from typing import ClassVar, Optional
 import numpy as np
 
 from . import backend, functional as F
-from .checkpoint import load_checkpoint
+from .checkpoint import checkpoint_tokenizer, load_checkpoint
 from .errors import CheckpointError, ConfigError
 from .fileio import file_op
 from .model import sampling_problem
 from .data import read_text_file
-from .tokenizer import tokenizer_from_dict
 from .pretrained import from_pretrained, load_hf_tokenizer
 
 
@@ -56,12 +55,7 @@ def _from_checkpoint(cfg):
     path = os.path.join(cfg.out_dir, "ckpt.safetensors")
     with file_op("reading", path):
         ckpt = load_checkpoint(path)
-    if "tokenizer" not in ckpt.extra:
-        raise CheckpointError(f"{ckpt.path}: the checkpoint holds no tokenizer, so text cannot be encoded")
-    try:
-        tokenizer = tokenizer_from_dict(ckpt.extra["tokenizer"])
-    except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{ckpt.path}: the saved tokenizer is unreadable ({e})") from None
+    tokenizer = checkpoint_tokenizer(ckpt)
     return ckpt.build_model(device=cfg.device), tokenizer
 
 
@@ -70,9 +64,12 @@ def sample(cfg, print_fn=print):
     cfg.validate()
     backend.require_device(cfg.device)
     if cfg.init_from != "resume":  # a Hugging Face GPT-2 folder, with its own tokenizer
-        model, tokenizer = from_pretrained(cfg.init_from, device=cfg.device), load_hf_tokenizer(cfg.init_from)
+        model = from_pretrained(cfg.init_from, device=cfg.device)
+        tokenizer = load_hf_tokenizer(cfg.init_from, vocab_size=model.config.vocab_size)
+        weights = os.path.join(cfg.init_from, "model.safetensors")
     else:
         model, tokenizer = _from_checkpoint(cfg)
+        weights = os.path.join(cfg.out_dir, "ckpt.safetensors")
     model.eval()
     text = prompt_text(cfg.start)
     if not text:
@@ -80,10 +77,15 @@ def sample(cfg, print_fn=print):
     try:
         ids = np.asarray([tokenizer.encode(text)] * cfg.num_samples, dtype=np.int64)
     except ValueError as e:
-        raise ConfigError(f"--start: {e}") from None
-    with F.mode(cfg.ops):
-        out = model.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                             top_p=cfg.top_p, use_cache=cfg.use_cache, seed=cfg.seed)
+        where = f"--start={cfg.start}" if cfg.start.startswith("FILE:") else "--start"
+        raise ConfigError(f"{where}: {e}") from None
+    try:  # weights too large for their dtype overflow; that is reported once, below, not warned about
+        with F.mode(cfg.ops), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            out = model.generate(ids, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+                                 top_p=cfg.top_p, use_cache=cfg.use_cache, seed=cfg.seed)
+    except FloatingPointError as e:
+        dtype = model.transformer.wte.weight.dtype
+        raise CheckpointError(f"{weights}: {e}: the weights overflow in {dtype}") from None
     samples = [tokenizer.decode(row.tolist()) for row in out]
     for s in samples:
         print_fn(s)

@@ -25,8 +25,8 @@ import struct
 import numpy as np
 
 from .backend import to_device, to_numpy
-from .errors import CheckpointError
-from .fileio import write_atomic
+from .errors import CheckpointError, FileError
+from .fileio import describe, write_atomic
 
 # safetensors dtype name -> little-endian NumPy dtype. BF16 has no NumPy dtype: it is
 # read as raw 16-bit words and widened to float32 (and never written).
@@ -36,6 +36,7 @@ DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
 _WRITE_NAMES = {np.dtype(code).str: name for name, code in DTYPES.items() if name != "BF16"}
 SHA_KEY = "sha256"
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the same limit as the reference implementation
+MAX_NDIM = 64  # NumPy's limit on dimensions
 
 
 # ----------------------------------------------------------------------------- writing
@@ -151,12 +152,15 @@ def _read_header(path):
     if not os.path.isfile(path):
         raise fail("not a regular file")
     size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise fail(f"file is only {size} bytes, too short to be a safetensors file")
-        (n,) = struct.unpack("<Q", head)
-        raw = f.read(n) if n <= min(size - 8, MAX_HEADER_BYTES) else b""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            raw = f.read(n) if n <= min(size - 8, MAX_HEADER_BYTES) else b""  # the length is checked first
+    except OSError as e:  # e.g. no permission to read it, or an I/O error: the cause, as file_op words it
+        raise FileError(describe(e, "reading", path)) from None
+    if len(head) < 8:
+        raise fail(f"file is only {size} bytes, too short to be a safetensors file")
     if not raw.startswith(b"{"):
         _refuse_foreign(head, fail)
         if n > size - 8:
@@ -166,8 +170,11 @@ def _read_header(path):
     header = _parse_json(raw, fail)
     metadata = header.pop("__metadata__", None)
     metadata = {} if metadata is None else metadata
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise fail("__metadata__ must be an object of string -> string")
+    if not isinstance(metadata, dict):
+        raise fail(f"__metadata__ must be an object of string -> string, got {type(metadata).__name__}")
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise fail(f"__metadata__ entry {key!r} must be a string, got {type(value).__name__}")
     entries = [_check_entry(name, info, fail) for name, info in header.items()]
     _check_layout(entries, size - 8 - n, fail)
     return 8 + n, entries, metadata
@@ -198,9 +205,22 @@ def _parse_json(raw, fail):
         header = json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as e:
         raise fail(f"header is not valid JSON ({e.msg} at header position {e.pos})") from None
+    except CheckpointError:  # a duplicate key, from no_duplicates
+        raise
+    except (ValueError, RecursionError) as e:
+        raise fail(f"header is not valid JSON ({json_problem(e)})") from None
     if not isinstance(header, dict):
         raise fail(f"header must be a JSON object, got {type(header).__name__}")
     return header
+
+
+def json_problem(e):
+    """What Python's json refused beyond a syntax error: a number too long, nesting too deep."""
+    if isinstance(e, RecursionError):
+        return "it is nested too deeply"
+    if "digits" in str(e):
+        return "it holds an integer of thousands of digits"
+    return str(e)[:100]
 
 
 def _is_int(v):
@@ -212,13 +232,18 @@ def _check_entry(name, info, fail):
     if not isinstance(info, dict):
         raise fail(f"tensor {name!r}: entry must be an object")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if dtype not in DTYPES:
-        raise fail(f"tensor {name!r}: unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-        raise fail(f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise fail(f"tensor {name!r}: unknown dtype {str(dtype)[:40]!r}")
+    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
+            or not all(_is_int(d) and d >= 0 for d in shape)):
+        raise fail(f"tensor {name!r}: shape must be a list of at most {MAX_NDIM} non-negative integers, "
+                   f"got {str(shape)[:60]}")
+    if math.prod(d for d in shape if d) >= 2 ** 62 // 8:  # an empty tensor still needs a shape NumPy can hold
+        raise fail(f"tensor {name!r}: shape {shape} is too large")
     if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
             or not 0 <= offsets[0] <= offsets[1]):
-        raise fail(f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end, got {offsets!r}")
+        raise fail(f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end, "
+                   f"got {str(offsets)[:60]}")
     nbytes = math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize
     if offsets[1] - offsets[0] != nbytes:
         raise fail(f"tensor {name!r}: data_offsets {offsets} span {offsets[1] - offsets[0]} bytes "

@@ -290,10 +290,19 @@ class Tensor:
 
     # ------------------------------------------------------------------ arithmetic
     def _lift(self, other):
-        """Turn a Python number or array into a constant Tensor beside self."""
+        """Turn a Python number or array into a constant Tensor beside self.
+
+        As in PyTorch, a constant does not raise a float tensor's dtype: integer and boolean
+        operands, and 0-d float arrays beside a tensor with axes, take the tensor's dtype (NumPy
+        alone would make float32 * int64 a float64 array)."""
+        if isinstance(other, Tensor) and not other.requires_grad:
+            other = other.data
         if isinstance(other, Tensor):
             return other
         if is_array(other):
+            if self.dtype.kind == "f" and (other.dtype.kind in "biu"
+                                           or (other.dtype.kind == "f" and other.ndim == 0 < self.ndim)):
+                other = other.astype(self.dtype)
             return Tensor._wrap(other)
         xp = get_array_module(self.data)
         if isinstance(other, (bool, int, float, np.number)) and self.dtype.kind == "f":
@@ -308,8 +317,8 @@ class Tensor:
     def __rmul__(self, other): return Tensor._apply(ops.Mul, self._lift(other), self)
     def __truediv__(self, other): return Tensor._apply(ops.Div, self, self._lift(other))
     def __rtruediv__(self, other): return Tensor._apply(ops.Div, self._lift(other), self)
-    def __matmul__(self, other): return Tensor._apply(ops.MatMul, self, self._lift(other))
-    def __rmatmul__(self, other): return Tensor._apply(ops.MatMul, self._lift(other), self)
+    def __matmul__(self, other): return Tensor._apply(ops.MatMul, *_one_dtype(self, self._lift(other)))
+    def __rmatmul__(self, other): return Tensor._apply(ops.MatMul, *_one_dtype(self._lift(other), self))
     def __neg__(self): return Tensor._apply(ops.Neg, self)
 
     def __pow__(self, other):
@@ -336,8 +345,12 @@ class Tensor:
         """A copy with ``value`` where the boolean ``mask`` (broadcastable) is True."""
         mask = mask.data if isinstance(mask, Tensor) else mask
         xp = get_array_module(self.data)
-        if not is_array(mask) or mask.dtype != bool or get_array_module(mask) is not xp:
-            mask = xp.asarray(mask, dtype=bool)  # a mask, like an index, goes where the data is
+        if not is_array(mask):
+            mask = np.asarray(mask)
+        if mask.dtype != bool:  # as in PyTorch: 0/1 integers are not taken for a mask
+            raise TypeError(f"masked_fill: the mask must be boolean, got dtype {mask.dtype}")
+        if get_array_module(mask) is not xp:
+            mask = xp.asarray(mask)  # a mask, like an index, goes where the data is
         return Tensor._apply(ops.MaskedFill, self, mask=mask, value=value)
 
     # ------------------------------------------------------------------ reductions
@@ -350,13 +363,19 @@ class Tensor:
     def mean(self, axis=None, keepdims=False):
         axes = ops._axes(axis, self.ndim)
         n = int(np.prod([self.shape[a] for a in axes])) if axes else 1
-        return self.sum(axis=axis, keepdims=keepdims) * (1.0 / n)
+        return self.sum(axis=axis, keepdims=keepdims) * (1.0 / n if n else float("nan"))  # empty: NaN
 
     # ------------------------------------------------------------------ softmax family
     def softmax(self, axis=-1):
+        if self.ndim == 0:  # one value along no axis: as in PyTorch, axis 0 or -1, result 1
+            ops._axes(axis, 0)
+            return self.reshape(1).softmax(0).reshape(())
         return Tensor._apply(rules.Softmax, self, axis=axis)
 
     def log_softmax(self, axis=-1):
+        if self.ndim == 0:
+            ops._axes(axis, 0)
+            return self.reshape(1).log_softmax(0).reshape(())
         return Tensor._apply(rules.LogSoftmax, self, axis=axis)
 
     # ------------------------------------------------------------------ movement
@@ -386,6 +405,13 @@ class Tensor:
         tensors = list(tensors)
         if not tensors:
             raise ValueError("cat: needs at least one tensor")
+        ndim = tensors[0].ndim
+        if any(t.ndim != ndim for t in tensors):
+            raise ValueError(f"cat: tensors need the same number of dimensions, got shapes "
+                             f"{', '.join(str(t.shape) for t in tensors)}")
+        if ndim == 0 or not -ndim <= axis < ndim:
+            raise ValueError(f"cat: axis {axis} is out of range for tensors of shape {tensors[0].shape}"
+                             + (" (0-d tensors cannot be joined; use stack)" if ndim == 0 else ""))
         return Tensor._apply(ops.Cat, *tensors, axis=axis)
 
     @staticmethod
@@ -398,6 +424,8 @@ class Tensor:
         for t in tensors:
             if t.shape != shape:
                 raise ValueError(f"stack: all tensors need one shape, got {shape} and {t.shape}")
+        if not -len(shape) - 1 <= axis <= len(shape):
+            raise ValueError(f"stack: axis {axis} is out of range for tensors of shape {shape}")
         axis = axis % (len(shape) + 1)
         new = shape[:axis] + (1,) + shape[axis:]
         return Tensor.cat([t.reshape(new) for t in tensors], axis=axis)
@@ -405,6 +433,8 @@ class Tensor:
     def split(self, split_size_or_sections, axis=0):
         """Cut into pieces along ``axis``: equal pieces of a given size (the last may be
         smaller), or a list of sizes that add up to the axis length. Returns a tuple."""
+        if not -self.ndim <= axis < self.ndim:
+            raise ValueError(f"split: axis {axis} is out of range for a tensor of shape {self.shape}")
         n = self.shape[axis]
         if isinstance(split_size_or_sections, int):
             if split_size_or_sections <= 0:
@@ -441,6 +471,13 @@ def _propagate(ctx, g, grads):
         grads.add(id(p), gx)  # grads[p] += gx
 
 
+def _one_dtype(x, y):
+    """Matrix-product operands, which must share a float dtype (PyTorch refuses float32 @ float64)."""
+    if x.dtype != y.dtype and x.dtype.kind == "f" and y.dtype.kind == "f":
+        raise TypeError(f"matmul: operands need one dtype, got {x.dtype} and {y.dtype}")
+    return x, y
+
+
 def _shape_arg(shape):
     """Accept f(2, 3) and f((2, 3)) alike."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -456,7 +493,7 @@ def _index_arg(index, like):
         if isinstance(i, Tensor):
             i = i.data
         if isinstance(i, list) or (is_array(i) and get_array_module(i) is not xp):
-            i = xp.asarray(i)
+            i = xp.asarray(i, dtype=np.int64) if isinstance(i, list) and not i else xp.asarray(i)
         if is_array(i) and i.dtype.kind == "f":
             raise TypeError(f"indices must be integers or booleans, got dtype {i.dtype}")
         return i

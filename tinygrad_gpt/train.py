@@ -28,16 +28,15 @@ import numpy as np
 from . import backend, distributed, functional as F
 from .anomaly import detect_anomaly
 from .backend import get_array_module
-from .checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
+from .checkpoint import CKPT_NAME, check_training_state, load_checkpoint, save_checkpoint
 from .errors import AnomalyError, CheckpointError, ConfigError, DataError, FileError, Stopped, TrainingError
 from .data import Dataset, load_text
 from .model import GPT, GPTConfig
 from .optim import clip_grad_norm_, cosine_lr
 from .tensor import no_grad
-from .tokenizer import CharTokenizer
+from .tokenizer import CharTokenizer, tokenizer_from_dict
 from .bpe import BPETokenizer
-from .tokenizer import tokenizer_from_dict
-from .pretrained import crop_block_size, from_pretrained, load_hf_tokenizer
+from .pretrained import WEIGHTS_NAME, crop_block_size, from_pretrained, load_hf_tokenizer
 from .lock import RunLock
 from .fast import tune_allocator_for_training
 from .fileio import file_op
@@ -190,17 +189,25 @@ RESUME_KEYS = ("iter", "best_val_loss", "tokenizer", "batch_rng", "rng")
 
 
 def _check_resumable(ckpt):
-    """A checkpoint can resume training only with optimizer state, RNG states and a tokenizer."""
+    """A checkpoint can resume training only with optimizer state, RNG states and a tokenizer,
+    each of the right type and range; returns the tokenizer."""
     missing = [k for k in RESUME_KEYS if k not in ckpt.extra]
     if ckpt.optimizer_state is None:
         missing.append("optimizer state")
     if missing:
         raise CheckpointError(f"{ckpt.path}: cannot resume training from this checkpoint; "
                               f"it lacks {', '.join(missing)}")
-    try:
-        tokenizer_from_dict(ckpt.extra["tokenizer"])
-    except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{ckpt.path}: the saved tokenizer is unreadable ({e})") from None
+    tokenizer = check_training_state(ckpt)
+    rngs = ckpt.extra.get("rank_rngs", [])  # the dropout streams of ranks 1.. of a run under MPI
+    if not isinstance(rngs, list):
+        raise CheckpointError(f"{ckpt.path}: extra 'rank_rngs' must be a list, got {str(rngs)[:40]}")
+    for r, state in enumerate(rngs, 1):
+        try:
+            backend.check_rng_state(state)
+        except ValueError as e:
+            raise CheckpointError(f"{ckpt.path}: extra 'rank_rngs' entry {r} is not a random generator "
+                                  f"state: {e}") from None
+    return tokenizer
 
 
 def _prepare_out_dir(out_dir):
@@ -232,16 +239,24 @@ def _forget_out_dir(out_dir, made):
             return
 
 
-def _load_data(cfg, tokenizer=None):
+def _load_data(cfg, tokenizer=None, tokenizer_source=None):
     text, name = load_text(cfg.dataset, cfg.data)
     if tokenizer is None:
         tokenizer = (BPETokenizer.train(text, cfg.vocab_size) if cfg.tokenizer == "bpe"
                      else CharTokenizer.from_text(text))
+    where = cfg.data if cfg.data is not None else name
     try:
         ids = tokenizer.encode_array(text)
     except ValueError as e:  # resuming on text with characters the checkpoint's tokenizer lacks
-        raise DataError(f"{name}: {e}") from None
-    return Dataset(ids, cfg.block_size), tokenizer, name
+        raise DataError(f"{where}: {e} (the tokenizer of {tokenizer_source})" if tokenizer_source
+                        else f"{where}: {e}") from None
+    dataset = Dataset(ids, cfg.block_size)
+    for split in Dataset.SPLITS:
+        if len(dataset.split(split)) < cfg.block_size + 1:
+            raise DataError(f"{where}: the {split} split has {len(dataset.split(split))} tokens, too few for "
+                            f"block_size {cfg.block_size} (it needs at least {cfg.block_size + 1}); use a "
+                            f"smaller block_size or more text")
+    return dataset, tokenizer, name
 
 
 def train(cfg, print_fn=print):
@@ -271,9 +286,9 @@ def train(cfg, print_fn=print):
                 if lock is not None and lock.taken_over:
                     pid = f" (process {lock.stale_pid})" if lock.stale_pid is not None else ""
                     print_fn(f"taking over {lock.path}, left by a run that no longer exists{pid}")
+                run = _setup(cfg, print_fn, comm)  # reads and checks every file; writes nothing
                 if comm.rank == 0:
                     _remove_partial_writes(cfg.out_dir)
-                run = _setup(cfg, print_fn, comm)
                 run.signals = signals
                 anomaly = detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
                 # non-finite values are caught by the checks below, so NumPy's warnings would only repeat them
@@ -387,6 +402,10 @@ def _setup(cfg, print_fn, comm=distributed.Single()):
     if ckpt is not None:
         _restore(run, ckpt)
         _keep_schedule(run, ckpt, print_fn)
+    if ckpt is not None or pretrained is not None:  # rank 0 alone (the others read no file), before it shares
+        weights = os.path.join(cfg.init_from, WEIGHTS_NAME)  # a GPT-2 folder's, unless it is sharded
+        _check_loaded_weights(model, dataset, ckpt_path if ckpt is not None else
+                              weights if os.path.isfile(weights) else cfg.init_from)
     if comm.size > 1:
         _share_state(run, ckpt)
     print_fn(f"data: {data_name}, {len(dataset.train):,} train and {len(dataset.val):,} val tokens, "
@@ -408,16 +427,16 @@ def _read_inputs(cfg, ckpt_path):
     if cfg.init_from == "resume":
         with file_op("reading", ckpt_path):
             ckpt = load_checkpoint(ckpt_path)
-        _check_resumable(ckpt)
-        tokenizer = tokenizer_from_dict(ckpt.extra["tokenizer"])
+        tokenizer = _check_resumable(ckpt)
         model_config = ckpt.config
         cfg.block_size = model_config.block_size  # the model's shape comes from the checkpoint
     elif cfg.init_from != "scratch":  # a GPT-2 folder: its weights and its own BPE tokenizer
         pretrained = from_pretrained(cfg.init_from, dtype=cfg.dtype, dropout=cfg.dropout)
         cfg.block_size = min(cfg.block_size, pretrained.config.block_size)
         model_config = crop_block_size(pretrained, cfg.block_size).config
-        tokenizer = load_hf_tokenizer(cfg.init_from)
-    dataset, tokenizer, data_name = _load_data(cfg, tokenizer)
+        tokenizer = load_hf_tokenizer(cfg.init_from, vocab_size=model_config.vocab_size)
+    source = ckpt_path if ckpt is not None else cfg.init_from if pretrained is not None else None
+    dataset, tokenizer, data_name = _load_data(cfg, tokenizer, source)
     if ckpt is None and pretrained is None:
         model_config = GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size,
                                  n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
@@ -466,6 +485,22 @@ def _share_state(run, ckpt):
     distributed.check_same_weights(comm, run.model, "at the start")
     bucket_size = max(1, int(cfg.ddp_bucket_mb * 2 ** 20) // np.dtype(cfg.dtype).itemsize)
     run.sync = distributed.GradSync(comm, run.optimizer, overlap=cfg.ddp_overlap, bucket_size=bucket_size)
+
+
+def _check_loaded_weights(model, dataset, source):
+    """Weights read from a file must give a finite loss and finite gradients on the data's first
+    window; weights that overflow would only fail after the run had written its log."""
+    window = dataset.train[:dataset.block_size + 1].astype(np.int64)
+    model.eval()  # no dropout: no random numbers drawn
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        _, loss = model(window[None, :-1], window[None, 1:])  # (1, T) inputs and targets
+        loss.backward()
+    finite = math.isfinite(loss.item()) and _nonfinite_weight(model, grads=True) is None
+    model.zero_grad()
+    model.train()
+    if not finite:
+        raise CheckpointError(f"{source}: the weights give a loss or gradients that are not finite (nan or "
+                              f"inf) on the data: they overflow in {model.transformer.wte.weight.dtype}")
 
 
 def _restore(run, ckpt):
@@ -652,10 +687,11 @@ def _check_weights(run, it):
         raise TrainingError(f"the weight {bad} is not finite at iteration {it}; {_kept(run)}")
 
 
-def _nonfinite_weight(model):
-    """The name of the first parameter holding NaN or infinity, or None."""
+def _nonfinite_weight(model, grads=False):
+    """The name of the first parameter (or its gradient) holding NaN or infinity, or None."""
     for name, p in model.named_parameters():
-        if not bool(get_array_module(p.data).isfinite(p.data).all()):
+        x = p.grad if grads else p.data
+        if x is not None and not bool(get_array_module(x).isfinite(x).all()):
             return name
     return None
 

@@ -26,9 +26,8 @@ import numpy as np
 
 from . import backend, functional as F
 from .backend import get_array_module, to_numpy
-from .tokenizer import tokenizer_from_dict
-from .checkpoint import CKPT_NAME, load_checkpoint
-from .errors import CheckpointError, ConfigError, VizError
+from .checkpoint import CKPT_NAME, checkpoint_tokenizer, load_checkpoint
+from .errors import ConfigError, VizError
 from .fileio import file_op, write_atomic
 from .tensor import Tensor, no_grad, _RELEASED
 
@@ -148,15 +147,25 @@ def read_log(path):
     if not os.path.exists(path):
         raise VizError(f"{path}: no training log there (train first with "
                        f"`python -m tinygrad_gpt train --out_dir=...`)")
-    with file_op("reading", path), open(path, encoding="utf-8") as f:
-        lines = [line for line in f.read().splitlines() if line.strip()]
+    try:
+        with file_op("reading", path), open(path, encoding="utf-8") as f:
+            lines = [line for line in f.read().splitlines() if line.strip()]
+    except ValueError as e:  # not UTF-8
+        raise VizError(f"{path}: cannot read it ({str(e)[:80]})") from None
     records = []
     for n, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
             if n < len(lines):
                 raise VizError(f"{path}, line {n}: not a JSON record") from None
+            continue
+        numbers = [record.get(k) for k in ("iter", "loss", "train_loss", "val_loss")
+                   if isinstance(record, dict) and k in record]
+        if not isinstance(record, dict) or "iter" not in record or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+            raise VizError(f"{path}, line {n}: not a training record (iter and losses as numbers)")
+        records.append(record)
     return records
 
 
@@ -308,10 +317,7 @@ def attention(cfg, print_fn=print):
     path = os.path.join(cfg.out_dir, CKPT_NAME)
     with file_op("reading", path):
         ckpt = load_checkpoint(path)
-    try:
-        tokenizer = tokenizer_from_dict(ckpt.extra["tokenizer"])  # characters, or BPE
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(f"{ckpt.path}: no usable tokenizer in the checkpoint ({e})") from None
+    tokenizer = checkpoint_tokenizer(ckpt)  # characters, or BPE
     try:
         n = len(tokenizer.encode(cfg.text))
     except ValueError as e:

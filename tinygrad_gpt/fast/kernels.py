@@ -50,9 +50,14 @@ def load():
 
 
 def usable(*arrays):
-    """True when the arrays are NumPy arrays in C order, all float32 or all float64, and the
-    kernels are on (loading them the first time)."""
-    return (all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in arrays)
+    """True when the arrays are writable NumPy arrays in C order, all float32 or all float64,
+    and the kernels are on (loading them the first time).
+
+    The kernels' signatures are for writable C-order arrays only: numba refuses a read-only one
+    (a broadcast gradient from a sum's backward, a leaf made from a read-only array) even where
+    the kernel only reads it. Such arrays, and strided or zero-stride ones, take the NumPy path.
+    """
+    return (all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable for a in arrays)
             and len({a.dtype for a in arrays}) == 1 and arrays[0].dtype in (np.float32, np.float64)
             and (enabled if enabled is not None else load()))
 
