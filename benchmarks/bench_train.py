@@ -2,7 +2,7 @@
 
     python benchmarks/bench_train.py --config=cpu              # nanoGPT's CPU config
     python benchmarks/bench_train.py --config=gpu --repeats=3  # nanoGPT's GPU config (slow on a CPU)
-    python benchmarks/bench_train.py --config=gpu --device=cuda --tf32=True
+    CUPY_TF32=1 python benchmarks/bench_train.py --config=gpu --device=cuda --tf32=True
 
 One step = forward, backward, gradient clipping at 1.0, AdamW, zero_grad, at float32,
 on a fixed batch. Both models start from the same weights (GPT-2 init). The three
@@ -37,6 +37,7 @@ tune_allocator_for_training()  # as the train command does: glibc keeps freed bl
 CONFIGS = {  # nanoGPT's shakespeare_char settings: the CPU one and the GPU one
     "cpu": dict(batch_size=12, block_size=64, n_layer=4, n_head=4, n_embd=128),
     "gpu": dict(batch_size=64, block_size=256, n_layer=6, n_head=6, n_embd=384),
+    "tiny": dict(batch_size=4, block_size=32, n_layer=2, n_head=2, n_embd=32),  # checks the flow only
 }
 VOCAB = 65
 
@@ -107,19 +108,20 @@ def run_speed(args):
     c = CONFIGS[args.config]
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
+    tdev = args.torch_device or args.device
     ours_model, ours_step = make_ours(c, args.device)
     sd = ours_model.state_dict()
     contenders = {"ours": ours_step}
     x, y = batch(c)
     xd, yd = backend.to_device(x, args.device), backend.to_device(y, args.device)
-    tx, ty = torch.from_numpy(x).to(args.device), torch.from_numpy(y).to(args.device)
+    tx, ty = torch.from_numpy(x).to(tdev), torch.from_numpy(y).to(tdev)
     for name, sdpa in (("torch manual", False), ("torch sdpa", True)):
-        contenders[name] = make_torch(c, args.device, sd, sdpa)[1]
+        contenders[name] = make_torch(c, tdev, sd, sdpa)[1]
     inputs = {name: ((xd, yd) if name == "ours" else (tx, ty)) for name in contenders}
 
     def sync():
         backend.synchronize(args.device)
-        if args.device == "cuda":
+        if tdev == "cuda":
             torch.cuda.synchronize()
 
     for name, step in contenders.items():  # warm-up
@@ -138,8 +140,9 @@ def run_speed(args):
 
     tokens = c["batch_size"] * c["block_size"]
     flops = ours_model.flops_per_token() * tokens
-    peak = matmul_peak(args.device)
-    print(f"config {args.config} {c}, device {args.device}, tf32 {args.tf32}, "
+    peak = matmul_peak(args.device, n=256 if args.config == "tiny" else 1024)
+    print(f"config {args.config} {c}, device {args.device} (torch on {tdev}), tf32 {args.tf32} "
+          f"(CUPY_TF32={os.environ.get('CUPY_TF32', '0')}), "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}")
     print(f"matmul peak {peak:.0f} GFLOP/s float32; {flops / 1e9:.2f} GFLOP per step\n")
     print("| contender | ms/step | MFU | ours/this |")
@@ -226,7 +229,10 @@ def main():
     p.add_argument("--steps", type=int, default=5, help="steps per timed repeat")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--tf32", type=lambda s: s == "True", default=False, help="True or False")
+    p.add_argument("--tf32", type=lambda s: s == "True", default=False,
+                   help="True or False: torch's allow_tf32; CuPy reads CUPY_TF32=1 from the environment")
+    p.add_argument("--torch_device", choices=backend.DEVICES, default=None,
+                   help="where the torch contenders run (default: --device)")
     p.add_argument("--memory", action="store_true", help="also measure peak memory (CPU)")
     p.add_argument("--isolated", action="store_true",
                    help="also time each contender alone in a fresh process (CPU)")
@@ -238,6 +244,9 @@ def main():
     if args.isolated_child:
         return run_isolated_child(args)
     backend.require_device(args.device)
+    if args.device == "cuda" and args.tf32 != (os.environ.get("CUPY_TF32") == "1"):
+        sys.exit(f"error: --tf32={args.tf32} needs CUPY_TF32={int(args.tf32)} in the environment, "
+                 f"so that CuPy and torch both use TF32 or neither does")
     run_speed(args)
     if args.isolated:
         run_isolated(args)

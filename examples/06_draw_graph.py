@@ -3,10 +3,12 @@
 A two-layer MLP on a small batch with a cross-entropy loss. ``backward`` usually
 frees the graph as it goes; ``backward(retain_graph=True)`` keeps it and leaves a
 ``.grad`` on every tensor, so the picture shows how large the gradient is at each
-step of the way back. Without Graphviz installed the DOT text is saved instead.
+step of the way back. With the Graphviz ``dot`` program installed it draws the
+picture; without it, matplotlib (``pip install 'tinygrad_gpt[plot]'``) draws it from
+a layout of its own. Pictures go to out/ (ignored by git) unless --out says otherwise.
 
-    python examples/06_draw_graph.py --out=graph.svg
-    python examples/06_draw_graph.py --what=gpt --out=gpt.svg     # one tiny transformer block
+    python examples/06_draw_graph.py                                 # out/graph.png
+    python examples/06_draw_graph.py --what=gpt --out=out/gpt.svg    # one tiny transformer block
 """
 import argparse
 import collections
@@ -18,7 +20,7 @@ import tinygrad_gpt.functional as F
 from tinygrad_gpt import Tensor, manual_seed
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.nn import Linear, Module
-from tinygrad_gpt.viz import VizError, draw, graph_nodes, to_dot
+from tinygrad_gpt.viz import DEFAULT_GRAPH_PATH, VizError, draw, graph_nodes, to_dot
 
 
 class MLP(Module):
@@ -46,7 +48,7 @@ def build(what, seed):
 def main(argv=None):
     p = argparse.ArgumentParser(description="Draw the computation graph of a small model's loss.")
     p.add_argument("--what", choices=("mlp", "gpt"), default="mlp")
-    p.add_argument("--out", default="graph.svg", help=".svg, .png, .pdf (needs Graphviz) or .dot")
+    p.add_argument("--out", default=DEFAULT_GRAPH_PATH, help="where to write it: .svg, .png, .pdf or .dot")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
 
@@ -63,6 +65,7 @@ def main(argv=None):
         print(f"wrote {draw(loss, a.out, names=names)}")
     except VizError as e:
         path = os.path.splitext(a.out)[0] + ".dot"
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             f.write(to_dot(loss, names=names))
         print(f"{e}\nwrote the DOT text to {path} instead (render it with: dot -Tsvg {path} -o graph.svg)")

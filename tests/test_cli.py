@@ -24,6 +24,9 @@ from tinygrad_gpt.cli import UsageError, parse_flags
 from tinygrad_gpt.sample import SampleConfig
 from tinygrad_gpt.train import ConfigError, TrainConfig
 
+pytestmark = pytest.mark.host_only(
+    "the commands run in subprocesses on the CPU; the device run covers what they call")
+
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=4", "--max_iters=20",
         "--eval_interval=10", "--eval_iters=2", "--sample_tokens=20", "--warmup_iters=5"]
 SEPARATOR = "\n---------------\n"

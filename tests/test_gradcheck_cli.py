@@ -54,6 +54,7 @@ def test_the_command_passes(capsys):
     assert "3 of 3 passed" in out and "FAIL" not in out
 
 
+@pytest.mark.host_only('runs the command in a subprocess on the CPU')
 def test_python_dash_m_gradcheck_exits_zero():
     result = subprocess.run([sys.executable, "-m", "tinygrad_gpt", "gradcheck"],
                             capture_output=True, text=True, timeout=120)

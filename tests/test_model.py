@@ -7,6 +7,7 @@ import pytest
 
 import tinygrad_gpt
 from tinygrad_gpt import Tensor, manual_seed
+from tinygrad_gpt.backend import to_device, to_numpy
 from tinygrad_gpt.gradcheck import check_grads
 from tinygrad_gpt.model import GPT, GPTConfig, LayerCache, empty_gpt, parameter_shapes
 from tinygrad_gpt.optim import AdamW
@@ -308,10 +309,10 @@ def test_every_parameter_gradient_directional_float64():
     x, y = batch(B=2, T=BLOCK, seed=2)
     params = model.parameters()
     model(x, y)[1].backward()
-    grads = [p.grad.copy() for p in params]
+    grads = [to_numpy(p.grad) for p in params]
     assert all(np.abs(g).max() > 0 for g in grads)
     rng = np.random.default_rng(0)
-    base = [p.data.copy() for p in params]
+    base = [to_numpy(p.data) for p in params]
     eps = 1e-6
     for _ in range(3):
         vs = [rng.standard_normal(p.shape) for p in params]
@@ -319,12 +320,12 @@ def test_every_parameter_gradient_directional_float64():
         losses = []
         for sign in (1, -1):
             for p, b, v in zip(params, base, vs):
-                p.data = b + sign * eps * v
+                p.data = to_device(b + sign * eps * v, p.device)
             losses.append(model(x, y)[1].item())
         numeric = (losses[0] - losses[1]) / (2 * eps)
         assert analytic == pytest.approx(numeric, rel=1e-6, abs=1e-8)
     for p, b in zip(params, base):
-        p.data = b
+        p.data = to_device(b, p.device)
 
 
 def test_wte_gradient_includes_head_contribution():
@@ -333,7 +334,7 @@ def test_wte_gradient_includes_head_contribution():
     x = np.array([[0, 1, 2, 1]])
     y = np.array([[1, 2, 1, 3]])
     model(x, y)[1].backward()
-    g = model.transformer.wte.weight.grad
+    g = to_numpy(model.transformer.wte.weight.grad)
     assert np.abs(g[4:]).min() > 0  # ids 4..10 are only in the head
     # the head's share of row v is sum_n (p_nv - [y_n = v]) h_n / N: rows of ids that are
     # neither inputs nor targets are pushed one way (p > 0), so they are not all equal to zero
@@ -349,7 +350,7 @@ def test_wte_gradient_matches_torch():
     ref = TorchGPT(BLOCK, V, 2, 2, 16).double()
     load_from_state_dict(ref, model.state_dict())
     ref(torch.tensor(x), torch.tensor(y))[1].backward()
-    np.testing.assert_allclose(model.transformer.wte.weight.grad, ref.tok_emb.weight.grad.numpy(),
+    np.testing.assert_allclose(to_numpy(model.transformer.wte.weight.grad), ref.tok_emb.weight.grad.numpy(),
                                rtol=1e-9, atol=1e-12)
 
 
@@ -468,8 +469,8 @@ def test_newest_only_body_is_the_last_row_of_the_full_body(T):
     np.testing.assert_allclose(newest, full[:, -1:], rtol=1e-12, atol=1e-12)
     for a, b in zip(full_caches, newest_caches):
         assert b.length == T
-        np.testing.assert_array_equal(a.k, b.k)
-        np.testing.assert_array_equal(a.v, b.v)
+        np.testing.assert_array_equal(to_numpy(a.k), to_numpy(b.k))
+        np.testing.assert_array_equal(to_numpy(a.v), to_numpy(b.v))
 
 
 def test_kv_cache_in_float64():

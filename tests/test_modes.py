@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tinygrad_gpt import functional as F, manual_seed
+from tinygrad_gpt.backend import to_numpy
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
 from tinygrad_gpt.viz import to_dot
@@ -40,7 +41,7 @@ def _train(mode, steps=3):
             loss.backward()
             clip_grad_norm_(model.parameters(), 1.0)
             losses.append(loss.item())
-            grads.append([p.grad.copy() for p in model.parameters()])
+            grads.append([to_numpy(p.grad) for p in model.parameters()])
             opt.step()
             opt.zero_grad()
     return losses, grads

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tinygrad_gpt import Tensor, manual_seed
-from tinygrad_gpt.backend import to_numpy
+from tinygrad_gpt.backend import default_device, to_device, to_numpy
 from tinygrad_gpt.nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, Parameter
 
 
@@ -124,9 +124,9 @@ def test_layernorm_forward_vs_numpy(bias):
     ln = LayerNorm(6, bias=bias)
     assert (ln.bias is not None) == bias
     np.testing.assert_array_equal(ln.weight.numpy(), np.ones(6, np.float32))
-    ln.weight.data = rng.standard_normal(6).astype(np.float32)
+    ln.weight.data = to_device(rng.standard_normal(6).astype(np.float32), default_device())
     if bias:
-        ln.bias.data = rng.standard_normal(6).astype(np.float32)
+        ln.bias.data = to_device(rng.standard_normal(6).astype(np.float32), default_device())
     x = (rng.standard_normal((2, 3, 6)) * 3 + 1).astype(np.float32)
     mu = x.mean(-1, keepdims=True)
     var = x.var(-1, keepdims=True)

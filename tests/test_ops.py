@@ -285,6 +285,7 @@ def test_rmatmul_with_ndarray(xp):
 
 UNARY = {
     "neg": (lambda x: -x, np.negative, lambda s: S.float_arrays(s)),
+    "abs": (lambda x: x.abs(), np.abs, lambda s: S.nonzero_arrays(s, low=0.01)),
     "exp": (lambda x: x.exp(), np.exp, lambda s: S.float_arrays(s)),
     "log": (lambda x: x.log(), np.log, lambda s: S.positive_arrays(s)),
     "sqrt": (lambda x: x.sqrt(), np.sqrt, lambda s: S.positive_arrays(s)),
@@ -315,6 +316,23 @@ def test_sigmoid_is_stable_for_huge_inputs(xp):
         np.testing.assert_allclose(out.numpy(), [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-15)
         assert np.all(np.isfinite(to_numpy(x.grad)))
         np.testing.assert_allclose(to_numpy(x.grad)[2], 0.25)
+
+
+@S.SETTINGS
+@given(data=st.data())
+def test_abs_with_broadcasting(xp, data):
+    """|x| * y and |x - y| over shapes that broadcast, away from the kink at 0."""
+    sx, sy = data.draw(S.broadcastable_shapes(), label="shapes")
+    x, y = data.draw(S.nonzero_arrays(sx, low=0.01), label="x"), data.draw(S.float_arrays(sy), label="y")
+    check_op(xp, lambda x, y: abs(x) * y, [x, y], lambda x, y: np.abs(x) * y)
+    d = data.draw(S.nonzero_arrays(np.broadcast_shapes(sx, sy), low=0.01), label="x - y")
+    check_op(xp, lambda x, y: (x - y).abs(), [y + d, y], lambda x, y: np.abs(x - y))
+
+
+def test_abs_gradient_at_zero_is_zero(xp):
+    x = Tensor(xp.asarray(np.array([-1.5, 0.0, 2.0])), requires_grad=True)
+    x.abs().sum().backward()
+    np.testing.assert_array_equal(to_numpy(x.grad), [-1.0, 0.0, 1.0])
 
 
 def test_relu_gradient_at_zero_is_zero(xp):
@@ -881,6 +899,7 @@ def test_query_tiles(Tq, Tk, tile, expected):
     assert _query_tiles(Tq, Tk, False, tile) == [(0, Tq, Tk)]  # no mask: every key, one tile
 
 
+@pytest.mark.host_only("it runs the GPU branch on NumPy arrays; on the device that branch runs anyway")
 def test_attention_without_matmul_out_gives_the_same_results(monkeypatch):
     """Off the CPU, Attention writes its products through a temporary instead of matmul's out=
     (the GPU path); run that branch on NumPy arrays: the same values and gradients."""
@@ -1332,6 +1351,7 @@ def _layer_norm_both_ways(x0, w0, b0, g0, dtype):
     return results
 
 
+@pytest.mark.host_only("numba kernels take NumPy arrays only")
 @S.SETTINGS
 @given(data=st.data())
 def test_layer_norm_kernels_match_numpy(data):
@@ -1361,6 +1381,7 @@ def test_layer_norm_kernels_match_numpy(data):
             assert check_grads(F.layer_norm, ts, **GRAD_TOL)
 
 
+@pytest.mark.host_only("numba kernels take NumPy arrays only")
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_layer_norm_kernels_on_many_rows_and_bad_values():
     """Blocks of rows on two threads (CHUNKED_MIN elements and more) give the NumPy path's
@@ -1379,6 +1400,7 @@ def test_layer_norm_kernels_on_many_rows_and_bad_values():
     assert np.isnan(on[0][3]).all() and np.isnan(on[0][7]).all() and np.isfinite(on[0][0]).all()
 
 
+@pytest.mark.host_only("numba kernels take NumPy arrays only")
 def test_a_numba_that_cannot_compile_leaves_numpy_in_charge(monkeypatch):
     """If compiling the kernels fails, their first use says so in a warning, and the ops run on
     NumPy."""
@@ -1454,6 +1476,7 @@ def test_gelu_kernel_on_inf_nan_and_huge_inputs():
     assert np.isnan(out[1:3]).all() and out[0] == np.inf and out[6] == 88
 
 
+@pytest.mark.host_only("numba kernels take NumPy arrays only")
 @pytest.mark.parametrize("activation", ["gelu_op", "linear_gelu"])
 def test_gelu_kernel_path_matches_numpy_in_float32(activation):
     """In float32, x.gelu() and the MLP's fused Linear+GELU give the NumPy path's values and

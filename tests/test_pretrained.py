@@ -177,7 +177,8 @@ def test_save_pretrained_loads_in_transformers(tmp_path):
     backend.manual_seed(3)
     model = GPT(GPTConfig(block_size=T, vocab_size=V, n_layer=2, n_head=2, n_embd=16))
     for p in model.parameters():  # random biases and layer norms, so every tensor is checked
-        p.data = p.data + np.float32(0.1) * backend.rng().standard_normal(p.shape).astype(np.float32)
+        p.data = p.data + backend.to_device(
+            np.float32(0.1) * backend.rng().standard_normal(p.shape).astype(np.float32), p.device)
     save_pretrained(model, tmp_path)
     hf = GPT2LMHeadModel.from_pretrained(tmp_path).eval()
     np.testing.assert_allclose(hf_logits(hf, ids()), our_logits(model, ids()), atol=1e-4, rtol=0)

@@ -85,6 +85,7 @@ def assert_all_finite(out_dir):
 
 # ----------------------------------------------------------------------------- kill -9 and resume
 
+@pytest.mark.host_only('runs the command in a subprocess on the CPU')
 def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path, text_file):
     """Run b is stopped (SIGSTOP) somewhere after its checkpoint at iteration 100, a third run on its
     out_dir is refused by the lock, b is killed with SIGKILL and resumed: every iteration's loss
@@ -171,6 +172,7 @@ sys.exit(cli.main(sys.argv[2:]))
 """
 
 
+@pytest.mark.host_only('runs the command in a subprocess on the CPU')
 def test_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, text_file):
     flags = [f"--data={text_file}", *TINY, "--max_iters=20", "--eval_interval=10"]
     marker = tmp_path / "stalled"
@@ -229,6 +231,7 @@ def corrupt(good, kind, path):
 KINDS = ["truncated", "bit-flipped", "foreign", "pickle"]
 
 
+@pytest.mark.host_only('runs the command in a subprocess on the CPU')
 @pytest.mark.parametrize("command", ["sample", "resume"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_corrupt_checkpoint_is_refused_with_one_line(tmp_path, text_file, good_checkpoint, kind, command):
@@ -272,6 +275,7 @@ def test_checkpoint_of_another_shape_leaves_the_model_untouched(tmp_path):
 
 # ----------------------------------------------------------------------------- the out_dir lock
 
+@pytest.mark.host_only('runs the command in a subprocess on the CPU')
 def test_a_second_run_is_refused_by_the_lock(tmp_path, text_file):
     out = tmp_path / "out"
     out.mkdir()
@@ -283,6 +287,7 @@ def test_a_second_run_is_refused_by_the_lock(tmp_path, text_file):
     assert os.listdir(out) == []
 
 
+@pytest.mark.host_only('runs the command in a subprocess on the CPU')
 def test_a_stale_lock_is_taken_over(tmp_path, text_file):
     out = tmp_path / "out"
     out.mkdir()
@@ -425,6 +430,7 @@ def test_pid_alive():
 
 # ----------------------------------------------------------------------------- non-finite losses and gradients
 
+@pytest.mark.host_only('runs the command in a subprocess on the CPU')
 def test_nan_loss_stops_the_command_with_the_iteration(tmp_path, text_file):
     """A learning rate of 1e30 blows the weights up in one step: iteration 1's loss is NaN."""
     flags = [f"--data={text_file}", *TINY, "--warmup_iters=0", "--learning_rate=1e30", "--max_iters=20"]
@@ -435,6 +441,7 @@ def test_nan_loss_stops_the_command_with_the_iteration(tmp_path, text_file):
     assert_all_finite(tmp_path / "out")
 
 
+@pytest.mark.host_only('runs the command in a subprocess on the CPU')
 def test_skip_nonfinite_counts_and_goes_on_from_the_command_line(tmp_path, text_file):
     flags = [f"--data={text_file}", *TINY, "--warmup_iters=0", "--learning_rate=1e30", "--max_iters=20",
              "--eval_interval=10", "--skip_nonfinite=True"]
@@ -579,6 +586,7 @@ def test_detect_anomaly_in_training_names_the_iteration_and_the_op(tmp_path, tex
     assert tensor_mod._anomaly_hook is None
 
 
+@pytest.mark.host_only('runs the command in a subprocess on the CPU')
 def test_detect_anomaly_from_the_command_line(tmp_path, text_file):
     flags = [f"--data={text_file}", *TINY, "--warmup_iters=0", "--learning_rate=1e30", "--max_iters=20",
              "--detect_anomaly=True"]
@@ -595,6 +603,7 @@ def test_anomaly_hook_is_off_by_default():
 NUMPY_DATA = tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)  # the buffers of NumPy arrays
 
 
+@pytest.mark.host_only("measures the host process's memory")
 def test_memory_stays_flat_and_each_graph_is_freed(tmp_path, text_file, monkeypatch):
     """From step 100 to step 300 the NumPy buffers alive (NumPy reports them to tracemalloc) are the
     same bytes, the number of live Tensors is the same, and all traced memory grows by no more than

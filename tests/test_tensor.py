@@ -1,6 +1,7 @@
 """Engine tests for ``Tensor``: construction, the graph, backward, no_grad, dtypes, devices."""
 import gc
 import math
+import operator
 import weakref
 
 import numpy as np
@@ -11,6 +12,7 @@ import tinygrad_gpt as tg
 from tinygrad_gpt import Tensor, no_grad, is_grad_enabled, functional as F
 from tinygrad_gpt.backend import cuda_available, to_numpy, is_array
 from tinygrad_gpt.function import Function
+from tinygrad_gpt.nn import Linear
 
 import strategies as S
 
@@ -525,3 +527,262 @@ def test_to_cuda_and_back_carries_the_gradient():
     np.testing.assert_allclose(to_numpy(x.grad), [2.0, 4.0, 6.0])
     z = Tensor([1.0], device="cuda")
     assert z.to("cpu").device == "cpu" and z.to("cuda") is z
+
+
+# ============================================================================ in place
+
+OUT_OF_PLACE = {"+=": operator.add, "-=": operator.sub, "*=": operator.mul, "/=": operator.truediv}
+INPLACE = {"+=": (lambda t, o: t.__iadd__(o), np.add), "-=": (lambda t, o: t.__isub__(o), np.subtract),
+           "*=": (lambda t, o: t.__imul__(o), np.multiply), "/=": (lambda t, o: t.__itruediv__(o), np.divide)}
+
+
+@pytest.mark.parametrize("op", sorted(INPLACE))
+def test_inplace_ops_update_the_array_and_keep_the_tensor(xp, op):
+    fn, ref = INPLACE[op]
+    start = np.arange(1.0, 7.0).reshape(2, 3)
+    for other in (2.0, Tensor(xp.asarray(np.array([1.0, 2.0, 4.0]))), xp.asarray(np.full((2, 1), 0.5))):
+        t = Tensor(xp.asarray(start.copy()), dtype=np.float32)
+        array = t.data
+        assert fn(t, other) is t
+        assert t.data is array and t.dtype == np.float32
+        o = other.numpy() if isinstance(other, Tensor) else to_numpy(xp.asarray(other))
+        np.testing.assert_allclose(t.numpy(), ref(start, o), rtol=1e-6)
+
+
+@pytest.mark.parametrize("op", sorted(INPLACE))
+@S.FEW
+@given(data=st.data())
+def test_inplace_equals_out_of_place_in_values_and_gradients(xp, op, data):
+    """x op= y gives x op y, written into x's array without a graph, recorded with one."""
+    sx, sy = data.draw(S.broadcastable_shapes().filter(
+        lambda s: np.broadcast_shapes(*s) == tuple(s[0])), label="shapes")
+    a, b = data.draw(S.float_arrays(sx), label="x"), data.draw(S.nonzero_arrays(sy), label="y")
+    fn, ref = INPLACE[op]
+    t = Tensor(xp.asarray(a.copy()))
+    array = t.data
+    fn(t, Tensor(xp.asarray(b)))
+    assert t.data is array
+    np.testing.assert_allclose(t.numpy(), ref(a, b), rtol=1e-12)
+    # recorded: on a non-leaf, the gradients are those of the out-of-place expression
+    grads = []
+    for inplace in (True, False):
+        x, y = leaf(xp, a), leaf(xp, b)
+        h = x * 1.5
+        h = fn(h, y) if inplace else OUT_OF_PLACE[op](h, y)
+        (h * h).sum().backward()
+        grads.append((h.numpy(), to_numpy(x.grad), to_numpy(y.grad)))
+    for u, v in zip(*grads):
+        np.testing.assert_allclose(u, v, rtol=1e-12)
+
+
+def test_inplace_on_a_leaf_that_requires_grad_refuses_and_explains_the_idiom(xp):
+    w = leaf(xp, [1.0, 2.0])
+    for op in ("+=", "-=", "*=", "/="):
+        with pytest.raises(RuntimeError, match=r"with no_grad\(\): w -= lr \* w\.grad.*w\.data -= lr \* w\.grad"):
+            INPLACE[op][0](w, 1.0)
+    np.testing.assert_array_equal(w.numpy(), [1.0, 2.0])  # nothing was written
+    with no_grad():
+        w -= 0.5
+    w.data -= 0.25        # through the array, as in PyTorch
+    w.data += -0.25 * w.data  # micrograd's p.data += -lr * p.grad
+    np.testing.assert_allclose(w.numpy(), [0.1875, 0.9375])
+    assert w.requires_grad and w.is_leaf
+
+
+def test_a_hand_written_training_loop_updates_the_same_leaf(xp):
+    """The loop a newcomer types first: backward, an update under no_grad, zero the grad."""
+    rng = np.random.default_rng(0)
+    x = Tensor(xp.asarray(rng.standard_normal((16, 3))))
+    y = x @ Tensor(xp.asarray(np.array([1.0, -2.0, 0.5])))
+    w = Tensor(xp.zeros(3), requires_grad=True)
+    first, losses = w, []
+    for _ in range(60):
+        loss = ((x @ w - y) ** 2).mean()
+        loss.backward()
+        with no_grad():
+            w -= 0.1 * w.grad
+        w.zero_grad()
+        losses.append(loss.item())
+    assert w is first and w.is_leaf and w.requires_grad
+    assert losses[-1] < 1e-3 * losses[0]
+    np.testing.assert_allclose(w.numpy(), [1.0, -2.0, 0.5], atol=1e-2)
+
+
+def test_backward_refuses_values_saved_by_an_op_and_changed_in_place(xp):
+    x = leaf(xp, [1.0, 2.0])
+    y = (x * x).sum()  # Mul keeps x for its backward
+    with no_grad():
+        x += 1.0
+    with pytest.raises(RuntimeError, match=r"backward through Mul: its input 0 .* changed in place"):
+        y.backward()
+    x = leaf(xp, [1.0, 2.0])
+    y = (x + 1.0).sum()  # Add keeps no value: as in PyTorch, a change does not matter
+    with no_grad():
+        x += 1.0
+    y.backward()
+    np.testing.assert_array_equal(to_numpy(x.grad), [1.0, 1.0])
+    e = leaf(xp, [1.0, 2.0]).exp()  # Exp keeps its output (and Sum keeps nothing)
+    loss = e.sum()
+    with no_grad():
+        e *= 2.0
+    with pytest.raises(RuntimeError, match="backward through Exp: its output"):
+        loss.backward()
+    # a view shares its base's version: writing the base is seen through the view
+    base = Tensor(xp.ones((2, 3)))
+    c = leaf(xp, [1.0, 2.0, 3.0])
+    z = (c * base[0]).sum()
+    base += 1.0
+    with pytest.raises(RuntimeError, match="changed in place"):
+        z.backward()
+    # as is writing a detached alias (one array); .data is not checked, as in PyTorch
+    x = leaf(xp, [1.0, 2.0])
+    y = (x * x).sum()
+    alias = x.detach()
+    alias += 1.0
+    with pytest.raises(RuntimeError, match="changed in place"):
+        y.backward()
+    x = leaf(xp, [1.0, 2.0])
+    (x * x).sum().backward()  # after backward, updates are free
+    with no_grad():
+        x -= 0.1 * x.grad
+    np.testing.assert_allclose(x.numpy(), [0.8, 1.6])
+
+
+def test_inplace_on_a_tensor_of_the_graph_is_recorded(xp):
+    x = leaf(xp, [1.0, 2.0])
+    h = x * 2.0
+    kept = h
+    h += 1.0              # h = 2x + 1
+    h *= x                # h = (2x + 1) x
+    assert h is kept and h.requires_grad and not h.is_leaf
+    h.sum().backward()
+    np.testing.assert_allclose(h.numpy(), [3.0, 10.0])
+    np.testing.assert_allclose(to_numpy(x.grad), [5.0, 9.0])  # 4x + 1
+    acc = Tensor(xp.zeros(2))  # a constant that takes in a tensor needing a gradient
+    w = leaf(xp, [3.0, 4.0])
+    acc += w * w
+    acc.sum().backward()
+    np.testing.assert_allclose(to_numpy(w.grad), [6.0, 8.0])
+    # an op that used h before the change would route its gradient wrongly: it refuses instead
+    x = leaf(xp, [1.0, 2.0])
+    h = x * 2.0
+    y = h * 3.0
+    h += 1.0
+    with pytest.raises(RuntimeError, match="backward through Mul: its input 0 .* by a recorded op"):
+        (y + h).sum().backward()
+
+
+def test_inplace_keeps_the_shape_and_the_dtype(xp):
+    t = Tensor(xp.zeros(3))
+    with pytest.raises(ValueError, match=r"shape \(2, 3\) cannot update one of shape \(3,\)"):
+        t += Tensor(xp.ones((2, 3)))
+    with pytest.raises(ValueError, match="cannot update"):
+        t += Tensor(xp.ones(4))
+    t32 = Tensor(xp.zeros(2, dtype=np.float32))
+    t32 += xp.ones(2, dtype=np.float64)
+    assert t32.dtype == np.float32
+
+
+# ============================================================================ PyTorch habits
+
+COMPARE = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal,
+           "==": np.equal, "!=": np.not_equal}
+
+
+@pytest.mark.parametrize("op", sorted(COMPARE))
+def test_comparisons_give_boolean_tensors_without_a_gradient(xp, op):
+    a, b = np.array([[1.0, 2.0, 3.0]]), np.array([[2.0], [3.0]])
+    x, y = leaf(xp, a), leaf(xp, b)
+    for out, expected in [(eval(f"x {op} y"), COMPARE[op](a, b)), (eval(f"x {op} 2.0"), COMPARE[op](a, 2.0)),
+                          (eval(f"2.0 {op} x"), COMPARE[op](2.0, a)),
+                          (eval(f"x {op} xp.asarray(b)"), COMPARE[op](a, b))]:
+        assert isinstance(out, Tensor) and out.dtype == np.bool_
+        assert not out.requires_grad and out.is_leaf
+        np.testing.assert_array_equal(out.numpy(), expected)
+    assert (Tensor(2.0) > 1).item() is True and (Tensor(2.0) > 1).shape == ()
+
+
+def test_tensors_still_hash_by_identity():
+    a, b = Tensor([1.0, 2.0]), Tensor([1.0, 2.0])
+    assert len({a, b}) == 2 and {a: 1, b: 2}[b] == 2
+    assert a in [a] and a in {a}
+    assert (a == None) is False and (a != None) is True  # noqa: E711
+    assert (a == "text") is False
+    layer = Linear(2, 2)
+    assert len(list(layer.parameters())) == 2
+
+
+@pytest.mark.parametrize("value", [2.75, -3.0])
+@pytest.mark.parametrize("shape", [(), (1,), (1, 1)])
+def test_float_int_bool_of_one_element(xp, value, shape):
+    t = Tensor(xp.full(shape, value))
+    assert float(t) == value and isinstance(float(t), float)
+    assert int(t) == int(value) and isinstance(int(t), int)
+    assert bool(t) is True and bool(Tensor(xp.zeros(shape))) is False
+    assert float(leaf(xp, [value]).sum()) == value
+    assert math.isclose(float(Tensor([0.1])), 0.1, rel_tol=1e-7)  # float32 0.1
+
+
+def test_float_int_bool_of_many_elements_explain(xp):
+    t = Tensor(xp.ones(3))
+    for fn in (float, int, bool):  # ValueError for numbers, RuntimeError for truth, as PyTorch
+        with pytest.raises(RuntimeError if fn is bool else ValueError, match=rf"{fn.__name__}\(\) of a Tensor needs exactly one element, got shape \(3,\)"):
+            fn(t)
+    with pytest.raises(RuntimeError, match=r"\.any\(\), \.all\(\)"):
+        bool(t > 0)
+    assert bool((t > 0).all()) and not bool((t < 0).any())
+    with pytest.raises(RuntimeError, match=r"got shape \(0,\)"):
+        bool(Tensor(xp.ones(0)))
+
+
+def test_abs_forward_backward(xp):
+    x = leaf(xp, [-2.0, 0.0, 3.0])
+    y = abs(x)
+    np.testing.assert_array_equal(y.numpy(), [2.0, 0.0, 3.0])
+    y.sum().backward()
+    np.testing.assert_array_equal(to_numpy(x.grad), [-1.0, 0.0, 1.0])  # 0 at the kink, as PyTorch
+
+
+def test_dim_is_accepted_wherever_axis_is(xp):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2, 3, 4))
+    t = Tensor(xp.asarray(a))
+    pairs = [
+        (t.sum(axis=1), t.sum(dim=1)), (t.mean(axis=(0, 2), keepdims=True), t.mean(dim=(0, 2), keepdim=True)),
+        (t.max(axis=-1), t.max(dim=-1)), (t.sum(1, True), t.sum(dim=1, keepdim=True)),
+        (t.softmax(axis=0), t.softmax(dim=0)), (t.log_softmax(1), t.log_softmax(dim=1)),
+        (F.softmax(t, 0), F.softmax(t, dim=0)), (F.log_softmax(t, 0), F.log_softmax(t, dim=0)),
+        (F.softmax_composed(t, 1), F.softmax_composed(t, dim=1)),
+        (F.log_softmax_composed(t, 1), F.log_softmax_composed(t, dim=1)),
+        (Tensor.cat([t, t], axis=2), Tensor.cat([t, t], dim=2)),
+        (Tensor.stack([t, t], axis=1), Tensor.stack([t, t], dim=1)),
+    ]
+    pairs += list(zip(t.split(2, axis=2), t.split(2, dim=2)))
+    for by_axis, by_dim in pairs:
+        assert by_axis.shape == by_dim.shape
+        np.testing.assert_array_equal(by_axis.numpy(), by_dim.numpy())
+    assert t.mean(dim=1).shape == (2, 4) and t.sum(dim=1, keepdim=True).shape == (2, 1, 4)
+    with pytest.raises(TypeError, match="not both"):
+        t.sum(axis=0, dim=1)
+    with pytest.raises(TypeError, match="not both"):
+        t.softmax(0, dim=1)
+
+
+def test_repr_shows_a_dtype_that_is_not_float32():
+    assert repr(Tensor([1.0, 2.0])) == "Tensor([1., 2.])"
+    assert repr(Tensor(np.array([1.0, 2.0]), requires_grad=True)) == \
+        "Tensor([1., 2.], dtype=float64, requires_grad=True)"
+    assert repr(Tensor(np.arange(3))) == "Tensor([0, 1, 2], dtype=int64)"
+    assert repr(Tensor([1.0]) > 0) == "Tensor([ True], dtype=bool)"
+    assert "dtype" not in repr(Tensor(np.ones((2, 2), dtype=np.float32)))
+
+
+def test_data_can_be_set_to_an_array_or_a_tensor(xp):
+    w = leaf(xp, [1.0, 2.0])
+    w.data = w.data * 2  # an array
+    np.testing.assert_array_equal(w.numpy(), [2.0, 4.0])
+    w.data = w - 1.0     # a Tensor: its array is taken
+    assert is_array(w.data) and w.is_leaf and w.requires_grad
+    np.testing.assert_array_equal(w.numpy(), [1.0, 3.0])
+    with pytest.raises(TypeError, match=r"\.data must be a NumPy or CuPy array"):
+        w.data = [1.0, 2.0]

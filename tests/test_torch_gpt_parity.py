@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tinygrad_gpt import manual_seed  # noqa: E402
+from tinygrad_gpt.backend import to_numpy  # noqa: E402
 from tinygrad_gpt.model import GPT, GPTConfig  # noqa: E402
 from torch_gpt import TorchGPT, load_from_state_dict, state_dict_in_our_layout  # noqa: E402
 
@@ -53,7 +54,7 @@ def _compare(ours, ref, x, y):
     np.testing.assert_allclose(logits.numpy(), ref_logits.detach().numpy(), rtol=RTOL, atol=ATOL)
     assert loss.item() == pytest.approx(ref_loss.item(), rel=RTOL)
     ref_grads = state_dict_in_our_layout(ref, grads=True)
-    our_grads = {name: p.grad for name, p in ours.named_parameters()}
+    our_grads = {name: to_numpy(p.grad) for name, p in ours.named_parameters()}
     assert set(our_grads) == set(ref_grads)
     for name, g in our_grads.items():
         assert g is not None and ref_grads[name] is not None, name

@@ -106,6 +106,7 @@ def test_python_scalars(xp, name):
 
 UNARY = {
     "neg": (lambda x: -x, lambda x: -x, None),
+    "abs": (lambda x: x.abs(), torch.abs, None),
     "exp": (lambda x: x.exp(), torch.exp, None),
     "log": (lambda x: x.log(), torch.log, (0.2, 4.0)),
     "sqrt": (lambda x: x.sqrt(), torch.sqrt, (0.2, 4.0)),
@@ -125,6 +126,12 @@ def test_unary(xp, name):
 
 def test_relu_at_zero_matches(xp):
     compare(xp, lambda x: x.relu(), torch.relu, [np.array([-1.0, 0.0, 1.0])])
+
+
+def test_abs_at_zero_and_with_broadcasting_matches(xp):
+    compare(xp, lambda x: abs(x), torch.abs, [np.array([-1.0, 0.0, 1.0])])
+    compare(xp, lambda x, y: (x - y).abs() * y, lambda x, y: (x - y).abs() * y,
+            [rand(2, 3, seed=7), rand(3, seed=8)])
 
 
 # ============================================================================ matmul
@@ -392,3 +399,166 @@ def test_linear(xp, lead):
     # torch's F.linear takes its weight as (out, in): ours is GPT-2's (in, out)
     compare(xp, F.linear, lambda x, w, b: torch.nn.functional.linear(x, w.T, b), [x, w, b])
     compare(xp, F.linear, lambda x, w: torch.nn.functional.linear(x, w.T), [x, w])
+
+
+# ============================================================================ PyTorch habits
+
+def _both(scenario):
+    """Run ``scenario(T, no_grad, xp)`` with our Tensor and with torch; the outcome of each:
+    ("error", exception type) or ("ok", list of float64 arrays)."""
+    from tinygrad_gpt import no_grad as our_no_grad
+
+    def ours(values, requires_grad=False):
+        return Tensor(np.array(values, dtype=np.float64), requires_grad=requires_grad)
+
+    def theirs(values, requires_grad=False):
+        return torch.tensor(values, dtype=torch.float64, requires_grad=requires_grad)
+
+    outcomes = []
+    for make, no_grad, grad_of in [(ours, our_no_grad, lambda t: to_numpy(t.grad)),
+                                   (theirs, torch.no_grad, lambda t: t.grad)]:
+        try:
+            outcomes.append(("ok", [np.asarray(a, dtype=np.float64) for a in scenario(make, no_grad, grad_of)]))
+        except RuntimeError as e:
+            outcomes.append(("error", type(e).__name__))
+    return outcomes
+
+
+def _leaf_inplace(T, no_grad, grad_of):
+    w = T([1.0, 2.0], requires_grad=True)
+    w -= 0.1
+    return [w.detach().numpy()]
+
+
+def _loop(T, no_grad, grad_of):
+    x, w = T([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]]), T([0.0, 0.0], requires_grad=True)
+    y = T([1.0, -2.0, 0.5])
+    for _ in range(5):
+        loss = ((x @ w - y) ** 2).sum()
+        loss.backward()
+        with no_grad():
+            w -= 0.05 * grad_of(w)
+            w *= 0.99
+        w.grad = None
+    w.data -= 0.01  # the array itself, unchecked
+    w.data *= 2.0
+    return [w.detach().numpy()]
+
+
+def _saved_input_changed(T, no_grad, grad_of):
+    x = T([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    with no_grad():
+        x += 1.0
+    y.backward()
+    return [grad_of(x)]
+
+
+def _unsaved_input_changed(T, no_grad, grad_of):
+    x = T([1.0, 2.0], requires_grad=True)
+    y = ((x + 1.0) * 3.0).sum()
+    with no_grad():
+        x /= 2.0
+    y.backward()
+    return [grad_of(x), x.detach().numpy()]
+
+
+def _saved_output_changed(T, no_grad, grad_of):
+    x = T([1.0, 2.0], requires_grad=True)
+    e = x.exp()
+    with no_grad():
+        e += 1.0
+    e.sum().backward()
+    return [grad_of(x)]
+
+
+def _data_changed(T, no_grad, grad_of):
+    x = T([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    x.data += 1.0  # not checked, in either: backward uses the new values
+    y.backward()
+    return [grad_of(x)]
+
+
+def _view_base_changed(T, no_grad, grad_of):
+    base, c = T([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), T([1.0, 2.0, 3.0], requires_grad=True)
+    z = (c * base[0]).sum()
+    base += 1.0
+    z.backward()
+    return [grad_of(c)]
+
+
+def _detached_alias_changed(T, no_grad, grad_of):
+    x = T([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    alias = x.detach()
+    alias *= 3.0
+    y.backward()
+    return [grad_of(x)]
+
+
+def _recorded_on_a_non_leaf(T, no_grad, grad_of):
+    x, w = T([1.0, 2.0], requires_grad=True), T([0.5, -1.0], requires_grad=True)
+    h = x * 2.0
+    h += w
+    h *= x
+    h -= 1.0
+    h /= w * w + 1.0
+    h.sum().backward()
+    return [h.detach().numpy(), grad_of(x), grad_of(w)]
+
+
+INPLACE_SCENARIOS = {
+    "leaf_inplace": _leaf_inplace, "loop": _loop, "saved_input_changed": _saved_input_changed,
+    "unsaved_input_changed": _unsaved_input_changed, "saved_output_changed": _saved_output_changed,
+    "data_changed": _data_changed, "view_base_changed": _view_base_changed,
+    "detached_alias_changed": _detached_alias_changed, "recorded_on_a_non_leaf": _recorded_on_a_non_leaf,
+}
+
+
+@pytest.mark.parametrize("name", sorted(INPLACE_SCENARIOS))
+def test_inplace_behaves_as_in_pytorch(name):
+    (ours_kind, ours), (theirs_kind, theirs) = _both(INPLACE_SCENARIOS[name])
+    assert ours_kind == theirs_kind, (ours, theirs)
+    if ours_kind == "error":
+        assert ours == theirs == "RuntimeError"
+    else:
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("op", ["<", "<=", ">", ">=", "==", "!="])
+def test_comparisons_match_pytorch(op):
+    a, b = rand(2, 3, seed=9).round(), rand(3, seed=10).round()
+    ours = eval(f"Tensor(a, requires_grad=True) {op} Tensor(b)")
+    theirs = eval(f"torch.tensor(a, requires_grad=True) {op} torch.tensor(b)")
+    assert theirs.dtype == torch.bool and ours.dtype == np.bool_
+    assert ours.requires_grad is theirs.requires_grad is False
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    np.testing.assert_array_equal(eval(f"(1.0 {op} Tensor(a)).numpy()"), eval(f"(1.0 {op} torch.tensor(a)).numpy()"))
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (1, 1), (3,), (0,)])
+def test_float_int_bool_match_pytorch(shape):
+    a = np.full(shape, -2.5)
+    for fn in (float, int, bool):
+        outcomes = []
+        for t in (Tensor(a), torch.tensor(a)):
+            try:
+                outcomes.append(fn(t))
+            except (ValueError, RuntimeError) as e:
+                outcomes.append(type(e))
+        assert outcomes[0] == outcomes[1] and type(outcomes[0]) is type(outcomes[1]), (fn, outcomes)
+
+
+def test_dim_keepdim_and_dtypes_match_pytorch():
+    a = rand(2, 3, 4, seed=11)
+    for ours, theirs in [(Tensor(a).sum(dim=1), torch.tensor(a).sum(dim=1)),
+                         (Tensor(a).mean(dim=(0, 2), keepdim=True), torch.tensor(a).mean(dim=(0, 2), keepdim=True)),
+                         (Tensor(a).softmax(dim=0), torch.tensor(a).softmax(dim=0)),
+                         (Tensor.cat([Tensor(a)] * 2, dim=2), torch.cat([torch.tensor(a)] * 2, dim=2))]:
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=RTOL, atol=ATOL)
+    # an ndarray keeps its dtype, as torch.tensor(ndarray) does; Python floats give float32
+    for array in (np.ones(2), np.ones(2, dtype=np.float32), np.arange(2)):
+        assert str(Tensor(array).dtype) == str(torch.tensor(array).dtype).replace("torch.", "")
+    assert Tensor([1.5, 2.0]).dtype == np.float32 and torch.tensor([1.5, 2.0]).dtype == torch.float32

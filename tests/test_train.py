@@ -34,7 +34,9 @@ def text_file(tmp_path_factory):
     return path
 
 
-def tiny(tmp_path, text_file, device="cpu", out="out", **changes):
+def tiny(tmp_path, text_file, device=None, out="out", **changes):
+    """A tiny run's config, on the device the suite runs on unless told otherwise."""
+    device = device or backend.default_device()
     options = dict(data=str(text_file), out_dir=str(tmp_path / out), n_layer=1, n_head=2, n_embd=16,
                    block_size=16, batch_size=4, max_iters=20, eval_interval=10, eval_iters=2,
                    warmup_iters=5, sample_tokens=20, device=device, progress=False)

@@ -4,6 +4,7 @@ PNGs made here are loaded back and must be real pictures: a sensible size and
 not blank. Plot tests skip without matplotlib; rendering skips without Graphviz.
 """
 import json
+import os
 import re
 import shutil
 
@@ -144,12 +145,85 @@ def test_draw_svg(tmp_path):
     assert "<svg" in text and "Tanh" in text and "|grad|" in text
 
 
-def test_draw_without_graphviz_is_a_clear_runtime_error(tmp_path, monkeypatch):
+def test_draw_asking_for_graphviz_without_it_is_a_clear_runtime_error(tmp_path, monkeypatch):
     monkeypatch.setattr(viz.shutil, "which", lambda name: None)
     out, names = _expression()
     with pytest.raises(RuntimeError, match="Graphviz is not installed"):
+        draw(out, tmp_path / "graph.png", engine="graphviz")
+    assert not (tmp_path / "graph.png").exists()
+
+
+def _box_colours(image, picture, inset=4):
+    """The most common colour inside each drawn box (its fill; the label covers less)."""
+    rgb = np.round(image[..., :3] * 255).astype(int)
+    colours = []
+    for x0, y0, x1, y1 in picture.boxes:
+        patch = rgb[y0 + inset:y1 - inset, x0 + inset:x1 - inset].reshape(-1, 3)
+        values, counts = np.unique(patch, axis=0, return_counts=True)
+        colours.append("#%02x%02x%02x" % tuple(values[counts.argmax()]))
+    return colours
+
+
+@pytest.mark.parametrize("rankdir", ["LR", "TB"])
+def test_without_graphviz_draw_lays_out_and_renders_with_matplotlib(tmp_path, monkeypatch, rankdir):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(viz.shutil, "which", lambda name: None)
+    out, names = _expression()
+    assert draw(out, tmp_path / "graph.png", names=names, rankdir=rankdir) == tmp_path / "graph.png"
+    image = check_png(tmp_path / "graph.png", min_side=50)
+    picture = viz.draw_with_matplotlib(out, tmp_path / "again.png", names=names, rankdir=rankdir)
+    np.testing.assert_array_equal(check_png(tmp_path / "again.png", min_side=50), image)
+    # one box per tensor of the graph, each in the picture with its kind's fill colour
+    labels, edges = parse_dot(to_dot(out, names=names))
+    assert len(picture.boxes) == len(labels) == 7 and len(picture.edges) == len(edges) == 6
+    assert sorted(p[0] for p in picture.labels) == sorted(v[0] for v in labels.values())
+    assert image.shape[1::-1] == picture.size
+    assert _box_colours(image, picture) == [viz.COLORS[k] for k in picture.kinds]
+    assert picture.kinds.count("op") == 4 and picture.kinds.count("leaf") == 2
+    for i, (a0, b0, a1, b1) in enumerate(picture.boxes):  # no two boxes overlap
+        for x0, y0, x1, y1 in picture.boxes[:i]:
+            assert a1 <= x0 or x1 <= a0 or b1 <= y0 or y1 <= b0
+    for i, j in picture.edges:  # every edge runs forward, along the layers
+        k = 0 if rankdir == "LR" else 1
+        assert picture.boxes[i][k + 2] < picture.boxes[j][k]
+
+
+def test_matplotlib_picture_of_a_gpt_loss_and_svg(tmp_path):
+    pytest.importorskip("matplotlib")
+    manual_seed(0)
+    model = GPT(GPTConfig(block_size=4, vocab_size=5, n_layer=1, n_head=2, n_embd=4))
+    _, loss = model(np.array([[0, 1, 2, 3]]), np.array([[1, 2, 3, 4]]))
+    names = dict(model.named_parameters())
+    picture = viz.draw_with_matplotlib(loss, tmp_path / "gpt.png", names=names)
+    image = check_png(tmp_path / "gpt.png")
+    assert len(picture.boxes) == len(parse_dot(to_dot(loss, names=names))[0])
+    assert _box_colours(image, picture) == [viz.COLORS[k] for k in picture.kinds]
+    text = open(draw(loss, tmp_path / "gpt.svg", names=names, engine="matplotlib"), encoding="utf-8").read()
+    assert "<svg" in text
+
+
+def test_draw_goes_to_an_ignored_folder_by_default(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setattr(viz.shutil, "which", lambda name: None)
+    monkeypatch.chdir(tmp_path)
+    out, names = _expression()
+    assert draw(out, names=names) == viz.DEFAULT_GRAPH_PATH
+    check_png(tmp_path / "out" / "graph.png", min_side=50)
+    assert draw(out, tmp_path / "new" / "folder" / "g.dot") == tmp_path / "new" / "folder" / "g.dot"
+    gitignore = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".gitignore")
+    folder = viz.DEFAULT_GRAPH_PATH.split(os.sep)[0] + "/"
+    assert folder in open(gitignore, encoding="utf-8").read().split()
+
+
+def test_draw_without_graphviz_or_matplotlib_names_both(tmp_path, monkeypatch):
+    monkeypatch.setattr(viz.shutil, "which", lambda name: None)
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib.figure", None)  # import now fails
+    out, names = _expression()
+    with pytest.raises(VizError, match=r"no Graphviz `dot`.*tinygrad_gpt\[plot\]"):
         draw(out, tmp_path / "graph.png")
     assert not (tmp_path / "graph.png").exists()
+    with pytest.raises(ValueError, match="engine"):
+        draw(out, tmp_path / "graph.png", engine="tikz")
 
 
 def test_draw_dot_file_needs_no_graphviz(tmp_path, monkeypatch):

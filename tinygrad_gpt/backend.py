@@ -124,11 +124,15 @@ def is_array(obj):
 def scatter_add(out, index, values):
     """out[index] += values, adding up repeated indices, in place on either device."""
     xp = get_array_module(out)
+    rows = (is_array(index) and index.dtype.kind in "iu" and index.size and out.flags.c_contiguous
+            and tuple(getattr(values, "shape", ())) == tuple(index.shape) + tuple(out.shape[1:]))
     if xp is not np:
-        import cupyx  # the scatter-add kernel for CuPy arrays
-        cupyx.scatter_add(out, index, values)
-    elif (isinstance(index, np.ndarray) and index.dtype.kind in "iu" and index.size
-          and out.flags.c_contiguous and np.shape(values) == index.shape + out.shape[1:]):
+        if rows:  # an embedding's backward: the same bits on every run
+            _scatter_add_rows_sorted(out, index, values, xp)
+        else:  # atomicAdd: repeated indices are summed in no fixed order
+            import cupyx  # the scatter-add kernel for CuPy arrays
+            cupyx.scatter_add(out, index, values)
+    elif rows:
         _scatter_add_rows(out, index, values)
     else:
         np.add.at(out, index, values)
@@ -147,6 +151,36 @@ def _scatter_add_rows(out, index, values):
     ids = flat[order]
     starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))  # first pick of each row
     out.reshape(out.shape[0], -1)[ids[starts]] += np.add.reduceat(rows[order], starts, axis=0)
+
+
+def _scatter_add_rows_sorted(out, index, values, xp):
+    """The same as _scatter_add_rows on the GPU, in a fixed order and with no host sync.
+
+    cupyx.scatter_add adds with atomics, so repeated rows are summed in whatever order
+    the threads arrive, and the result changes from run to run. Here the picks are sorted
+    by row, and each run of equal rows is summed by doubling (a segmented scan: at step d
+    every pick adds the partial sum d places back, when it belongs to the same row), which
+    leaves each row's total on its last pick; doubling again copies that total back over
+    the run. Every pick of a row then writes the same value, out[row] + total, so which
+    write lands last does not matter. (reduceat, as on the CPU, would need the number of
+    distinct rows on the host: one sync per step.) log2(picks) passes of (picks, row size).
+    """
+    n = index.size
+    flat = index.ravel()
+    flat = xp.where(flat < 0, flat + out.shape[0], flat)  # -1 and n-1 are the same row
+    order = xp.argsort(flat, kind="stable")
+    ids = flat[order]
+    s = values.reshape(n, -1)[order]                      # (picks, row size), sorted by row
+    d = 1
+    while d < n:  # s[i] = sum of s[j] for j <= i in i's run
+        s[d:] = s[d:] + xp.where((ids[d:] == ids[:-d])[:, None], s[:-d], s.dtype.type(0))
+        d *= 2
+    d = 1
+    while d < n:  # s[i] = the run's total, held by its last pick
+        s[:-d] = xp.where((ids[:-d] == ids[d:])[:, None], s[d:], s[:-d])
+        d *= 2
+    out2 = out.reshape(out.shape[0], -1)
+    out2[ids] = out2[ids] + s
 
 
 # ----------------------------------------------------------------------------- random numbers
@@ -206,8 +240,7 @@ def random_uniform(shape, dtype, device_name):
     checkpoint that saves it resumes exactly), with no host-to-device copy.
     """
     if device_name == "cuda":
-        seed = int(_rng.integers(2 ** 63))
-        return _cupy.random.RandomState(seed).random_sample(shape, dtype=dtype)
+        return _cuda_rng(int(_rng.integers(2 ** 63))).random_sample(shape, dtype=dtype)
     return _rng.random(shape, dtype=np.dtype(dtype))
 
 
@@ -220,6 +253,23 @@ def use_gpu(index):
                           f"machine has {count}; start at most {count} processes per machine with --device=cuda")
     _cupy.cuda.Device(index).use()
     return index
+
+
+_cuda_generator = None
+
+
+def _cuda_rng(seed):
+    """The one CuPy generator of this process, reseeded with ``seed``.
+
+    cuRAND's Philox generator is counter-based: reseeding it only sets its key and
+    offset, so a call costs no new generator and no state setup on the device."""
+    global _cuda_generator
+    if _cuda_generator is None:
+        from cupy.cuda import curand
+        _cuda_generator = _cupy.random.RandomState(seed, method=curand.CURAND_RNG_PSEUDO_PHILOX4_32_10)
+    else:
+        _cuda_generator.seed(seed)
+    return _cuda_generator
 
 
 def synchronize(device_name=None):

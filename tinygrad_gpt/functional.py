@@ -29,7 +29,7 @@ from . import backend, fast, rules
 from . import tensor as _tensor
 from .backend import get_array_module, is_array
 from .function import Gradients
-from .tensor import Tensor
+from .tensor import Tensor, _axis_arg
 
 # ----------------------------------------------------------------------------- modes
 
@@ -79,8 +79,14 @@ class mode(contextlib.ContextDecorator):
 _set_mode(_mode)  # the engine's hooks, inside this package
 
 
-def _int_array(ids, like, what):
-    """ids (Tensor, array or list) as an integer array on ``like``'s device, or ValueError."""
+def _int_array(ids, like, what, check):
+    """ids (Tensor, array or list) as an integer array on ``like``'s device, or ValueError.
+
+    ``check(ids)`` raises for ids out of range. It runs where the ids are: host ids
+    (the usual case: batches come from NumPy) are checked on the host before they go to
+    the device, so the check costs no device sync; ids already on the device are checked
+    there, which waits for the device once (on a GPU an out-of-range index would wrap
+    around silently)."""
     if isinstance(ids, Tensor):
         ids = ids.data
     xp = get_array_module(like)
@@ -88,6 +94,7 @@ def _int_array(ids, like, what):
         ids = np.asarray(ids)
     if ids.dtype.kind not in "iu":
         raise ValueError(f"{what} must be integers, got dtype {ids.dtype}")
+    check(ids)
     return xp.asarray(ids) if get_array_module(ids) is not xp else ids
 
 
@@ -124,24 +131,28 @@ def linear_composed(x, weight, bias=None):
 
 # ----------------------------------------------------------------------------- softmax
 
-def softmax(x, axis=-1):
-    """exp(x) / sum(exp(x)) along ``axis``, stable for large inputs."""
+def softmax(x, axis=-1, *, dim=None):
+    """exp(x) / sum(exp(x)) along ``axis`` (or PyTorch's ``dim``), stable for large inputs."""
+    axis = _axis_arg(axis, dim, -1)
     return softmax_composed(x, axis) if _mode == "composed" else x.softmax(axis)
 
 
-def log_softmax(x, axis=-1):
-    """x - log(sum(exp(x))) along ``axis``, stable for large inputs."""
+def log_softmax(x, axis=-1, *, dim=None):
+    """x - log(sum(exp(x))) along ``axis`` (or ``dim``), stable for large inputs."""
+    axis = _axis_arg(axis, dim, -1)
     return log_softmax_composed(x, axis) if _mode == "composed" else x.log_softmax(axis)
 
 
-def softmax_composed(x, axis=-1):
+def softmax_composed(x, axis=-1, *, dim=None):
     """Softmax from primitives. The max is a constant shift: softmax(x - c) = softmax(x)."""
+    axis = _axis_arg(axis, dim, -1)
     e = (x - x.max(axis=axis, keepdims=True).detach()).exp()
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def log_softmax_composed(x, axis=-1):
+def log_softmax_composed(x, axis=-1, *, dim=None):
     """Log-softmax from primitives."""
+    axis = _axis_arg(axis, dim, -1)
     s = x - x.max(axis=axis, keepdims=True).detach()
     return s - s.exp().sum(axis=axis, keepdims=True).log()
 
@@ -150,17 +161,20 @@ def log_softmax_composed(x, axis=-1):
 
 def _flatten_targets(logits, targets, ignore_index):
     """Check shapes and ids; return logits as (N, V) and targets as (N,)."""
-    t = _int_array(targets, logits.data, "cross_entropy targets")
     if logits.dtype.kind != "f":
         raise ValueError(f"cross_entropy: logits must be floating-point, got dtype {logits.dtype}")
-    if logits.ndim < 1 or tuple(t.shape) != logits.shape[:-1]:
-        raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
-                         f"{logits.shape[:-1]}, got {tuple(t.shape)}")
     V = logits.shape[-1]
-    bad = ((t < 0) | (t >= V)) & (t != ignore_index)
-    if bool(bad.any()):
-        raise ValueError(f"cross_entropy: target ids must be in [0, {V}) or equal ignore_index="
-                         f"{ignore_index}; found {int(t[bad].ravel()[0])}")
+
+    def check(t):
+        if logits.ndim < 1 or tuple(t.shape) != logits.shape[:-1]:
+            raise ValueError(f"cross_entropy: logits of shape {logits.shape} need targets of shape "
+                             f"{logits.shape[:-1]}, got {tuple(t.shape)}")
+        bad = ((t < 0) | (t >= V)) & (t != ignore_index)
+        if bool(bad.any()):
+            raise ValueError(f"cross_entropy: target ids must be in [0, {V}) or equal ignore_index="
+                             f"{ignore_index}; found {int(t[bad].ravel()[0])}")
+
+    t = _int_array(targets, logits.data, "cross_entropy targets", check)
     return logits.reshape(-1, V), t.reshape(-1)
 
 
@@ -182,7 +196,7 @@ def cross_entropy_composed(logits, targets, ignore_index=-1):
     xp = get_array_module(t)
     valid = t != ignore_index
     logp = log_softmax_composed(logits2)[xp.arange(t.shape[0]), xp.where(valid, t, 0)]
-    weight = valid.astype(logits.dtype) / logits.dtype.type(valid.sum())
+    weight = valid.astype(logits.dtype) / valid.sum().astype(logits.dtype)  # stays on the device
     return -(logp * weight).sum()
 
 
@@ -234,12 +248,14 @@ def embedding(idx, weight):
     """Rows of ``weight`` (V, C) picked by integer ids of any shape: out[..., :] = weight[idx]."""
     if weight.ndim != 2:
         raise ValueError(f"embedding: weight must be 2-D (V, C), got shape {weight.shape}")
-    ids = _int_array(idx, weight.data, "embedding ids")
     V = weight.shape[0]
-    if ids.size and bool(((ids < 0) | (ids >= V)).any()):
-        raise ValueError(f"embedding: ids must be in [0, {V}), got min {int(ids.min())} "
-                         f"and max {int(ids.max())}")
-    return weight[ids]
+
+    def check(ids):
+        if ids.size and bool(((ids < 0) | (ids >= V)).any()):
+            raise ValueError(f"embedding: ids must be in [0, {V}), got min {int(ids.min())} "
+                             f"and max {int(ids.max())}")
+
+    return weight[_int_array(idx, weight.data, "embedding ids", check)]
 
 
 def dropout(x, p, training=True):

@@ -205,6 +205,7 @@ CASES = {
     "pow_const": lambda rng: ((lambda x, p=float(rng.choice([2, 3, 0.5, -1, 1.7])): x ** p),
                               [_values(rng, _shape(rng), 0.5, 2.0)]),
     "neg": _unary(lambda x: -x),
+    "abs": _unary(lambda x: x.abs(), _away_from_zero),
     "exp": _unary(lambda x: x.exp()),
     "log": _unary(lambda x: x.log(), lambda rng, s: _values(rng, s, 0.5, 2.0)),
     "sqrt": _unary(lambda x: x.sqrt(), lambda rng, s: _values(rng, s, 0.5, 2.0)),

@@ -188,7 +188,7 @@ class GPT(Module):
             raise ValueError(f"targets must hold integer token ids, got dtype {data.dtype}")
         if tuple(data.shape) != tuple(shape):
             raise ValueError(f"targets must have the shape of idx {tuple(shape)}, got {tuple(data.shape)}")
-        return backend.to_device(data, self.transformer.wte.weight.device)
+        return data  # cross_entropy checks the ids where they are (on the host: no device sync)
 
     def _body(self, idx, start, caches, newest_only=False):
         """Embeddings, blocks and the final layer norm: (B, T) ids -> (B, T, C).
@@ -295,7 +295,7 @@ def empty_gpt(config):
     """
     model = GPT.__new__(GPT)
     model._init_weights = lambda: None  # shadow the random init for this one construction
-    with _no_random_init():
+    with _no_random_init(), backend.device("cpu"):  # host placeholders: none is copied anywhere
         GPT.__init__(model, config)
     del model._init_weights
     return model

@@ -124,6 +124,16 @@ class Neg(Function):
         return -g
 
 
+class Abs(Function):
+    def forward(self, x):
+        self.save_for_backward(x)
+        return get_array_module(x).abs(x)
+
+    def backward(self, g):
+        # d/dx |x| = sign(x): -1 below 0, 1 above, and 0 at the kink (as PyTorch)
+        return g * get_array_module(g).sign(self.saved[0])
+
+
 class Exp(Function):
     def forward(self, x):
         out = get_array_module(x).exp(x)

@@ -10,8 +10,13 @@ deep graphs work) and adds up gradients of tensors used more than once.
     >>> (x * x).sum().backward()
     >>> x.grad
     array([2., 4., 6.], dtype=float32)
+
+``+=``, ``-=``, ``*=`` and ``/=`` change a tensor in place, as in PyTorch: a parameter is
+updated under ``no_grad`` (``with no_grad(): w -= lr * w.grad``), and backward refuses to
+use a value that an op saved and that was changed in place afterwards (``_check_versions``).
 """
 import contextlib
+import operator
 
 import numpy as np
 
@@ -24,6 +29,11 @@ _grad_enabled = True
 # anomaly.detect_anomaly() sets this to a checker whose forward(fn, inputs, out) and
 # backward(fn, g, gxs) run after each op; None (anomaly mode off) costs one test per op.
 _anomaly_hook = None
+# Counts in-place changes. Each tensor has a version box [written_at, rebased_at], shared with
+# its views: a write to its array stamps written_at, and a recorded in-place op, which makes
+# the tensor the output of a new op, gives it a new box with both stamps. An op remembers the
+# count when it was recorded (``recorded_at``); backward compares (``_check_versions``).
+_writes = 0
 # functional.mode() sets these two. _fast_ops maps a rule to the fast op that replaces it
 # ({} in the "rules" and "composed" modes); _Gradients adds up the gradients in backward
 # (the fast mode's adds in place). This module never imports the fast layer itself.
@@ -80,9 +90,10 @@ def _as_array(data, device, dtype):
     """Turn constructor input into a backend array on the right device."""
     if isinstance(data, Tensor):
         data = data.data
-    if is_array(data):
+    if is_array(data):  # a host array goes to the default device, a device array stays put
         array = data if dtype is None else data.astype(dtype, copy=False)
-        return backend.to_device(array, device or backend.device_of(array))
+        home = backend.default_device() if isinstance(array, np.ndarray) else backend.device_of(array)
+        return backend.to_device(array, device or home)
     if isinstance(data, (np.generic,)) and dtype is None:
         array = np.asarray(data)
     else:  # Python numbers and (nested) lists: float32 unless told otherwise
@@ -90,16 +101,34 @@ def _as_array(data, device, dtype):
     return backend.to_device(array, device or backend.default_device())
 
 
+_constants = {}  # (repr of the number, dtype) -> 0-d device array of a Python number operand
+
+
+def _device_constant(xp, value, dtype):
+    """A 0-d device array holding ``value``, copied to the device on first use only.
+
+    Ops never write into their inputs, so one array serves every use of the number."""
+    key = (repr(value), dtype.str)  # repr tells 0.0 from -0.0, and 1 from 1.0 and True
+    array = _constants.get(key)
+    if array is None:
+        if len(_constants) >= 1024:  # a run uses a few dozen numbers; stay bounded anyway
+            _constants.clear()
+        array = _constants[key] = xp.asarray(value, dtype=dtype)
+    return array
+
+
 class Tensor:
     """An n-dimensional array that can record the ops applied to it and backpropagate."""
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
+    __slots__ = ("_data", "grad", "requires_grad", "_ctx", "_version", "__weakref__")
     __array_ufunc__ = None  # make `ndarray + Tensor` call Tensor.__radd__
+    __hash__ = object.__hash__  # == compares values, so hashing stays by identity (dicts, sets)
 
     def __init__(self, data, requires_grad=False, device=None, dtype=None):
         if device is not None:
             backend.require_device(device)
         self.data = _as_array(data, device, dtype)
+        self._version = [0, 0]
         self.grad = None
         self._ctx = None
         self.requires_grad = False
@@ -110,8 +139,20 @@ class Tensor:
     def _wrap(cls, array, requires_grad=False):
         """A Tensor around an existing backend array, with no checks or copies."""
         t = cls.__new__(cls)
-        t.data, t.grad, t._ctx, t.requires_grad = array, None, None, requires_grad
+        t._data, t.grad, t._ctx, t.requires_grad = array, None, None, requires_grad
+        t._version = [0, 0]
         return t
+
+    def _set_data(self, value):
+        if isinstance(value, Tensor):
+            value = value._data
+        if not is_array(value):
+            raise TypeError(f".data must be a NumPy or CuPy array (or a Tensor), got {type(value).__name__}")
+        self._data = value
+
+    data = property(operator.attrgetter("_data"), _set_data, doc=(
+        "The backend array. Changes made through it (``w.data -= lr * w.grad``) are not "
+        "recorded and not checked by backward, as with PyTorch's ``.data``."))
 
     def requires_grad_(self, flag=True):
         if flag and self.data.dtype.kind != "f":
@@ -121,11 +162,11 @@ class Tensor:
         return self
 
     # ------------------------------------------------------------------ attributes
-    shape = property(lambda self: tuple(self.data.shape))
-    dtype = property(lambda self: self.data.dtype)
-    ndim = property(lambda self: self.data.ndim)
-    size = property(lambda self: int(self.data.size))
-    device = property(lambda self: backend.device_of(self.data))
+    shape = property(lambda self: tuple(self._data.shape))
+    dtype = property(lambda self: self._data.dtype)
+    ndim = property(lambda self: self._data.ndim)
+    size = property(lambda self: int(self._data.size))
+    device = property(lambda self: backend.device_of(self._data))
     is_leaf = property(lambda self: self._ctx is None)
     T = property(lambda self: self.transpose())
 
@@ -133,8 +174,15 @@ class Tensor:
         return len(self.data)
 
     def __repr__(self):
-        grad = ", requires_grad=True" if self.requires_grad else ""
-        return f"Tensor({to_numpy(self.data)!r}, device='{self.device}'{grad})"
+        """Like PyTorch: the device when it is not the CPU, the dtype when it is not float32."""
+        parts = [np.array2string(to_numpy(self.data), separator=", ", prefix="Tensor(")]
+        if self.device != "cpu":
+            parts.append(f"device='{self.device}'")
+        if self.dtype != np.float32:
+            parts.append(f"dtype={self.dtype}")
+        if self.requires_grad:
+            parts.append("requires_grad=True")
+        return f"Tensor({', '.join(parts)})"
 
     def numpy(self):
         """The values as a host NumPy array."""
@@ -146,12 +194,26 @@ class Tensor:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
         return self.data.item()
 
+    def _scalar(self, kind):
+        """The one element, for float(), int() and bool(); the errors are PyTorch's types."""
+        if self.data.size != 1:
+            hint = " (reduce it first, e.g. with .any(), .all() or .sum())" if self.data.size else ""
+            error = RuntimeError if kind == "bool" else ValueError
+            raise error(f"{kind}() of a Tensor needs exactly one element, got shape {self.shape}{hint}")
+        return self.data.item()
+
+    def __float__(self): return float(self._scalar("float"))
+    def __int__(self): return int(self._scalar("int"))
+    def __bool__(self): return bool(self._scalar("bool"))
+
     def tolist(self):
         return self.numpy().tolist()
 
     def detach(self):
-        """The same values, cut off from the graph."""
-        return Tensor._wrap(self.data)
+        """The same values (the same array), cut off from the graph."""
+        t = Tensor._wrap(self.data)
+        t._version = self._version  # one array, one version: writing either is seen by both
+        return t
 
     def to(self, device):
         """This tensor on ``device`` ("cpu" or "cuda"); gradients flow back across the move."""
@@ -186,7 +248,7 @@ class Tensor:
         the fast op that runs in place of a rule (functional.mode sets it).
         """
         fn_cls = _fast_ops.get(fn_cls, fn_cls)
-        arrays = [t.data if t is not None else None for t in inputs]
+        arrays = [t._data if t is not None else None for t in inputs]
         get_array_module(*arrays)  # raises if inputs live on different devices
         # under no_grad nothing needs a gradient, so forwards keep nothing for a backward
         needs = [_grad_enabled and t is not None and t.requires_grad for t in inputs]
@@ -200,13 +262,20 @@ class Tensor:
             _anomaly_hook.forward(fn, inputs, out)
         requires = any(needs)
         t = Tensor._wrap(out, requires)
+        if out.base is not None:  # maybe a view of an input: share its version box
+            _share_version(t, inputs)
         if requires:
             fn.parents = inputs
+            fn.recorded_at = _writes  # for the in-place check in backward
             t._ctx = fn
         return t
 
-    def _topo(self):
-        """Tensors of the graph in topological order (inputs first), without recursion."""
+    def _topo(self, constants=False):
+        """Tensors of the graph in topological order (inputs first), without recursion.
+
+        Backward walks only tensors that require a gradient; with ``constants=True`` the walk
+        also lists the constant inputs of each op (the pictures in viz.py show those too).
+        """
         order, seen, stack = [], set(), [(self, False)]
         while stack:
             node, expanded = stack.pop()
@@ -219,7 +288,7 @@ class Tensor:
             stack.append((node, True))
             if node._ctx is not None:
                 for p in node._ctx.parents:
-                    if p is not None and p.requires_grad and id(p) not in seen:
+                    if p is not None and (constants or p.requires_grad) and id(p) not in seen:
                         stack.append((p, False))
         return order
 
@@ -257,6 +326,8 @@ class Tensor:
             if ctx is _RELEASED:
                 raise RuntimeError("backward() through a graph that was already freed; "
                                    "call the first backward with retain_graph=True")
+            if ctx.recorded_at != _writes:  # something was written in place since: here?
+                _check_versions(t, ctx)
             _propagate(ctx, g, grads)
             if not retain_graph:
                 t._ctx = _RELEASED
@@ -295,17 +366,23 @@ class Tensor:
         As in PyTorch, a constant does not raise a float tensor's dtype: integer and boolean
         operands, and 0-d float arrays beside a tensor with axes, take the tensor's dtype (NumPy
         alone would make float32 * int64 a float64 array)."""
+        source = None
         if isinstance(other, Tensor) and not other.requires_grad:
-            other = other.data
+            source, other = other, other.data
         if isinstance(other, Tensor):
             return other
         if is_array(other):
             if self.dtype.kind == "f" and (other.dtype.kind in "biu"
                                            or (other.dtype.kind == "f" and other.ndim == 0 < self.ndim)):
                 other = other.astype(self.dtype)
-            return Tensor._wrap(other)
+            t = Tensor._wrap(other)
+            if source is not None and other is source._data:
+                t._version = source._version  # one array: a write to the tensor is seen here too
+            return t
         xp = get_array_module(self.data)
         if isinstance(other, (bool, int, float, np.number)) and self.dtype.kind == "f":
+            if xp is not np:  # a device constant is made once, not copied over at every use
+                return Tensor._wrap(_device_constant(xp, other, self.dtype))
             return Tensor._wrap(xp.asarray(other, dtype=self.dtype))
         return Tensor._wrap(xp.asarray(other))
 
@@ -321,6 +398,75 @@ class Tensor:
     def __rmatmul__(self, other): return Tensor._apply(ops.MatMul, *_one_dtype(self._lift(other), self))
     def __neg__(self): return Tensor._apply(ops.Neg, self)
 
+    # ------------------------------------------------------------------ in place
+    def __iadd__(self, other): return self._inplace(ops.Add, operator.iadd, other)
+    def __isub__(self, other): return self._inplace(ops.Sub, operator.isub, other)
+    def __imul__(self, other): return self._inplace(ops.Mul, operator.imul, other)
+    def __itruediv__(self, other): return self._inplace(ops.Div, operator.itruediv, other)
+
+    def _inplace(self, fn_cls, array_op, other):
+        """``self op= other``: the same Tensor with its values updated, as in PyTorch.
+
+        Where no gradient is recorded (under no_grad, or on constants) the array itself is
+        written. A leaf that requires grad refuses while gradients are recorded. Any other
+        tensor becomes the output of the op, applied to its old value; the op gets a new
+        array, so that its input keeps the value its backward needs.
+        """
+        global _writes
+        other = self._lift(other)
+        recorded = _grad_enabled and (self.requires_grad or other.requires_grad)
+        if recorded and self._ctx is None and self.requires_grad:
+            raise RuntimeError(
+                f"a leaf Tensor that requires grad (shape {self.shape}) cannot be changed in place "
+                f"while gradients are recorded; update parameters under no_grad: "
+                f"`with no_grad(): w -= lr * w.grad`, or through the array: `w.data -= lr * w.grad`")
+        xp = get_array_module(self.data, other.data)  # raises if the devices differ
+        try:
+            shape = np.broadcast_shapes(self.shape, other.shape)
+        except ValueError:
+            shape = None
+        if shape != self.shape:
+            raise ValueError(f"in-place {fn_cls.__name__}: a tensor of shape {other.shape} cannot "
+                             f"update one of shape {self.shape} (the result must keep its shape)")
+        if recorded:
+            old = Tensor._wrap(self.data, self.requires_grad)
+            old._ctx, old._version = self._ctx, self._version
+            new = Tensor._apply(fn_cls, old, other)
+            self._data, self._ctx, self.requires_grad = new.data.astype(self.dtype, copy=False), new._ctx, True
+        else:
+            array_op(self.data, other.data)
+        _writes += 1
+        if recorded:  # a new box: ops that used the old value see a newer version and refuse
+            self._version = [_writes, _writes]
+            self._ctx.recorded_at = _writes
+        else:
+            self._version[0] = _writes
+        return self
+
+    # ------------------------------------------------------------------ comparisons
+    def _compare(self, other, array_op):
+        """An elementwise comparison: a boolean Tensor that needs no gradient."""
+        if not isinstance(other, (Tensor, bool, int, float, np.number, list, tuple)) and not is_array(other):
+            return NotImplemented  # t == None is False, as for any other object
+        other = self._lift(other)
+        xp = get_array_module(self.data, other.data)
+        return Tensor._wrap(xp.asarray(array_op(self.data, other.data)))
+
+    def __lt__(self, other): return self._compare(other, operator.lt)
+    def __le__(self, other): return self._compare(other, operator.le)
+    def __gt__(self, other): return self._compare(other, operator.gt)
+    def __ge__(self, other): return self._compare(other, operator.ge)
+    def __eq__(self, other): return self._compare(other, operator.eq)
+    def __ne__(self, other): return self._compare(other, operator.ne)
+
+    def any(self):
+        """True where any element is true, as a one-element boolean Tensor."""
+        return Tensor._wrap(get_array_module(self.data).asarray(self.data.any()))
+
+    def all(self):
+        """True where every element is true, as a one-element boolean Tensor."""
+        return Tensor._wrap(get_array_module(self.data).asarray(self.data.all()))
+
     def __pow__(self, other):
         if isinstance(other, (int, float)) and not isinstance(other, bool):
             return Tensor._apply(ops.PowConst, self, p=other)
@@ -330,6 +476,8 @@ class Tensor:
         return Tensor._apply(ops.Pow, self._lift(other), self)
 
     # ------------------------------------------------------------------ elementwise
+    def abs(self): return Tensor._apply(ops.Abs, self)
+    def __abs__(self): return self.abs()
     def exp(self): return Tensor._apply(ops.Exp, self)
     def log(self): return Tensor._apply(ops.Log, self)
     def sqrt(self): return Tensor._apply(ops.Sqrt, self)
@@ -354,25 +502,32 @@ class Tensor:
         return Tensor._apply(ops.MaskedFill, self, mask=mask, value=value)
 
     # ------------------------------------------------------------------ reductions
-    def sum(self, axis=None, keepdims=False):
+    # ``dim=`` and ``keepdim=`` are PyTorch's names for ``axis=`` and ``keepdims=``
+    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        axis, keepdims = _axis_arg(axis, dim), _keepdims_arg(keepdims, keepdim)
         return Tensor._apply(ops.Sum, self, axis=axis, keepdims=keepdims)
 
-    def max(self, axis=None, keepdims=False):
+    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """The largest values along ``axis`` (values only, not PyTorch's (values, indices))."""
+        axis, keepdims = _axis_arg(axis, dim), _keepdims_arg(keepdims, keepdim)
         return Tensor._apply(ops.Max, self, axis=axis, keepdims=keepdims)
 
-    def mean(self, axis=None, keepdims=False):
+    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        axis, keepdims = _axis_arg(axis, dim), _keepdims_arg(keepdims, keepdim)
         axes = ops._axes(axis, self.ndim)
         n = int(np.prod([self.shape[a] for a in axes])) if axes else 1
         return self.sum(axis=axis, keepdims=keepdims) * (1.0 / n if n else float("nan"))  # empty: NaN
 
     # ------------------------------------------------------------------ softmax family
-    def softmax(self, axis=-1):
+    def softmax(self, axis=-1, *, dim=None):
+        axis = _axis_arg(axis, dim, -1)
         if self.ndim == 0:  # one value along no axis: as in PyTorch, axis 0 or -1, result 1
             ops._axes(axis, 0)
             return self.reshape(1).softmax(0).reshape(())
         return Tensor._apply(rules.Softmax, self, axis=axis)
 
-    def log_softmax(self, axis=-1):
+    def log_softmax(self, axis=-1, *, dim=None):
+        axis = _axis_arg(axis, dim, -1)
         if self.ndim == 0:
             ops._axes(axis, 0)
             return self.reshape(1).log_softmax(0).reshape(())
@@ -400,8 +555,9 @@ class Tensor:
         return Tensor._apply(ops.GetItem, self, index=_index_arg(index, self.data))
 
     @staticmethod
-    def cat(tensors, axis=0):
+    def cat(tensors, axis=0, *, dim=None):
         """Join tensors along an existing axis."""
+        axis = _axis_arg(axis, dim, 0)
         tensors = list(tensors)
         if not tensors:
             raise ValueError("cat: needs at least one tensor")
@@ -415,8 +571,9 @@ class Tensor:
         return Tensor._apply(ops.Cat, *tensors, axis=axis)
 
     @staticmethod
-    def stack(tensors, axis=0):
+    def stack(tensors, axis=0, *, dim=None):
         """Join same-shaped tensors along a new axis."""
+        axis = _axis_arg(axis, dim, 0)
         tensors = list(tensors)
         if not tensors:
             raise ValueError("stack: needs at least one tensor")
@@ -430,9 +587,10 @@ class Tensor:
         new = shape[:axis] + (1,) + shape[axis:]
         return Tensor.cat([t.reshape(new) for t in tensors], axis=axis)
 
-    def split(self, split_size_or_sections, axis=0):
+    def split(self, split_size_or_sections, axis=0, *, dim=None):
         """Cut into pieces along ``axis``: equal pieces of a given size (the last may be
         smaller), or a list of sizes that add up to the axis length. Returns a tuple."""
+        axis = _axis_arg(axis, dim, 0)
         if not -self.ndim <= axis < self.ndim:
             raise ValueError(f"split: axis {axis} is out of range for a tensor of shape {self.shape}")
         n = self.shape[axis]
@@ -469,6 +627,73 @@ def _propagate(ctx, g, grads):
         if gx.dtype != p.dtype:
             gx = gx.astype(p.dtype)
         grads.add(id(p), gx)  # grads[p] += gx
+
+
+def _axis_arg(axis, dim, default=None):
+    """``dim`` is PyTorch's name for ``axis``: either may be given, not both."""
+    if dim is None:
+        return axis
+    if axis != default:
+        raise TypeError(f"give axis= or dim=, not both (got axis={axis}, dim={dim})")
+    return dim
+
+
+def _keepdims_arg(keepdims, keepdim):
+    return keepdims if keepdim is None else keepdim
+
+
+# ----------------------------------------------------------------------------- in-place checks
+
+def _share_version(t, inputs):
+    """A view of an input's array shares the input's version box: a write to one is a write
+    to both, so ops that saved either see it."""
+    root = _root(t._data)
+    for p in inputs:
+        if p is not None:
+            if _root(p._data) is root:
+                t._version = p._version
+                return
+
+
+def _check_versions(t, ctx):
+    """Refuse to backpropagate through an op when, since it was recorded, an input became the
+    output of a recorded in-place op (its gradient would flow to the wrong place), or the op's
+    input or output was written in place while the op keeps that array for its backward."""
+    for i, p in enumerate((t,) + tuple(ctx.parents)):
+        if p is None:
+            continue
+        what = "its output" if i == 0 else f"its input {i - 1}"
+        written_at, rebased_at = p._version
+        if rebased_at > ctx.recorded_at:
+            raise RuntimeError(
+                f"backward through {ctx.name}: {what} (shape {p.shape}) was changed in place by a "
+                f"recorded op after {ctx.name} used it; write `y = y + ...` instead of `y += ...` "
+                f"for a tensor that is already in use")
+        if written_at > ctx.recorded_at and _keeps(ctx, p._data):
+            raise RuntimeError(
+                f"backward through {ctx.name}: {what} (shape {p.shape}) was changed in place after "
+                f"{ctx.name} saved it for its backward, so the gradient would use the wrong value; "
+                f"change it in place only after backward(), or write `y = y + ...`")
+
+
+def _root(array):
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
+
+
+def _keeps(ctx, array):
+    """True when the op holds ``array``, or a view of its memory, among its attributes."""
+    root, todo = _root(array), list(vars(ctx).values())
+    while todo:
+        value = todo.pop()
+        if isinstance(value, (tuple, list)):
+            todo.extend(value)
+        elif isinstance(value, dict):
+            todo.extend(value.values())
+        elif is_array(value) and _root(value) is root:
+            return True
+    return False
 
 
 def _one_dtype(x, y):

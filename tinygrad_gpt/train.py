@@ -706,7 +706,7 @@ def _train_step(model, optimizer, dataset, cfg, lr, batch_rng, sync=None):
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
-    total = 0.0
+    total = None
     n = cfg.gradient_accumulation_steps
     rank, size = (sync.comm.rank, sync.comm.size) if sync is not None else (0, 1)
     for j in range(n):
@@ -714,13 +714,13 @@ def _train_step(model, optimizer, dataset, cfg, lr, batch_rng, sync=None):
         if j % size != rank:  # another rank's micro-batch
             continue
         _, loss = model(x, y)
-        total += loss.item() / n
+        part = loss.data.astype(np.float64) / n  # summed on the device: no wait per micro-batch
+        total = part if total is None else total + part
         if sync is not None and j + size >= n:  # this rank's last: its gradients will be final
-            sync.arm(total)
+            sync.arm(float(total))  # its loss goes into the allreduce's buffer (through the host)
         (loss * (1.0 / n)).backward() if n > 1 else loss.backward()
-    if sync is not None:
-        total = sync.finish()
-    norm = clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)  # inf: measure, never clip
+    total = float(total) if sync is None else sync.finish()  # the step's first host sync: the loss
+    norm = clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)  # the second: the norm
     if math.isfinite(total) and math.isfinite(norm):
         optimizer.step()
     model.zero_grad()

@@ -1,8 +1,9 @@
-"""Pictures: computation graphs (Graphviz), loss curves and attention maps (matplotlib).
+"""Pictures: computation graphs (Graphviz or matplotlib), loss curves and attention maps (matplotlib).
 
 ``to_dot`` needs nothing: it returns the DOT text of a tensor's graph. ``draw``
-turns that text into an SVG or PNG with the Graphviz ``dot`` program. The plots
-need matplotlib (``pip install 'tinygrad_gpt[plot]'``), imported only when a
+turns that text into an SVG or PNG with the Graphviz ``dot`` program, or, where
+Graphviz is not installed, lays the graph out itself (layout.py) and draws it
+with matplotlib. The plots need matplotlib (``pip install 'tinygrad_gpt[plot]'``), imported only when a
 plot is made, and drawn with the Agg backend so no window ever opens.
 
     >>> from tinygrad_gpt import Tensor
@@ -26,6 +27,7 @@ import numpy as np
 
 from . import backend, functional as F
 from .backend import get_array_module, to_numpy
+from .layout import layered_layout
 from .checkpoint import CKPT_NAME, checkpoint_tokenizer, load_checkpoint
 from .errors import ConfigError, VizError
 from .fileio import file_op, write_atomic
@@ -35,22 +37,12 @@ from .tensor import Tensor, no_grad, _RELEASED
 # ----------------------------------------------------------------------------- computation graphs
 
 def graph_nodes(tensor):
-    """Every tensor reachable through ``_ctx.parents``, inputs first (iterative, no recursion)."""
-    order, seen, stack = [], set(), [(tensor, False)]
-    while stack:
-        t, expanded = stack.pop()
-        if expanded:
-            order.append(t)
-            continue
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        if t._ctx is _RELEASED:
-            raise VizError("this graph was freed by backward(); build it again and call to_dot "
-                           "before backward, or run backward(retain_graph=True)")
-        stack.append((t, True))
-        parents = () if t._ctx is None else t._ctx.parents
-        stack.extend((p, False) for p in reversed(parents) if p is not None and id(p) not in seen)
+    """Every tensor reachable through ``_ctx.parents``, constants too, inputs first: the same
+    walk that backward makes (``Tensor._topo``)."""
+    order = tensor._topo(constants=True)
+    if any(t._ctx is _RELEASED for t in order):
+        raise VizError("this graph was freed by backward(); build it again and call to_dot "
+                       "before backward, or run backward(retain_graph=True)")
     return order
 
 
@@ -73,58 +65,166 @@ def to_dot(tensor, names=None, rankdir="LR"):
     else ``leaf`` (needs a gradient) or ``const``. Tensors holding a ``.grad``
     show its L2 norm. Edges run from each input to the tensor computed from it.
     """
-    label_of = {id(t): name for name, t in dict(names or {}).items()}
-    nodes = graph_nodes(tensor)
-    index = {id(t): i for i, t in enumerate(nodes)}
+    nodes, edges = _graph(tensor, names)
     lines = ["digraph tinygrad_gpt {", f"  rankdir={rankdir};",
              '  node [fontname="Helvetica", fontsize=10];']
-    for i, t in enumerate(nodes):
-        if t._ctx is not None:
-            head, style = t._ctx.name, 'shape=box, style="rounded,filled", fillcolor="#dbe8f6"'
-        elif t.requires_grad:
-            head, style = label_of.get(id(t), "leaf"), 'shape=box, style=filled, fillcolor="#fbe3c0"'
-        else:
-            head, style = label_of.get(id(t), "const"), 'shape=box, style=filled, fillcolor="#eeeeee"'
-        parts = [head, str(t.shape)]
-        if t._ctx is None and not t.requires_grad and t.size == 1 and id(t) not in label_of:
-            parts[0] = f"const {to_numpy(t.data).item():.4g}"  # a lifted Python number
-        norm = _grad_norm(t)
-        if norm is not None:
-            parts.append(f"|grad| = {norm:.4g}")
+    for i, (kind, parts) in enumerate(nodes):
+        style = 'style="rounded,filled"' if kind == "op" else "style=filled"
         label = "\\n".join(_escape(part) for part in parts)  # \n: a line break inside a DOT label
-        lines.append(f'  n{i} [label="{label}", {style}];')
-    for t in nodes:
-        if t._ctx is not None:
-            for p in t._ctx.parents:
-                if p is not None:
-                    lines.append(f"  n{index[id(p)]} -> n{index[id(t)]};")
+        lines.append(f'  n{i} [label="{label}", shape=box, {style}, fillcolor="{COLORS[kind]}"];')
+    lines += [f"  n{i} -> n{j};" for i, j in edges]
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def draw(tensor, path, names=None, rankdir="LR"):
-    """Write the graph of ``tensor`` to ``path``: .svg, .png or .pdf through Graphviz, .dot as text.
+COLORS = {"op": "#dbe8f6", "leaf": "#fbe3c0", "const": "#eeeeee"}  # the fill of each kind of box
 
-    Raises VizError (a RuntimeError) when the ``dot`` program is not installed.
-    Returns ``path``.
+
+def _graph(tensor, names):
+    """([(kind, label lines)] per tensor, [(i, j)] per edge from input i to output j)."""
+    label_of = {id(t): name for name, t in dict(names or {}).items()}
+    tensors = graph_nodes(tensor)
+    index = {id(t): i for i, t in enumerate(tensors)}
+    nodes, edges = [], []
+    for t in tensors:
+        if t._ctx is not None:
+            kind, head = "op", t._ctx.name
+        else:
+            kind = "leaf" if t.requires_grad else "const"
+            head = label_of.get(id(t), kind)
+        parts = [head, str(t.shape)]
+        if kind == "const" and t.size == 1 and id(t) not in label_of:
+            parts[0] = f"const {to_numpy(t.data).item():.4g}"  # a lifted Python number
+        norm = _grad_norm(t)
+        if norm is not None:
+            parts.append(f"|grad| = {norm:.4g}")
+        nodes.append((kind, parts))
+        if t._ctx is not None:
+            edges += [(index[id(p)], index[id(t)]) for p in t._ctx.parents if p is not None]
+    return nodes, edges
+
+
+DEFAULT_GRAPH_PATH = os.path.join("out", "graph.png")  # out/ is in .gitignore
+
+
+def draw(tensor, path=DEFAULT_GRAPH_PATH, names=None, rankdir="LR", engine="auto"):
+    """Write the graph of ``tensor`` to ``path`` (.svg, .png or .pdf; .dot for the DOT text).
+
+    ``engine="graphviz"`` renders with the Graphviz ``dot`` program, ``"matplotlib"`` with
+    the layered layout of layout.py and matplotlib (the ``plot`` extra); ``"auto"`` uses
+    Graphviz when ``dot`` is on PATH and matplotlib otherwise. Missing folders of ``path``
+    are made. Raises VizError (a RuntimeError) when the engine is not installed. Returns ``path``.
     """
-    text = to_dot(tensor, names, rankdir)
+    if engine not in ("auto", "graphviz", "matplotlib"):
+        raise ValueError(f"draw: engine must be 'auto', 'graphviz' or 'matplotlib', got {engine!r}")
     fmt = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if fmt not in ("svg", "png", "pdf", "dot"):
+        raise ValueError(f"draw: {path} should end in .svg, .png, .pdf or .dot")
     if fmt == "dot":
+        text = to_dot(tensor, names, rankdir)
+        _make_folder(path)
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         return path
-    if fmt not in ("svg", "png", "pdf"):
-        raise ValueError(f"draw: {path} should end in .svg, .png, .pdf or .dot")
-    exe = shutil.which("dot")
-    if exe is None:
+    exe = shutil.which("dot") if engine != "matplotlib" else None
+    if exe is None and engine == "graphviz":
         raise VizError("Graphviz is not installed: the `dot` program was not found on PATH "
-                       "(install the graphviz package, or save to_dot(...) text to a .dot file)")
+                       "(install the graphviz package, or draw with engine='matplotlib')")
+    if exe is None:
+        try:
+            draw_with_matplotlib(tensor, path, names, rankdir)
+        except VizError as e:
+            raise VizError(f"no Graphviz `dot` program on PATH, and {e}") if engine == "auto" else e
+        return path
+    text = to_dot(tensor, names, rankdir)
+    _make_folder(path)
     result = subprocess.run([exe, f"-T{fmt}", "-o", os.fspath(path)], input=text.encode(),
                             capture_output=True, timeout=120)
     if result.returncode != 0:
         raise VizError(f"dot failed: {result.stderr.decode(errors='replace').strip()}")
     return path
+
+
+@dataclass
+class GraphPicture:
+    """What ``draw_with_matplotlib`` drew: one box per tensor, and where it is in the image."""
+    labels: list    # the text lines of each box, as in to_dot
+    kinds: list     # "op", "leaf" or "const" (the fill colour: COLORS)
+    edges: list     # (i, j): box i is an input of box j
+    boxes: list     # (x0, y0, x1, y1) of each box in pixels of the saved image, from the top left
+    size: tuple     # (width, height) of the image in pixels
+
+
+# box and gap sizes in inches; a box is as wide as its graph's longest label needs
+_BOX_H, _GAP_LAYER, _GAP_SLOT, _MARGIN, _MAX_PIXELS = 0.62, 0.55, 0.22, 0.25, 16000
+
+
+def draw_with_matplotlib(tensor, path, names=None, rankdir="LR"):
+    """Lay the graph out in layers (layout.py) and draw it with matplotlib; returns a GraphPicture.
+
+    No system program is needed, only ``pip install 'tinygrad_gpt[plot]'``. Layers run left
+    to right (``rankdir="LR"``) or top to bottom (``"TB"``).
+    """
+    if rankdir not in ("LR", "TB"):
+        raise ValueError(f"draw: rankdir must be 'LR' or 'TB' without Graphviz, got {rankdir!r}")
+    nodes, edges = _graph(tensor, names)
+    box = (max(1.1, 0.2 + 0.062 * max(len(line) for _, parts in nodes for line in parts)), _BOX_H)
+    (W, H), centres = _box_centres(layered_layout(len(nodes), edges), box, rankdir)
+    dpi = min(100.0, _MAX_PIXELS / max(W, H))  # a huge graph gets a smaller scale, not a huge file
+
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+    fig = _figure(W, H)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, W)
+    ax.set_ylim(0, H)
+    ax.axis("off")
+    half_w, half_h = box[0] / 2, box[1] / 2
+    for i, j in edges:  # from the side of the input's box to the side of the output's box
+        (xi, yi), (xj, yj) = centres[i], centres[j]
+        start, end = ((xi + half_w, yi), (xj - half_w, yj)) if rankdir == "LR" else \
+            ((xi, yi - half_h), (xj, yj + half_h))
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=8,
+                                     color="#777777", linewidth=0.7, shrinkA=0, shrinkB=1))
+    boxes = []
+    for (kind, parts), (x, y) in zip(nodes, centres):
+        style = "round,pad=0,rounding_size=0.06" if kind == "op" else "square,pad=0"
+        ax.add_patch(FancyBboxPatch((x - half_w, y - half_h), *box, boxstyle=style, linewidth=0.8,
+                                    facecolor=COLORS[kind], edgecolor="#555555"))
+        ax.text(x, y, "\n".join(parts), ha="center", va="center", fontsize=7,
+                fontweight="bold" if kind == "op" else "normal")
+        corners = (x - half_w, H - y - half_h, x + half_w, H - y + half_h)  # from the top left
+        boxes.append(tuple(round(v * dpi) for v in corners))
+    _make_folder(path)
+    fig.set_dpi(dpi)  # savefig's resolution is the figure's
+    save_figure(fig, path)
+    return GraphPicture([p for _, p in nodes], [k for k, _ in nodes], edges, boxes,
+                        (round(W * dpi), round(H * dpi)))
+
+
+def _box_centres(places, box, rankdir):
+    """((width, height), [(x, y)] box centres) in inches from the bottom left, for the
+    (layer, slot) places of the layout; each layer is centred across the picture."""
+    n_layers = 1 + max(layer for layer, _ in places)
+    widths = [0] * n_layers
+    for layer, slot in places:
+        widths[layer] = max(widths[layer], slot + 1)
+    along, across = box if rankdir == "LR" else box[::-1]  # a box's size along the layers, and across
+    step_layer, step_slot = along + _GAP_LAYER, across + _GAP_SLOT
+    length = 2 * _MARGIN + n_layers * step_layer - _GAP_LAYER
+    breadth = 2 * _MARGIN + max(widths) * step_slot - _GAP_SLOT
+    W, H = (length, breadth) if rankdir == "LR" else (breadth, length)
+    centres = []
+    for layer, slot in places:
+        a = _MARGIN + layer * step_layer + along / 2
+        c = _MARGIN + (max(widths) - widths[layer]) * step_slot / 2 + slot * step_slot + across / 2
+        centres.append((a, H - c) if rankdir == "LR" else (c, H - a))
+    return (W, H), centres
+
+
+def _make_folder(path):
+    folder = os.path.dirname(os.fspath(path))
+    if folder:
+        os.makedirs(folder, exist_ok=True)
 
 
 # ----------------------------------------------------------------------------- matplotlib
