@@ -244,6 +244,17 @@ def random_uniform(shape, dtype, device_name):
     return _rng.random(shape, dtype=np.dtype(dtype))
 
 
+def use_gpu(index):
+    """Make GPU number ``index`` this process's CUDA device (one process per GPU); returns it."""
+    require_device("cuda")
+    count = _cupy.cuda.runtime.getDeviceCount()
+    if not 0 <= index < count:
+        raise DeviceError(f"this process needs GPU {index} (one per process on each machine), but this "
+                          f"machine has {count}; start at most {count} processes per machine with --device=cuda")
+    _cupy.cuda.Device(index).use()
+    return index
+
+
 _cuda_generator = None
 
 

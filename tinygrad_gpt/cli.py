@@ -5,6 +5,9 @@ floats, booleans written True/False, strings, and None for optional values.
 ``-h`` explains each flag with the comment written beside its field. A RECIPE
 (a TOML file, or a shipped recipe's name: see ``recipe.py``) sets flags first.
 Mistakes get one line on stderr and exit code 2; nothing else is printed.
+
+``mpiexec -n N python -m tinygrad_gpt train ...`` trains on N processes (distributed.py);
+there an error on any rank ends the whole job with one ``error:`` line.
 """
 import dataclasses
 import difflib
@@ -16,8 +19,9 @@ import textwrap
 import tokenize
 import typing
 
-from .errors import (CheckpointError, ConfigError, DataError, DeviceError, FileError, GradcheckFailure,
-                     LockError, RecipeError, Stopped, TrainingError, UsageError, VizError)
+from . import distributed
+from .errors import (CheckpointError, ConfigError, DataError, DeviceError, DistributedError, FileError,
+                     GradcheckFailure, LockError, RecipeError, Stopped, TrainingError, UsageError, VizError)
 from .fileio import describe
 from .recipe import read_recipe
 from .stopping import EXIT_CODES, Abort, signal_name
@@ -201,20 +205,24 @@ def main(argv=None):
         return 0
     config_cls, run, _ = COMMANDS[command]
     try:
+        if distributed.world().size > 1 and command != "train":
+            raise UsageError(f"{command} runs in one process; only train runs on several (under MPI)")
         cfg = parse_flags(config_cls, flags)
         cfg.validate()
+    except DistributedError as e:
+        return _fail(str(e), 1)
     except (UsageError, ConfigError) as e:
-        return _fail(str(e), 2)
+        return _fail(str(e), 2, every_rank=True)
     try:
         run(cfg)
     except ConfigError as e:
-        return _fail(str(e), 2)
+        return _fail(str(e), 2, getattr(e, "every_rank", False))
     except (DataError, CheckpointError, DeviceError, LockError, TrainingError, GradcheckFailure, VizError,
-            FileError) as e:
-        return _fail(str(e), 1)
-    except Stopped as e:
+            FileError, DistributedError) as e:
+        return _fail(str(e), 1, getattr(e, "every_rank", False))
+    except Stopped as e:  # every rank stops at the same step
         return _fail(f"{e.what}; resume with: {_resume_command(command, flags)}" if e.saved else str(e),
-                     e.exit_code)
+                     e.exit_code, every_rank=True)
     except Abort as e:
         return _fail(f"interrupted by {signal_name(e.signum)}; nothing was saved", EXIT_CODES[e.signum])
     except KeyboardInterrupt:
@@ -230,7 +238,6 @@ def _resume_command(command, flags):
     return "python -m tinygrad_gpt " + shlex.join([command, *kept, "--init_from=resume"])
 
 
-def _fail(message, code):
-    message = " ".join(str(message).splitlines())  # one line, whatever a file's names hold
-    print(f"error: {message}", file=sys.stderr)
-    return code
+def _fail(message, code, every_rank=False):
+    """One ``error:`` line and the exit code; under MPI it ends every rank (distributed.fail)."""
+    return distributed.fail(message, code, every_rank)

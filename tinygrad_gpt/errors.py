@@ -34,6 +34,10 @@ class TrainingError(RuntimeError):
     """The run cannot go on (for example, the loss became NaN)."""
 
 
+class DistributedError(RuntimeError):
+    """MPI cannot be used as asked, or the ranks disagree (the message names them)."""
+
+
 class AnomalyError(FloatingPointError):
     """An op produced NaN or infinity from finite values (raised only in anomaly mode)."""
 

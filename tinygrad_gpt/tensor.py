@@ -69,6 +69,22 @@ class _Released:
 
 _RELEASED = _Released()
 
+_post_accumulate_hooks = {}  # id(leaf tensor) -> hooks (Tensor.register_post_accumulate_grad_hook)
+
+
+class _HookHandle:
+    """What register_post_accumulate_grad_hook returns: ``remove()`` takes the hook off."""
+
+    def __init__(self, tensor, hook):
+        self.key, self.hook = id(tensor), hook
+
+    def remove(self):
+        hooks = _post_accumulate_hooks.get(self.key, [])
+        if self.hook in hooks:
+            hooks.remove(self.hook)
+        if not hooks:
+            _post_accumulate_hooks.pop(self.key, None)
+
 
 def _as_array(data, device, dtype):
     """Turn constructor input into a backend array on the right device."""
@@ -316,11 +332,29 @@ class Tensor:
             if not retain_graph:
                 t._ctx = _RELEASED
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(self)`` in every backward pass, once this leaf's ``.grad`` holds the
+        pass's whole gradient (as PyTorch's method of the same name); returns a handle whose
+        ``remove()`` takes the hook off. Data-parallel training starts sending gradients there.
+
+            >>> w = Tensor([1.0, 2.0], requires_grad=True)
+            >>> handle = w.register_post_accumulate_grad_hook(lambda t: print(t.grad))
+            >>> (w * w).sum().backward()
+            [2. 4.]
+            >>> handle.remove()
+        """
+        hooks = _post_accumulate_hooks.setdefault(id(self), [])
+        hooks.append(hook)
+        return _HookHandle(self, hook)
+
     def _accumulate_grad(self, g):
         if self.grad is None:  # a fresh, writable array the tensor owns
             self.grad = g.astype(self.dtype, copy=True)
         else:
             self.grad = self.grad + g
+        if _post_accumulate_hooks and id(self) in _post_accumulate_hooks:
+            for hook in list(_post_accumulate_hooks[id(self)]):  # this pass's whole gradient is in
+                hook(self)
 
     def zero_grad(self):
         self.grad = None

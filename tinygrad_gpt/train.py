@@ -8,10 +8,16 @@ a checkpoint; it logs to ``out_dir/log.jsonl``; it can resume exactly.
 A run locks its ``out_dir`` (``lock.RunLock``), stops on a NaN or infinite loss or
 gradient norm without saving bad weights (or skips such steps with
 ``--skip_nonfinite=True``), and can name the op that made a NaN (``--detect_anomaly=True``).
+
+Under MPI (``mpiexec -n N python -m tinygrad_gpt train ...``) each of the N ranks takes the
+micro-batches ``j % N == rank`` of every step and the gradients are summed over the ranks
+(``distributed.py``), so the run is the same as one process with the same flags; rank 0
+alone prints, logs, locks ``out_dir`` and reads and writes checkpoints.
 """
 import contextlib
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, asdict
@@ -19,7 +25,7 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from . import backend, functional as F
+from . import backend, distributed, functional as F
 from .anomaly import detect_anomaly
 from .backend import get_array_module
 from .checkpoint import CKPT_NAME, check_training_state, load_checkpoint, save_checkpoint
@@ -28,7 +34,7 @@ from .data import Dataset, load_text
 from .model import GPT, GPTConfig
 from .optim import clip_grad_norm_, cosine_lr
 from .tensor import no_grad
-from .tokenizer import CharTokenizer
+from .tokenizer import CharTokenizer, tokenizer_from_dict
 from .bpe import BPETokenizer
 from .pretrained import WEIGHTS_NAME, crop_block_size, from_pretrained, load_hf_tokenizer
 from .lock import RunLock
@@ -36,6 +42,7 @@ from .fast import tune_allocator_for_training
 from .fileio import file_op
 from .runlog import LOG_NAME, RunLog
 from .stopping import EXIT_CODES, Abort, StopSignals, signal_name
+from .fast.threads import cpu_threads
 
 
 @dataclass
@@ -80,6 +87,8 @@ class TrainConfig:
     skip_nonfinite: bool = False    # drop a step whose loss or gradient is NaN/inf, count it, go on
     detect_anomaly: bool = False    # name the op that makes the first NaN/inf (slow: for debugging)
     ops: str = "fast"               # composed | rules | fast: how the ops run (functional.mode)
+    ddp_overlap: bool = False       # under MPI: allreduce gradient buckets while backward runs
+    ddp_bucket_mb: float = 1.0      # the size of those buckets, in MiB
 
     CHOICES: ClassVar[dict] = {"dataset": ("pydoc", "shakespeare"), "tokenizer": ("char", "bpe"),
                                "device": backend.DEVICES, "dtype": ("float32", "float64"), "ops": F.MODES}
@@ -93,7 +102,7 @@ class TrainConfig:
         for name in ("warmup_iters", "sample_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
+        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "ddp_bucket_mb"):
             if not getattr(self, name) >= 0 or not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"--{name} must be a finite number >= 0, got {getattr(self, name)}")
         if self.lr_decay_iters is not None and self.lr_decay_iters <= 0:
@@ -114,18 +123,25 @@ class TrainConfig:
         return self
 
 
-def estimate_loss(model, dataset, cfg, rng):
-    """Mean loss over ``eval_iters`` random batches of each split, in eval mode."""
+def estimate_loss(model, dataset, cfg, rng, comm=distributed.Single()):
+    """Mean loss over ``eval_iters`` random batches of each split, in eval mode.
+
+    With several ranks each draws every batch and evaluates those with ``k % size == rank``;
+    one allreduce adds up the losses."""
     out = {}
     model.eval()
     with no_grad():
         for split in ("train", "val"):
             losses = []
-            for _ in range(cfg.eval_iters):
+            for k in range(cfg.eval_iters):
                 x, y = dataset.get_batch(split, cfg.batch_size, rng)
-                losses.append(model(x, y)[1].item())
-            out[split] = float(np.mean(losses))
+                if k % comm.size == comm.rank:
+                    losses.append(model(x, y)[1].item())
+            out[split] = float(np.mean(losses)) if comm.size == 1 else math.fsum(losses) / cfg.eval_iters
     model.train()
+    if comm.size > 1:
+        both = comm.allreduce_(np.array([out["train"], out["val"]]))
+        out = {"train": float(both[0]), "val": float(both[1])}
     return out
 
 
@@ -181,7 +197,17 @@ def _check_resumable(ckpt):
     if missing:
         raise CheckpointError(f"{ckpt.path}: cannot resume training from this checkpoint; "
                               f"it lacks {', '.join(missing)}")
-    return check_training_state(ckpt)
+    tokenizer = check_training_state(ckpt)
+    rngs = ckpt.extra.get("rank_rngs", [])  # the dropout streams of ranks 1.. of a run under MPI
+    if not isinstance(rngs, list):
+        raise CheckpointError(f"{ckpt.path}: extra 'rank_rngs' must be a list, got {str(rngs)[:40]}")
+    for r, state in enumerate(rngs, 1):
+        try:
+            backend.check_rng_state(state)
+        except ValueError as e:
+            raise CheckpointError(f"{ckpt.path}: extra 'rank_rngs' entry {r} is not a random generator "
+                                  f"state: {e}") from None
+    return tokenizer
 
 
 def _prepare_out_dir(out_dir):
@@ -243,36 +269,65 @@ def train(cfg, print_fn=print):
     whole process (``fast.tune_allocator``) unless the environment sets TINYGRAD_GPT_TUNE_MALLOC=0.
     """
     cfg.validate()
+    comm = distributed.world()
+    _check_ranks(cfg, comm)
+    print_fn = print_fn if comm.rank == 0 else _quiet
+    if comm.size > 1:
+        distributed.share_cores(comm)  # this rank's share of the cores, BLAS and helper threads
+    if cfg.device == "cuda" and comm.size > 1:
+        backend.use_gpu(comm.local_rank)  # one GPU per rank on each machine
     backend.require_device(cfg.device)
     tune_allocator_for_training()
     made, run = [], None
     try:
         with StopSignals() as signals:  # from here on a signal never leaves a half-made out_dir
-            made = _prepare_out_dir(cfg.out_dir)
-            with RunLock(cfg.out_dir) as lock:
-                if lock.taken_over:
+            made = _prepare_out_dir(cfg.out_dir) if comm.rank == 0 else []
+            with (RunLock(cfg.out_dir) if comm.rank == 0 else contextlib.nullcontext()) as lock:
+                if lock is not None and lock.taken_over:
                     pid = f" (process {lock.stale_pid})" if lock.stale_pid is not None else ""
                     print_fn(f"taking over {lock.path}, left by a run that no longer exists{pid}")
-                run = _setup(cfg, print_fn)  # reads and checks every file; writes nothing
-                _remove_partial_writes(cfg.out_dir)
+                run = _setup(cfg, print_fn, comm)  # reads and checks every file; writes nothing
+                if comm.rank == 0:
+                    _remove_partial_writes(cfg.out_dir)
                 run.signals = signals
                 anomaly = detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
                 # non-finite values are caught by the checks below, so NumPy's warnings would only repeat them
-                with F.mode(cfg.ops), anomaly, np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-                    losses = _loop(run, print_fn)
+                try:
+                    with F.mode(cfg.ops), anomaly, np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                        losses = _loop(run, print_fn)
+                except TrainingError as e:  # met by every rank alike (from allreduced values), unless
+                    e.every_rank = not isinstance(e.__context__, AnomalyError)  # one rank's op made a NaN
+                    raise
+                finally:
+                    if run.sync is not None:
+                        run.sync.close()
     except BaseException:
-        if run is None or run.saved_iter is None:  # failed before anything worth keeping
+        if comm.rank == 0 and (run is None or run.saved_iter is None):  # failed before anything worth keeping
             _forget_out_dir(cfg.out_dir, made)
         raise
     if cfg.skip_nonfinite:
         print_fn(f"{run.skipped} steps skipped for a non-finite loss or gradient")
-    if cfg.sample_tokens:
+    if cfg.sample_tokens and comm.rank == 0:
         tokenizer = run.tokenizer
         print_fn(f"\nA sample from the trained model ({cfg.sample_tokens} tokens):\n")
         start = "\n" if isinstance(tokenizer, BPETokenizer) or "\n" in tokenizer.stoi else tokenizer.chars[0]
         with F.mode(cfg.ops):
             print_fn(sample_text(run.model, tokenizer, start, cfg.sample_tokens, seed=cfg.seed))
     return losses
+
+
+def _quiet(*args, **kwargs):
+    """print_fn of the ranks other than 0: they say nothing."""
+
+
+def _check_ranks(cfg, comm):
+    """--gradient_accumulation_steps counts the micro-batches of all ranks together, as nanoGPT."""
+    if cfg.gradient_accumulation_steps % comm.size:
+        err = ConfigError(f"--gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a "
+                          f"multiple of the number of processes ({comm.size}): each step's micro-batches "
+                          f"are shared out among them")
+        err.every_rank = True
+        raise err
 
 
 def _remove_partial_writes(out_dir):
@@ -303,12 +358,72 @@ class _Run:
     lr_decay_iters: int = 0           # the schedule's decay length (a resume keeps the checkpoint's)
     eval_pending: bool = False        # the checkpoint was saved by a stop before its evaluation
     signals: object = None            # StopSignals: a SIGTERM or Ctrl-C asks for a stop
+    comm: object = distributed.Single()  # the ranks training together (distributed.py)
+    sync: Optional[distributed.GradSync] = None  # sums their gradients; None when alone
 
 
-def _setup(cfg, print_fn):
-    """Data, tokenizer, model and optimizer: from scratch, a GPT-2 folder, or the checkpoint."""
+class _SilentLog:
+    """The log of the ranks other than 0: they write nothing."""
+    path = old_path = os.devnull
+
+    def set_aside_past(self, iteration):
+        return 0
+
+    def open(self):
+        pass
+
+    def write(self, record):
+        pass
+
+    def close(self):
+        pass
+
+
+def _setup(cfg, print_fn, comm=distributed.Single()):
+    """Data, tokenizer, model and optimizer: from scratch, a GPT-2 folder, or the checkpoint.
+
+    Under MPI rank 0 reads the files (and trains the tokenizer) and broadcasts the result:
+    the tokenizer and the model's config as JSON, the tokens, weights and optimizer state as
+    buffers, so the other ranks need no files at all."""
     ckpt_path = os.path.join(cfg.out_dir, CKPT_NAME)
-    ckpt = pretrained = tokenizer = None
+    ckpt = pretrained = dataset = tokenizer = data_name = model_config = None
+    if comm.rank == 0:
+        ckpt, pretrained, dataset, tokenizer, data_name, model_config = _read_inputs(cfg, ckpt_path)
+    if comm.size > 1:
+        dataset, tokenizer, data_name, model_config = _share_inputs(
+            comm, cfg, dataset, tokenizer, data_name, model_config)
+
+    backend.manual_seed(cfg.seed)
+    model = (pretrained if pretrained is not None else GPT(model_config)).to(device=cfg.device,
+                                                                             dtype=np.dtype(cfg.dtype))
+    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
+    run = _Run(cfg, model, optimizer, dataset, tokenizer, stream(cfg.seed, "batches"), ckpt_path,
+               lr_decay_iters=cfg.lr_decay_iters or cfg.max_iters, comm=comm)
+    if ckpt is not None:
+        _restore(run, ckpt)
+        _keep_schedule(run, ckpt, print_fn)
+    if ckpt is not None or pretrained is not None:  # rank 0 alone (the others read no file), before it shares
+        weights = os.path.join(cfg.init_from, WEIGHTS_NAME)  # a GPT-2 folder's, unless it is sharded
+        _check_loaded_weights(model, dataset, ckpt_path if ckpt is not None else
+                              weights if os.path.isfile(weights) else cfg.init_from)
+    if comm.size > 1:
+        _share_state(run, ckpt)
+    print_fn(f"data: {data_name}, {len(dataset.train):,} train and {len(dataset.val):,} val tokens, "
+             f"vocab {tokenizer.vocab_size}")
+    print_fn(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model_config.n_layer} layers, "
+             f"{model_config.n_head} heads, {model_config.n_embd} wide, block {model_config.block_size}; "
+             f"device {cfg.device}, {cfg.dtype}")
+    if comm.size > 1:
+        print_fn(f"{comm.size} processes: {cfg.gradient_accumulation_steps // comm.size} micro-batches "
+                 f"of {cfg.batch_size} each per step, {cpu_threads()} CPU thread(s) each")
+    if cfg.init_from == "resume":
+        print_fn(f"resuming from {ckpt_path} at iteration {run.start_iter}")
+    return run
+
+
+def _read_inputs(cfg, ckpt_path):
+    """The checkpoint or GPT-2 folder (if any), the data, the tokenizer and the model's config."""
+    ckpt = pretrained = tokenizer = model_config = None
     if cfg.init_from == "resume":
         with file_op("reading", ckpt_path):
             ckpt = load_checkpoint(ckpt_path)
@@ -326,28 +441,50 @@ def _setup(cfg, print_fn):
         model_config = GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size,
                                  n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
                                  dropout=cfg.dropout, bias=cfg.bias)
+    return ckpt, pretrained, dataset, tokenizer, data_name, model_config
 
-    backend.manual_seed(cfg.seed)
-    model = (pretrained if pretrained is not None else GPT(model_config)).to(device=cfg.device,
-                                                                             dtype=np.dtype(cfg.dtype))
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
-    run = _Run(cfg, model, optimizer, dataset, tokenizer, stream(cfg.seed, "batches"), ckpt_path,
-               lr_decay_iters=cfg.lr_decay_iters or cfg.max_iters)
-    if ckpt is not None:
-        _restore(run, ckpt)
-        _keep_schedule(run, ckpt, print_fn)
-    if source is not None:
-        weights = os.path.join(cfg.init_from, WEIGHTS_NAME)  # a GPT-2 folder's, unless it is sharded
-        _check_loaded_weights(model, dataset, ckpt_path if ckpt is not None else
-                              weights if os.path.isfile(weights) else cfg.init_from)
-    print_fn(f"data: {data_name}, {len(dataset.train):,} train and {len(dataset.val):,} val tokens, "
-             f"vocab {tokenizer.vocab_size}")
-    print_fn(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model_config.n_layer} layers, "
-             f"{model_config.n_head} heads, {model_config.n_embd} wide, block {model_config.block_size}; "
-             f"device {cfg.device}, {cfg.dtype}")
-    if ckpt is not None:
-        print_fn(f"resuming from {ckpt_path} at iteration {run.start_iter}")
-    return run
+
+def _share_inputs(comm, cfg, dataset, tokenizer, data_name, model_config):
+    """Rank 0's tokenizer, model config and tokens on every rank (JSON and one buffer)."""
+    info = comm.bcast_json(None if comm.rank else {
+        "tokenizer": tokenizer.to_dict(), "model_config": model_config.to_dict(),
+        "block_size": cfg.block_size, "data_name": data_name})
+    ids = distributed.bcast_ids(comm, None if comm.rank else np.concatenate([dataset.train, dataset.val]))
+    if comm.rank:
+        cfg.block_size = info["block_size"]
+        tokenizer, data_name = tokenizer_from_dict(info["tokenizer"]), info["data_name"]
+        model_config, dataset = GPTConfig(**info["model_config"]), Dataset(ids, cfg.block_size)
+    return dataset, tokenizer, data_name, model_config
+
+
+DROPOUT_STREAM = 3  # the ranks other than 0 draw dropout from stream [seed, 3, rank, iteration]
+
+
+def _share_state(run, ckpt):
+    """Rank 0's weights, optimizer state, position and batch stream on every rank; each rank's
+    own dropout stream; a checksum to prove the weights equal; and the gradient allreduce."""
+    comm, cfg = run.comm, run.cfg
+    distributed.bcast_parameters(comm, run.model)
+    if cfg.init_from == "resume":
+        distributed.bcast_optimizer(comm, run.optimizer)
+    state = comm.bcast_json(None if comm.rank else {
+        "start_iter": run.start_iter, "best_val": run.best_val, "saved_iter": run.saved_iter,
+        "skipped": run.skipped, "batch_rng": run.batch_rng.bit_generator.state,
+        "lr_decay_iters": run.lr_decay_iters, "eval_pending": run.eval_pending,
+        "rank_rngs": ckpt.extra.get("rank_rngs", []) if ckpt is not None else []})
+    if comm.rank:
+        run.start_iter, run.best_val, run.saved_iter = state["start_iter"], state["best_val"], state["saved_iter"]
+        run.skipped, run.resumed = state["skipped"], cfg.init_from == "resume"
+        run.lr_decay_iters, run.eval_pending = state["lr_decay_iters"], state["eval_pending"]
+        run.batch_rng.bit_generator.state = state["batch_rng"]
+        saved = state["rank_rngs"]  # rank r's dropout stream, if the run that saved had rank r
+        if comm.rank <= len(saved):
+            backend.set_rng_state(saved[comm.rank - 1])
+        else:
+            backend.manual_seed([cfg.seed, DROPOUT_STREAM, comm.rank, run.start_iter])
+    distributed.check_same_weights(comm, run.model, "at the start")
+    bucket_size = max(1, int(cfg.ddp_bucket_mb * 2 ** 20) // np.dtype(cfg.dtype).itemsize)
+    run.sync = distributed.GradSync(comm, run.optimizer, overlap=cfg.ddp_overlap, bucket_size=bucket_size)
 
 
 def _check_loaded_weights(model, dataset, source):
@@ -383,7 +520,8 @@ def _restore(run, ckpt):
 def _loop(run, print_fn):
     """Iterations start_iter .. max_iters: evaluate and save on schedule, then step."""
     cfg = run.cfg
-    log, progress = RunLog(cfg.out_dir), Progress(cfg.max_iters, run.start_iter, cfg.progress)
+    log = RunLog(cfg.out_dir) if run.comm.rank == 0 else _SilentLog()  # rank 0 alone writes the log
+    progress = Progress(cfg.max_iters, run.start_iter, cfg.progress and run.comm.rank == 0)
     losses, it = None, run.start_iter
     run.signals.armed = True
     try:
@@ -404,7 +542,8 @@ def _loop(run, print_fn):
             if it == cfg.max_iters:
                 break
             t0 = time.perf_counter()
-            loss, norm = _train_step(run.model, run.optimizer, run.dataset, cfg, lr, run.batch_rng)
+            step_args = (run.model, run.optimizer, run.dataset, cfg, lr, run.batch_rng)
+            loss, norm = _train_step(*step_args) if run.sync is None else _train_step(*step_args, sync=run.sync)
             ms = round((time.perf_counter() - t0) * 1000, 2)
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 _nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn)
@@ -438,7 +577,12 @@ def should_stop(run):
     The loop asks here, and only here, once per iteration; every process of one run must
     get the same answer, so they all stop at the same step.
     """
-    return None if run.signals is None else run.signals.requested
+    signum = None if run.signals is None else run.signals.requested
+    if run.comm.size == 1:
+        return signum
+    if not distributed.any_rank(run.comm, signum is not None):  # a one-number allreduce: all agree
+        return None
+    return signum or signal.SIGTERM  # the signal this rank got, or the one another rank got
 
 
 def _stop_and_save(run, it, eval_pending, signum):
@@ -503,7 +647,9 @@ def _nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn):
 def _evaluate_and_save(run, it, log, print_fn):
     """Estimate both losses, log them, and save a checkpoint unless something is not finite."""
     cfg = run.cfg
-    losses = estimate_loss(run.model, run.dataset, cfg, stream(cfg.seed, "eval", it))
+    losses = estimate_loss(run.model, run.dataset, cfg, stream(cfg.seed, "eval", it), run.comm)
+    if run.comm.size > 1:
+        distributed.check_same_weights(run.comm, run.model, f"at iteration {it}")
     print_fn(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     log.write({"iter": it, "train_loss": losses["train"], "val_loss": losses["val"]})
     _check_weights(run, it)
@@ -525,8 +671,12 @@ def _save(run, it, eval_pending=False):
              "tokenizer": run.tokenizer.to_dict(), "batch_rng": run.batch_rng.bit_generator.state,
              "rng": backend.rng_state(), "skipped": run.skipped, "lr_decay_iters": run.lr_decay_iters,
              "eval_pending": eval_pending}
-    with file_op("writing", run.ckpt_path):
-        save_checkpoint(run.ckpt_path, run.model, run.optimizer, extra)
+    if run.comm.size > 1:  # every rank takes part; rank 0 writes the other ranks' dropout streams too
+        rngs = run.comm.gather_json(backend.rng_state())
+        extra["rank_rngs"] = rngs[1:] if rngs is not None else None
+    if run.comm.rank == 0:
+        with file_op("writing", run.ckpt_path):
+            save_checkpoint(run.ckpt_path, run.model, run.optimizer, extra)
     run.saved_iter = it
 
 
@@ -546,23 +696,30 @@ def _nonfinite_weight(model, grads=False):
     return None
 
 
-def _train_step(model, optimizer, dataset, cfg, lr, batch_rng):
+def _train_step(model, optimizer, dataset, cfg, lr, batch_rng, sync=None):
     """One optimizer step over ``gradient_accumulation_steps`` micro-batches.
 
     Returns (mean loss, gradient norm before clipping). When either is not finite the
     update is not made: the gradients are dropped and the weights stay as they were.
+    With ``sync`` (several ranks) every rank draws all the micro-batches, runs those with
+    ``j % size == rank``, and the gradients and loss are summed over the ranks.
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
     total = None
     n = cfg.gradient_accumulation_steps
-    for _ in range(n):
+    rank, size = (sync.comm.rank, sync.comm.size) if sync is not None else (0, 1)
+    for j in range(n):
         x, y = dataset.get_batch("train", cfg.batch_size, batch_rng)
+        if j % size != rank:  # another rank's micro-batch
+            continue
         _, loss = model(x, y)
-        (loss * (1.0 / n)).backward() if n > 1 else loss.backward()
         part = loss.data.astype(np.float64) / n  # summed on the device: no wait per micro-batch
         total = part if total is None else total + part
-    total = float(total)  # the step's first host sync: the loss
+        if sync is not None and j + size >= n:  # this rank's last: its gradients will be final
+            sync.arm(float(total))  # its loss goes into the allreduce's buffer (through the host)
+        (loss * (1.0 / n)).backward() if n > 1 else loss.backward()
+    total = float(total) if sync is None else sync.finish()  # the step's first host sync: the loss
     norm = clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)  # the second: the norm
     if math.isfinite(total) and math.isfinite(norm):
         optimizer.step()

@@ -5,7 +5,7 @@ with the same maths, done faster: query tiles and blocked attention (``attention
 layer norm and Linear in cache-sized chunks, with BLAS row sums and in-place products
 (``layers.py``), optional numba kernels compiled on first use (``kernels.py``), gradients
 added in place (``grads.py``), and glibc allocator tuning for a training process
-(``allocator.py``). tests/test_fast.py holds every fast op to its rule, values and gradients.
+(``allocator.py``); ``threads.py`` says how many threads the CPU work of this process may use. tests/test_fast.py holds every fast op to its rule, values and gradients.
 
 ``OPS`` maps each rule to its fast op. ``functional.mode("fast")``, the default, makes the
 engine use it; the rule files never import this package. Importing it imports no numba and
