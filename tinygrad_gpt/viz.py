@@ -172,8 +172,8 @@ def draw_with_matplotlib(tensor, path, names=None, rankdir="LR"):
     (W, H), centres = _box_centres(layered_layout(len(nodes), edges), box, rankdir)
     dpi = min(100.0, _MAX_PIXELS / max(W, H))  # a huge graph gets a smaller scale, not a huge file
 
+    fig = _figure(W, H)  # first: without matplotlib it raises VizError naming the extra
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
-    fig = _figure(W, H)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, W)
     ax.set_ylim(0, H)
