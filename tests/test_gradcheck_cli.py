@@ -37,6 +37,7 @@ def test_the_cases_reach_every_function_of_the_rules_and_the_fast_layer(monkeypa
     run_all(GradcheckConfig(ops=mode), print_fn=lambda *a: None)
     functions = {c for m in modules for c in vars(m).values()
                  if isinstance(c, type) and issubclass(c, Function) and c is not Function}
+    functions.discard(ops.ToDevice)  # needs a second device: tests/test_tensor.py checks its gradient on the GPU
     assert functions and not functions - seen, sorted(c.__name__ for c in functions - seen)
 
 

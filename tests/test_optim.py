@@ -7,7 +7,11 @@ import pytest
 from tinygrad_gpt import Tensor
 from tinygrad_gpt.backend import default_device, to_device, to_numpy
 from tinygrad_gpt.nn import Parameter
+from tinygrad_gpt.fast import AdamW as FastAdamW
 from tinygrad_gpt.optim import SGD, AdamW, clip_grad_norm_, cosine_lr
+
+# AdamW's rule (optim.py), and the fast layer's group-at-a-time AdamW: both must match torch
+ADAMWS = pytest.mark.parametrize("AdamW", [AdamW, FastAdamW], ids=["rule", "fast"])
 
 SHAPES = [(3, 4), (4,), (2, 2, 3)]
 STEPS = 10
@@ -104,14 +108,16 @@ def test_sgd_moves_parameters():
 
 # ----------------------------------------------------------------------------- AdamW
 
-def test_adamw_matches_torch_with_param_groups():
+@ADAMWS
+def test_adamw_matches_torch_with_param_groups(AdamW):
     ours, _, _ = _run_ours(lambda ps: AdamW(_groups(ps, (0.3, 0.0)), lr=0.05, betas=(0.8, 0.95)))
     theirs = _run_torch(lambda torch, ps: torch.optim.AdamW(_groups(ps, (0.3, 0.0)), lr=0.05,
                                                             betas=(0.8, 0.95)))
     _assert_all_close(ours, theirs)
 
 
-def test_adamw_default_options_match_torch():
+@ADAMWS
+def test_adamw_default_options_match_torch(AdamW):
     ours, _, _ = _run_ours(lambda ps: AdamW(ps))
     theirs = _run_torch(lambda torch, ps: torch.optim.AdamW(ps))
     _assert_all_close(ours, theirs)
@@ -267,6 +273,7 @@ OPTIMIZERS = {
     "sgd": lambda ps: SGD(_groups(ps), lr=0.01),
     "sgd_momentum": lambda ps: SGD(_groups(ps), lr=0.01, momentum=0.9),
     "adamw": lambda ps: AdamW(_groups(ps, (0.2, 0.0)), lr=0.05, betas=(0.8, 0.95)),
+    "fast_adamw": lambda ps: FastAdamW(_groups(ps, (0.2, 0.0)), lr=0.05, betas=(0.8, 0.95)),
 }
 
 
@@ -358,8 +365,9 @@ def test_load_state_dict_group_mismatch_raises():
         single_group.load_state_dict(sd)
 
 
+@ADAMWS
 @pytest.mark.parametrize("skippers", [[2], [1, 2]])
-def test_adamw_with_intermittent_gradients_matches_torch(skippers):
+def test_adamw_with_intermittent_gradients_matches_torch(skippers, AdamW):
     """Parameters that get no gradient on some steps. One alone falls behind the others of its
     group in step count, so the group is updated one parameter at a time from then on; two that
     skip together keep the group in step, and the flat update just skips those steps. Same as
@@ -395,7 +403,7 @@ def test_adamw_kernel_leaves_non_contiguous_gradients_to_numpy(monkeypatch):
     results = []
     for layout in (np.ascontiguousarray, np.asfortranarray):
         params = [Parameter(np.ones((4, 3)), dtype=np.float32), Parameter(np.ones(3), dtype=np.float32)]
-        opt = AdamW(params, lr=0.01, weight_decay=0.1)
+        opt = FastAdamW(params, lr=0.01, weight_decay=0.1)
         grads = np.random.default_rng(5)
         for _ in range(2):
             for p in params:
@@ -423,16 +431,16 @@ def test_adamw_group_update_equals_one_parameter_at_a_time(monkeypatch, compiled
         adamw = kernels.adamw
         monkeypatch.setattr(kernels, "adamw", lambda *a: used.append(1) or adamw(*a))
 
-    class OneAtATime(AdamW):
+    class OneAtATime(FastAdamW):
         def step(self):
             for group in self.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
-                        self._update(p, p.grad, group, self.state.setdefault(id(p), {"step": 0}))
+                        self._update_one(p, group, self.state.setdefault(id(p), {"step": 0}))
 
     shapes = [(CHUNK + 5,), (7, 3), (CHUNK // 2, 2), (1,)]
     results = []
-    for cls in (AdamW, OneAtATime):
+    for cls in (FastAdamW, OneAtATime):
         params = [Parameter(np.ones(s), dtype=np.float32) for s in shapes]
         opt = cls(params, lr=0.01, weight_decay=0.1)
         grads = np.random.default_rng(4)
@@ -445,3 +453,23 @@ def test_adamw_group_update_equals_one_parameter_at_a_time(monkeypatch, compiled
     assert bool(used) == compiled
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 2e-6)])
+def test_fast_adamw_matches_the_rule(dtype, rtol):
+    """fast.AdamW (flat groups, in place, numba where it loads) against the textbook rule of
+    optim.AdamW: the same update, rounded in another order, so equal to a float rounding bound."""
+    shapes = [(5, 3), (3,), (1,)]
+    results = []
+    for cls in (AdamW, FastAdamW):
+        params = [Parameter(np.linspace(-1, 1, math.prod(s)).reshape(s), dtype=dtype) for s in shapes]
+        opt = cls([{"params": params[:1], "weight_decay": 0.1}, {"params": params[1:], "weight_decay": 0.0}],
+                  lr=0.01, betas=(0.8, 0.95))
+        grads = np.random.default_rng(7)
+        for _ in range(5):
+            for p in params:
+                p.grad = dev(grads.standard_normal(p.shape).astype(dtype))
+            opt.step()
+        results.append([p.numpy() for p in params] + [to_numpy(opt.state[id(p)]["exp_avg"]) for p in params])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)

@@ -121,6 +121,22 @@ def is_array(obj):
     return isinstance(obj, np.ndarray) or (_cupy is not None and isinstance(obj, _cupy.ndarray))
 
 
+_constants = {}  # (repr of the number, dtype) -> 0-d device array of a Python number operand
+
+
+def device_constant(xp, value, dtype):
+    """A 0-d device array holding ``value``, copied to the device on first use only.
+
+    Ops never write into their inputs, so one array serves every use of the number."""
+    key = (repr(value), dtype.str)  # repr tells 0.0 from -0.0, and 1 from 1.0 and True
+    array = _constants.get(key)
+    if array is None:
+        if len(_constants) >= 1024:  # a run uses a few dozen numbers; stay bounded anyway
+            _constants.clear()
+        array = _constants[key] = xp.asarray(value, dtype=dtype)
+    return array
+
+
 def scatter_add(out, index, values):
     """out[index] += values, adding up repeated indices, in place on either device."""
     xp = get_array_module(out)

@@ -3,17 +3,19 @@
 A Function computes ``forward`` on backend arrays (NumPy or CuPy) and keeps what
 its ``backward`` needs. ``backward(g)`` receives the gradient of the loss with
 respect to the output and returns one gradient per input (``None`` where an
-input needs none). ``Tensor._apply`` is the one place that calls ``forward``
-and links the result into the graph.
+input needs none). ``Function.apply`` runs it on Tensors and links the result
+into the graph, as ``torch.autograd.Function.apply`` does:
 
-    >>> import numpy as np
     >>> class Double(Function):
     ...     def forward(self, x):
     ...         return 2 * x
     ...     def backward(self, g):
     ...         return 2 * g  # d/dx 2x = 2
-    >>> Double().forward(np.ones(2))
-    array([2., 2.])
+    >>> from tinygrad_gpt import Tensor
+    >>> x = Tensor([1.0, 2.0], requires_grad=True)
+    >>> y = Double.apply(x)
+    >>> y.sum().backward(); x.grad
+    array([2., 2.], dtype=float32)
 """
 
 class Function:
@@ -25,6 +27,19 @@ class Function:
         self.needs_grad = tuple(needs_grad)
         self.parents = ()
         self.saved = ()
+
+    @classmethod
+    def apply(cls, *inputs, **kwargs):
+        """Run this op on Tensors and record it in the graph; returns the output Tensor.
+
+        ``inputs`` are the Tensors to differentiate with respect to (numbers and arrays
+        become constant Tensors); ``kwargs`` are options passed to ``forward`` as they are.
+        An exception raised in your ``forward`` or ``backward`` reaches you unchanged.
+        """
+        from .tensor import Tensor  # tensor.py builds on this module, so it is imported here
+        inputs = [t if t is None or isinstance(t, Tensor) else Tensor(t, dtype=getattr(t, "dtype", None))
+                  for t in inputs]
+        return Tensor._apply(cls, *inputs, **kwargs)
 
     @property
     def name(self):

@@ -1,15 +1,9 @@
-"""Neural-network functions on Tensors, imported as ``F``, and the switch between three modes.
+"""Neural-network functions on Tensors, imported as ``F``.
 
-Each fused function (backed by a rule in ``rules.py``) has a composed twin here, built only
-from primitive Tensor ops: ``softmax_composed``, ``layer_norm_composed`` and so on. Which
-one runs, and how, is the mode (like nanoGPT's ``if self.flash: ... else: # manual``):
-
-- ``"composed"``: the composed twins; the engine differentiates primitive ops only;
-- ``"rules"``: the hand-derived rules of rules.py and ops.py, plain array code;
-- ``"fast"`` (the default): the fast layer (``fast/``) in place of the rules it speeds up.
-
-All three compute the same values and gradients (the tests check it). To step through
-backprop in a debugger, use ``"rules"`` or ``"composed"``:
+Each fused function (backed by a rule in ``rules.py``, or GELU's in ``ops.py``) has a composed
+twin here, built only from primitive Tensor ops: ``softmax_composed``, ``layer_norm_composed``
+and so on. Which one runs, the rule, its fast op or the composed twin, is the mode's choice
+(modes.py; ``mode``, ``set_mode`` and ``get_mode`` are here too):
 
     >>> import numpy as np
     >>> from tinygrad_gpt import Tensor
@@ -20,63 +14,14 @@ backprop in a debugger, use ``"rules"`` or ``"composed"``:
     >>> get_mode()
     'fast'
 """
-import contextlib
 import math
 
 import numpy as np
 
-from . import backend, fast, rules
-from . import tensor as _tensor
+from . import backend, modes, rules
 from .backend import get_array_module, is_array
-from .function import Gradients
+from .modes import MODES, get_mode, mode, set_mode  # noqa: F401 (the mode switch, as F.mode)
 from .tensor import Tensor, _axis_arg
-
-# ----------------------------------------------------------------------------- modes
-
-MODES = ("composed", "rules", "fast")
-_mode = "fast"
-
-
-def get_mode():
-    """The current mode: "composed", "rules" or "fast"."""
-    return _mode
-
-
-def _set_mode(name):
-    global _mode
-    _mode = name
-    _tensor._fast_ops = fast.OPS if name == "fast" else {}
-    _tensor._Gradients = fast.InPlaceGradients if name == "fast" else Gradients
-
-
-class mode(contextlib.ContextDecorator):
-    """Run the ops in ``name`` mode ("composed", "rules" or "fast") inside a ``with`` block, or
-    in a function decorated with ``@mode(name)``. Run backward in the mode of its forward.
-
-        >>> with mode("composed"):
-        ...     get_mode()
-        'composed'
-    """
-
-    def __init__(self, name):
-        if name not in MODES:
-            raise ValueError(f"mode: unknown mode {name!r}, expected one of {', '.join(MODES)}")
-        self.name = name
-
-    def _recreate_cm(self):  # a fresh object per decorated call, so recursion restores correctly
-        return type(self)(self.name)
-
-    def __enter__(self):
-        self.previous = _mode
-        _set_mode(self.name)
-        return self
-
-    def __exit__(self, *exc):
-        _set_mode(self.previous)
-        return False
-
-
-_set_mode(_mode)  # the engine's hooks, inside this package
 
 
 def _int_array(ids, like, what, check):
@@ -117,9 +62,9 @@ def linear(x, weight, bias=None, activation=None):
     if bias is not None and bias.shape != (weight.shape[1],):
         raise ValueError(f"linear: bias must have shape ({weight.shape[1]},), got {bias.shape}")
     inputs = (x, weight) if bias is None else (x, weight, bias)
-    if _mode == "fast":  # the product, the bias and the GELU in one op
-        return Tensor._apply(fast.Linear, *inputs, activation=activation)
-    out = linear_composed(x, weight, bias) if _mode == "composed" else Tensor._apply(rules.Linear, *inputs)
+    if activation in getattr(modes.current().implementation(rules.Linear), "activations", ()):
+        return Tensor._apply(rules.Linear, *inputs, activation=activation)  # one op (the fast layer's)
+    out = Tensor._apply(rules.Linear, *inputs)
     return out if activation is None else gelu(out)
 
 
@@ -133,14 +78,12 @@ def linear_composed(x, weight, bias=None):
 
 def softmax(x, axis=-1, *, dim=None):
     """exp(x) / sum(exp(x)) along ``axis`` (or PyTorch's ``dim``), stable for large inputs."""
-    axis = _axis_arg(axis, dim, -1)
-    return softmax_composed(x, axis) if _mode == "composed" else x.softmax(axis)
+    return x.softmax(_axis_arg(axis, dim, -1))
 
 
 def log_softmax(x, axis=-1, *, dim=None):
     """x - log(sum(exp(x))) along ``axis`` (or ``dim``), stable for large inputs."""
-    axis = _axis_arg(axis, dim, -1)
-    return log_softmax_composed(x, axis) if _mode == "composed" else x.log_softmax(axis)
+    return x.log_softmax(_axis_arg(axis, dim, -1))
 
 
 def softmax_composed(x, axis=-1, *, dim=None):
@@ -184,8 +127,6 @@ def cross_entropy(logits, targets, ignore_index=-1):
     logits: (V,), (N, V) or (B, T, V). targets: integers of shape (), (N,) or (B, T);
     positions equal to ``ignore_index`` are left out of the mean.
     """
-    if _mode == "composed":
-        return cross_entropy_composed(logits, targets, ignore_index)
     logits2, t = _flatten_targets(logits, targets, ignore_index)
     return Tensor._apply(rules.CrossEntropy, logits2, Tensor._wrap(t), ignore_index=ignore_index)
 
@@ -214,8 +155,6 @@ def layer_norm(x, weight, bias=None, eps=1e-5):
         if p is not None and p.shape != (C,):
             raise ValueError(f"layer_norm: {name} must have shape ({C},) for input "
                              f"of shape {x.shape}, got {p.shape}")
-    if _mode == "composed":
-        return layer_norm_composed(x, weight, bias, eps)
     inputs = (x, weight) if bias is None else (x, weight, bias)
     return Tensor._apply(rules.LayerNorm, *inputs, eps=eps)
 
@@ -234,7 +173,7 @@ def layer_norm_composed(x, weight, bias=None, eps=1e-5):
 
 def gelu(x):
     """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    return gelu_composed(x) if _mode == "composed" else x.gelu()
+    return x.gelu()
 
 
 def gelu_composed(x):
@@ -290,16 +229,12 @@ def scaled_dot_product_attention(q, k, v, causal=True, dropout_p=0.0, scale=None
     KV cache; with Tq == Tk this is the usual lower-triangular mask).
     """
     _check_qkv(q, k, v, causal)
-    if _mode == "composed":
-        return scaled_dot_product_attention_composed(q, k, v, causal, scale, dropout_p)
-    if _mode == "fast" and dropout_p == 0 and fast.weights_outgrow_caches(q.data, k.data, v.data):
-        return Tensor._apply(fast.BlockedAttention, q, k, v, causal=causal, scale=scale)
     return Tensor._apply(rules.Attention, q, k, v, causal=causal, scale=scale, dropout_p=dropout_p)
 
 
 def blocked_attention(q, k, v, causal=True, scale=None, block=None, tile=None):
     """The same attention, computed ``block`` (batch, head) matrices at a time, never holding all
-    the (..., Tq, Tk) weights: fast.BlockedAttention. With ``causal``, each block goes through
+    the (..., Tq, Tk) weights: the fast layer's BlockedAttention. With ``causal``, each block goes through
     its queries ``tile`` rows at a time and skips the keys a tile cannot see.
     ``scaled_dot_product_attention`` picks it by itself for long sequences on the CPU; q, k and
     v must share their leading dims. In the "rules" and "composed" modes it is that mode's
@@ -311,10 +246,10 @@ def blocked_attention(q, k, v, causal=True, scale=None, block=None, tile=None):
     for name, n in (("block", block), ("tile", tile)):
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
             raise ValueError(f"blocked_attention: {name} must be a positive int, got {n!r}")
-    if _mode != "fast":
+    blocked = getattr(modes.current().implementation(rules.Attention), "blocked", None)
+    if blocked is None:
         return scaled_dot_product_attention(q, k, v, causal=causal, scale=scale)
-    return Tensor._apply(fast.BlockedAttention, q, k, v, causal=causal, scale=scale, block=block,
-                         tile=tile)
+    return Tensor._apply(blocked, q, k, v, causal=causal, scale=scale, block=block, tile=tile)
 
 
 def scaled_dot_product_attention_composed(q, k, v, causal=True, scale=None, dropout_p=0.0):

@@ -12,10 +12,11 @@ from dataclasses import dataclass, asdict
 
 import numpy as np
 
-from . import backend, functional as F, nn
+from . import backend, functional as F, modes, nn
 from .backend import get_array_module, to_numpy
 from .nn import Module, ModuleList, Linear, Embedding, LayerNorm, Dropout
 from .tensor import Tensor, no_grad
+from .optim import AdamW
 
 
 @dataclass
@@ -208,14 +209,14 @@ class GPT(Module):
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self, weight_decay, learning_rate, betas):
-        """AdamW with weight decay on 2-D weights (matmuls, embeddings) only, as nanoGPT does."""
-        from .optim import AdamW
+        """AdamW with weight decay on 2-D weights (matmuls, embeddings) only, as nanoGPT does:
+        the fast layer's in the "fast" mode, the rule of optim.py in the others."""
         params = self.parameters()
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         groups = [{"params": decay, "weight_decay": weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        return AdamW(groups, lr=learning_rate, betas=betas)
+        return modes.current().implementation(AdamW)(groups, lr=learning_rate, betas=betas)
 
     def flops_per_token(self):
         """Training FLOPs per token (forward + backward), PaLM's estimate used by nanoGPT."""

@@ -10,6 +10,7 @@ live in ``rules.py``; the fast layer (``fast/``) speeds up some of these rules.
 """
 import math
 
+from . import backend
 from .backend import get_array_module, scatter_add
 from .function import Function, sum_to
 
@@ -383,3 +384,15 @@ class MatMul(Function):
         if self.needs_grad[1]:
             gy = sum_to(xp.swapaxes(x2, -1, -2) @ g2, y2.shape).reshape(y.shape)
         return gx, gy
+
+
+class ToDevice(Function):
+    """Move values to another device; the gradient moves back."""
+
+    def forward(self, x, device):
+        self.source = backend.device_of(x)
+        return backend.to_device(x, device)
+
+    def backward(self, g):
+        # the move is the identity on values: d/dx = 1, on the source device
+        return backend.to_device(g, self.source)

@@ -13,32 +13,23 @@ deep graphs work) and adds up gradients of tensors used more than once.
 
 ``+=``, ``-=``, ``*=`` and ``/=`` change a tensor in place, as in PyTorch: a parameter is
 updated under ``no_grad`` (``with no_grad(): w -= lr * w.grad``), and backward refuses to
-use a value that an op saved and that was changed in place afterwards (``_check_versions``).
+use a value that an op saved and that was changed in place afterwards (engine/versions.py).
+
+Which implementation runs for an op (its rule, a fast op, or a composed twin) is the current
+mode's choice (modes.py); ``_apply`` asks it.
 """
 import contextlib
 import operator
 
 import numpy as np
 
-from . import backend
+from . import backend, modes
 from .backend import get_array_module, to_numpy, is_array
 from . import ops, rules
-from .function import Function, Gradients
+from .engine import indexing, versions
 
 _grad_enabled = True
-# anomaly.detect_anomaly() sets this to a checker whose forward(fn, inputs, out) and
-# backward(fn, g, gxs) run after each op; None (anomaly mode off) costs one test per op.
-_anomaly_hook = None
-# Counts in-place changes. Each tensor has a version box [written_at, rebased_at], shared with
-# its views: a write to its array stamps written_at, and a recorded in-place op, which makes
-# the tensor the output of a new op, gives it a new box with both stamps. An op remembers the
-# count when it was recorded (``recorded_at``); backward compares (``_check_versions``).
-_writes = 0
-# functional.mode() sets these two. _fast_ops maps a rule to the fast op that replaces it
-# ({} in the "rules" and "composed" modes); _Gradients adds up the gradients in backward
-# (the fast mode's adds in place). This module never imports the fast layer itself.
-_fast_ops = {}
-_Gradients = Gradients
+_op_hooks = []  # objects with forward(fn, inputs, out) and backward(fn, g, gxs): add_op_hook
 
 
 class no_grad(contextlib.ContextDecorator):
@@ -69,21 +60,24 @@ class _Released:
 
 _RELEASED = _Released()
 
-_post_accumulate_hooks = {}  # id(leaf tensor) -> hooks (Tensor.register_post_accumulate_grad_hook)
 
+class _Handle:
+    """What the hook registrations return: ``remove()`` takes the hook off."""
 
-class _HookHandle:
-    """What register_post_accumulate_grad_hook returns: ``remove()`` takes the hook off."""
-
-    def __init__(self, tensor, hook):
-        self.key, self.hook = id(tensor), hook
+    def __init__(self, hooks, hook):
+        self.hooks, self.hook = hooks, hook
 
     def remove(self):
-        hooks = _post_accumulate_hooks.get(self.key, [])
-        if self.hook in hooks:
-            hooks.remove(self.hook)
-        if not hooks:
-            _post_accumulate_hooks.pop(self.key, None)
+        if self.hook in self.hooks:
+            self.hooks.remove(self.hook)
+
+
+def add_op_hook(hook):
+    """Call ``hook.forward(fn, inputs, out)`` after every op's forward and ``hook.backward(fn, g,
+    gxs)`` after every op's backward, until the returned handle's ``remove()``. Anomaly mode
+    (anomaly.py) checks values this way; with no hook, an op pays one test of an empty list."""
+    _op_hooks.append(hook)
+    return _Handle(_op_hooks, hook)
 
 
 def _as_array(data, device, dtype):
@@ -101,26 +95,10 @@ def _as_array(data, device, dtype):
     return backend.to_device(array, device or backend.default_device())
 
 
-_constants = {}  # (repr of the number, dtype) -> 0-d device array of a Python number operand
-
-
-def _device_constant(xp, value, dtype):
-    """A 0-d device array holding ``value``, copied to the device on first use only.
-
-    Ops never write into their inputs, so one array serves every use of the number."""
-    key = (repr(value), dtype.str)  # repr tells 0.0 from -0.0, and 1 from 1.0 and True
-    array = _constants.get(key)
-    if array is None:
-        if len(_constants) >= 1024:  # a run uses a few dozen numbers; stay bounded anyway
-            _constants.clear()
-        array = _constants[key] = xp.asarray(value, dtype=dtype)
-    return array
-
-
 class Tensor:
     """An n-dimensional array that can record the ops applied to it and backpropagate."""
 
-    __slots__ = ("_data", "grad", "requires_grad", "_ctx", "_version", "__weakref__")
+    __slots__ = ("_data", "grad", "requires_grad", "_ctx", "_version", "_hooks", "__weakref__")
     __array_ufunc__ = None  # make `ndarray + Tensor` call Tensor.__radd__
     __hash__ = object.__hash__  # == compares values, so hashing stays by identity (dicts, sets)
 
@@ -131,6 +109,7 @@ class Tensor:
         self._version = [0, 0]
         self.grad = None
         self._ctx = None
+        self._hooks = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -139,7 +118,7 @@ class Tensor:
     def _wrap(cls, array, requires_grad=False):
         """A Tensor around an existing backend array, with no checks or copies."""
         t = cls.__new__(cls)
-        t._data, t.grad, t._ctx, t.requires_grad = array, None, None, requires_grad
+        t._data, t.grad, t._ctx, t._hooks, t.requires_grad = array, None, None, None, requires_grad
         t._version = [0, 0]
         return t
 
@@ -220,7 +199,7 @@ class Tensor:
         backend.require_device(device)
         if device == self.device:
             return self
-        return Tensor._apply(ToDevice, self, device=device)
+        return Tensor._apply(ops.ToDevice, self, device=device)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -242,31 +221,31 @@ class Tensor:
     # ------------------------------------------------------------------ the graph
     @staticmethod
     def _apply(fn_cls, *inputs, **kwargs):
-        """Run ``fn_cls`` forward on the inputs' arrays and link the result into the graph.
+        """Run op ``fn_cls`` on the inputs (Tensors, or None for an absent optional input) and
+        link the result into the graph. ``Function.apply`` is the public way in.
 
-        This is the only place graph nodes are made. In the "fast" mode ``_fast_ops`` names
-        the fast op that runs in place of a rule (functional.mode sets it).
+        This is the only place graph nodes are made. The current mode (modes.py) says what runs
+        for ``fn_cls``: its rule, a fast op in its place, or a composed twin built from
+        primitive ops, which makes its own nodes.
         """
-        fn_cls = _fast_ops.get(fn_cls, fn_cls)
         arrays = [t._data if t is not None else None for t in inputs]
         get_array_module(*arrays)  # raises if inputs live on different devices
+        impl = modes.current().implementation(fn_cls, arrays, kwargs)
+        if not modes.is_function(impl):
+            return impl(*inputs, **kwargs)
         # under no_grad nothing needs a gradient, so forwards keep nothing for a backward
         needs = [_grad_enabled and t is not None and t.requires_grad for t in inputs]
-        fn = fn_cls(needs)
-        try:
-            out = fn.forward(*arrays, **kwargs)
-        except ValueError as e:
-            shapes = " and ".join(str(tuple(a.shape)) for a in arrays if a is not None)
-            raise ValueError(f"{fn.name}: bad input shapes {shapes}: {e}") from None
-        if _anomaly_hook is not None:
-            _anomaly_hook.forward(fn, inputs, out)
+        fn = impl(needs)
+        out = _forward(fn, arrays, kwargs)
+        for hook in _op_hooks:
+            hook.forward(fn, inputs, out)
         requires = any(needs)
         t = Tensor._wrap(out, requires)
         if out.base is not None:  # maybe a view of an input: share its version box
-            _share_version(t, inputs)
+            versions.share(t, inputs)
         if requires:
             fn.parents = inputs
-            fn.recorded_at = _writes  # for the in-place check in backward
+            fn.recorded_at = versions.now()  # for the in-place check in backward
             t._ctx = fn
         return t
 
@@ -313,7 +292,7 @@ class Tensor:
             if tuple(grad.shape) != self.shape:
                 raise ValueError(f"backward(): grad has shape {tuple(grad.shape)} "
                                  f"but the tensor has shape {self.shape}")
-        grads = _Gradients({id(self): grad})  # tensor id -> the sum of its gradients so far
+        grads = modes.current().gradients({id(self): grad})  # tensor id -> its gradients' sum so far
         for t in reversed(self._topo()):  # every tensor after all the tensors made from it
             g = grads.take(id(t))
             if g is None:
@@ -326,8 +305,8 @@ class Tensor:
             if ctx is _RELEASED:
                 raise RuntimeError("backward() through a graph that was already freed; "
                                    "call the first backward with retain_graph=True")
-            if ctx.recorded_at != _writes:  # something was written in place since: here?
-                _check_versions(t, ctx)
+            if ctx.recorded_at != versions.now():  # something was written in place since: here?
+                versions.check(t, ctx)
             _propagate(ctx, g, grads)
             if not retain_graph:
                 t._ctx = _RELEASED
@@ -343,17 +322,18 @@ class Tensor:
             [2. 4.]
             >>> handle.remove()
         """
-        hooks = _post_accumulate_hooks.setdefault(id(self), [])
-        hooks.append(hook)
-        return _HookHandle(self, hook)
+        if self._hooks is None:
+            self._hooks = []
+        self._hooks.append(hook)
+        return _Handle(self._hooks, hook)
 
     def _accumulate_grad(self, g):
         if self.grad is None:  # a fresh, writable array the tensor owns
             self.grad = g.astype(self.dtype, copy=True)
         else:
             self.grad = self.grad + g
-        if _post_accumulate_hooks and id(self) in _post_accumulate_hooks:
-            for hook in list(_post_accumulate_hooks[id(self)]):  # this pass's whole gradient is in
+        if self._hooks:
+            for hook in list(self._hooks):  # this pass's whole gradient is in
                 hook(self)
 
     def zero_grad(self):
@@ -378,7 +358,7 @@ class Tensor:
             xp = get_array_module(self.data)
             if source is None and other.ndim == 0 and xp is not np and isinstance(other, np.ndarray):
                 # as in PyTorch, a 0-d host value beside a device tensor is a number: made once there
-                return Tensor._wrap(_device_constant(xp, other.item(), other.dtype))
+                return Tensor._wrap(backend.device_constant(xp, other.item(), other.dtype))
             t = Tensor._wrap(other)
             if source is not None and other is source._data:
                 t._version = source._version  # one array: a write to the tensor is seen here too
@@ -386,7 +366,7 @@ class Tensor:
         xp = get_array_module(self.data)
         if isinstance(other, (bool, int, float, np.number)) and self.dtype.kind == "f":
             if xp is not np:  # a device constant is made once, not copied over at every use
-                return Tensor._wrap(_device_constant(xp, other, self.dtype))
+                return Tensor._wrap(backend.device_constant(xp, other, self.dtype))
             return Tensor._wrap(xp.asarray(other, dtype=self.dtype))
         return Tensor._wrap(xp.asarray(other))
 
@@ -416,7 +396,6 @@ class Tensor:
         tensor becomes the output of the op, applied to its old value; the op gets a new
         array, so that its input keeps the value its backward needs.
         """
-        global _writes
         other = self._lift(other)
         recorded = _grad_enabled and (self.requires_grad or other.requires_grad)
         if recorded and self._ctx is None and self.requires_grad:
@@ -439,12 +418,12 @@ class Tensor:
             self._data, self._ctx, self.requires_grad = new.data.astype(self.dtype, copy=False), new._ctx, True
         else:
             array_op(self.data, other.data)
-        _writes += 1
+        now = versions.tick()
         if recorded:  # a new box: ops that used the old value see a newer version and refuse
-            self._version = [_writes, _writes]
-            self._ctx.recorded_at = _writes
+            self._version = [now, now]
+            self._ctx.recorded_at = now
         else:
-            self._version[0] = _writes
+            self._version[0] = now
         return self
 
     # ------------------------------------------------------------------ comparisons
@@ -556,12 +535,13 @@ class Tensor:
         return self.transpose(*axes)
 
     def __getitem__(self, index):
-        return Tensor._apply(ops.GetItem, self, index=_index_arg(index, self.data))
+        return Tensor._apply(ops.GetItem, self, index=indexing.index_arg(_unwrap(index), self.data))
 
     def _getitem_checked(self, index):
         """``self[index]`` for integer ids their caller has range-checked already (once per
         batch, on the host): no second check, so no wait for the device."""
-        return Tensor._apply(ops.GetItem, self, index=_index_arg(index, self.data, check=False))
+        return Tensor._apply(ops.GetItem, self,
+                             index=indexing.index_arg(_unwrap(index), self.data, check=False))
 
     @staticmethod
     def cat(tensors, axis=0, *, dim=None):
@@ -620,13 +600,26 @@ class Tensor:
         return tuple(pieces)
 
 
+def _forward(fn, arrays, kwargs):
+    """fn.forward on the arrays. A ValueError from one of the engine's own ops (NumPy's
+    broadcasting message, say) gets the op's name and the input shapes in front; an op of
+    the user's own (``Function.apply``) raises as it raised."""
+    try:
+        return fn.forward(*arrays, **kwargs)
+    except ValueError as e:
+        if not type(fn).__module__.startswith("tinygrad_gpt."):
+            raise
+        shapes = " and ".join(str(tuple(a.shape)) for a in arrays if a is not None)
+        raise ValueError(f"{fn.name}: bad input shapes {shapes}: {e}") from e
+
+
 def _propagate(ctx, g, grads):
     """Run one node's backward and add each input's gradient into ``grads``."""
     gxs = ctx.backward(g)
     if not isinstance(gxs, tuple):
         gxs = (gxs,)
-    if _anomaly_hook is not None:
-        _anomaly_hook.backward(ctx, g, gxs)
+    for hook in _op_hooks:
+        hook.backward(ctx, g, gxs)
     for p, gx in zip(ctx.parents, gxs):
         if p is None or gx is None or not p.requires_grad:
             continue
@@ -651,60 +644,6 @@ def _keepdims_arg(keepdims, keepdim):
     return keepdims if keepdim is None else keepdim
 
 
-# ----------------------------------------------------------------------------- in-place checks
-
-def _share_version(t, inputs):
-    """A view of an input's array shares the input's version box: a write to one is a write
-    to both, so ops that saved either see it."""
-    root = _root(t._data)
-    for p in inputs:
-        if p is not None:
-            if _root(p._data) is root:
-                t._version = p._version
-                return
-
-
-def _check_versions(t, ctx):
-    """Refuse to backpropagate through an op when, since it was recorded, an input became the
-    output of a recorded in-place op (its gradient would flow to the wrong place), or the op's
-    input or output was written in place while the op keeps that array for its backward."""
-    for i, p in enumerate((t,) + tuple(ctx.parents)):
-        if p is None:
-            continue
-        what = "its output" if i == 0 else f"its input {i - 1}"
-        written_at, rebased_at = p._version
-        if rebased_at > ctx.recorded_at:
-            raise RuntimeError(
-                f"backward through {ctx.name}: {what} (shape {p.shape}) was changed in place by a "
-                f"recorded op after {ctx.name} used it; write `y = y + ...` instead of `y += ...` "
-                f"for a tensor that is already in use")
-        if written_at > ctx.recorded_at and _keeps(ctx, p._data):
-            raise RuntimeError(
-                f"backward through {ctx.name}: {what} (shape {p.shape}) was changed in place after "
-                f"{ctx.name} saved it for its backward, so the gradient would use the wrong value; "
-                f"change it in place only after backward(), or write `y = y + ...`")
-
-
-def _root(array):
-    while getattr(array, "base", None) is not None:
-        array = array.base
-    return array
-
-
-def _keeps(ctx, array):
-    """True when the op holds ``array``, or a view of its memory, among its attributes."""
-    root, todo = _root(array), list(vars(ctx).values())
-    while todo:
-        value = todo.pop()
-        if isinstance(value, (tuple, list)):
-            todo.extend(value)
-        elif isinstance(value, dict):
-            todo.extend(value.values())
-        elif is_array(value) and _root(value) is root:
-            return True
-    return False
-
-
 def _one_dtype(x, y):
     """Matrix-product operands, which must share a float dtype (PyTorch refuses float32 @ float64)."""
     if x.dtype != y.dtype and x.dtype.kind == "f" and y.dtype.kind == "f":
@@ -719,81 +658,8 @@ def _shape_arg(shape):
     return tuple(shape)
 
 
-def _index_arg(index, like, check=True):
-    """Indices may hold Tensors, lists and arrays; make them arrays on the data's device.
-
-    On a GPU an out-of-range integer index wraps around silently (NumPy raises IndexError),
-    so with ``check`` integer index arrays are range-checked when the data is on the device:
-    host arrays on the host, before they are copied over (no wait for the device); arrays
-    already on the device there, which waits for the device once per index. The training
-    step does not pay that wait: its ids are checked once per batch, on the host, before they
-    go to the device, and the model's embedding then indexes with ``check=False``."""
-    xp = get_array_module(like)
-
-    def convert(i):
-        if isinstance(i, Tensor):
-            i = i.data
-        if isinstance(i, list):
-            i = np.asarray(i, dtype=np.int64) if not i else np.asarray(i)
-        if is_array(i) and i.dtype.kind == "f":
-            raise TypeError(f"indices must be integers or booleans, got dtype {i.dtype}")
-        return i
-
-    items = tuple(convert(i) for i in index) if isinstance(index, tuple) else (convert(index),)
-    if check and xp is not np:
-        _check_index_range(items, like.shape)
-    items = tuple(xp.asarray(i) if is_array(i) and get_array_module(i) is not xp else i for i in items)
-    return items if isinstance(index, tuple) else items[0]
-
-
-def _check_index_range(items, shape):
-    """IndexError for an integer index array with an entry outside its axis, as NumPy's.
-    Each array is checked where it lives; the device ones together, with one wait."""
-    def width(i):  # how many axes of the data ``i`` indexes
-        if i is None or i is Ellipsis or isinstance(i, (bool, np.bool_)):
-            return 0
-        return i.ndim if is_array(i) and i.dtype.kind == "b" else 1
-
-    used = sum(width(i) for i in items)
-    axis, on_device = 0, []
-    for i in items:
-        if i is Ellipsis:
-            axis += max(len(shape) - used, 0)
-            continue
-        if width(i) != 1 or not is_array(i):
-            axis += width(i)
-            continue
-        if i.dtype.kind in "iu" and i.size and axis < len(shape):
-            if isinstance(i, np.ndarray):
-                _refuse_out_of_range(i, axis, shape[axis])
-            else:
-                on_device.append((i, axis))
-        axis += 1
-    if on_device:
-        xp = get_array_module(on_device[0][0])
-        flags = xp.stack([_out_of_range(i, shape[a]).any() for i, a in on_device])
-        if bool(flags.any()):  # the one wait; the error path below may wait again
-            for i, a in on_device:
-                _refuse_out_of_range(to_numpy(i), a, shape[a])
-
-
-def _out_of_range(ids, n):
-    return (ids >= n) if ids.dtype.kind == "u" else (ids < -n) | (ids >= n)
-
-
-def _refuse_out_of_range(ids, axis, n):
-    bad = _out_of_range(ids, n)
-    if bad.any():
-        raise IndexError(f"index {int(ids[bad].ravel()[0])} is out of bounds for axis {axis} with size {n}")
-
-
-class ToDevice(Function):
-    """Move values to another device; the gradient moves back."""
-
-    def forward(self, x, device):
-        self.source = backend.device_of(x)
-        return backend.to_device(x, device)
-
-    def backward(self, g):
-        # the move is the identity on values: d/dx = 1, on the source device
-        return backend.to_device(g, self.source)
+def _unwrap(index):
+    """An index with its Tensors replaced by their arrays."""
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return index.data if isinstance(index, Tensor) else index

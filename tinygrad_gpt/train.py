@@ -396,7 +396,8 @@ def _setup(cfg, print_fn, comm=distributed.Single()):
     backend.manual_seed(cfg.seed)
     model = (pretrained if pretrained is not None else GPT(model_config)).to(device=cfg.device,
                                                                              dtype=np.dtype(cfg.dtype))
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
+    with F.mode(cfg.ops):  # the optimizer of the run's mode: fast.AdamW in "fast"
+        optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
     run = _Run(cfg, model, optimizer, dataset, tokenizer, stream(cfg.seed, "batches"), ckpt_path,
                lr_decay_iters=cfg.lr_decay_iters or cfg.max_iters, comm=comm)
     if ckpt is not None:

@@ -4,14 +4,15 @@ Each op here subclasses the rule it speeds up and overrides its ``forward`` and 
 with the same maths, done faster: query tiles and blocked attention (``attention.py``), GELU,
 layer norm and Linear in cache-sized chunks, with BLAS row sums and in-place products
 (``layers.py``), optional numba kernels compiled on first use (``kernels.py``), gradients
-added in place (``grads.py``), and glibc allocator tuning for a training process
-(``allocator.py``); ``threads.py`` says how many threads the CPU work of this process may use. tests/test_fast.py holds every fast op to its rule, values and gradients.
+added in place (``grads.py``), and AdamW a parameter group at a time (``adamw.py``).
+tests/test_fast.py holds every fast op to its rule, values and gradients.
 
-``OPS`` maps each rule to its fast op. ``functional.mode("fast")``, the default, makes the
-engine use it; the rule files never import this package. Importing it imports no numba and
+``OPS`` maps each rule to its fast op. The "fast" mode (modes.py, the default) uses it; modes.py
+is the only module outside this package that imports it. Importing it imports no numba and
 changes no process-wide setting.
 """
 from .. import ops, rules
+from .adamw import AdamW
 from .allocator import tune_allocator, tune_allocator_for_training
 from .attention import Attention, BlockedAttention, weights_outgrow_caches
 from .grads import InPlaceGradients, SliceGrad
@@ -26,6 +27,6 @@ OPS = {
     rules.Attention: Attention,
 }
 
-__all__ = ["OPS", "Attention", "BlockedAttention", "Gelu", "GetItem", "InPlaceGradients", "LayerNorm",
+__all__ = ["OPS", "AdamW", "Attention", "BlockedAttention", "Gelu", "GetItem", "InPlaceGradients", "LayerNorm",
            "Linear", "SliceGrad", "Softmax", "gelu_arrays", "tune_allocator", "tune_allocator_for_training",
            "weights_outgrow_caches"]

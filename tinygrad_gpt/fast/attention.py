@@ -95,6 +95,13 @@ class Attention(rules.Attention):
     multiplied. The weights of each tile are kept for the backward.
     """
 
+    @staticmethod
+    def choose(arrays, kwargs):
+        """The op for these inputs: BlockedAttention where the weights outgrow the caches."""
+        if kwargs.get("dropout_p", 0) == 0 and weights_outgrow_caches(*arrays):
+            return BlockedAttention
+        return Attention
+
     def forward(self, q, k, v, causal=True, scale=None, dropout_p=0.0):
         xp = get_array_module(q, k, v)
         Tq, Tk = q.shape[-2], k.shape[-2]
@@ -175,7 +182,9 @@ class BlockedAttention(rules.Attention):
     and exps (benchmarks/RESULTS.md has the timings).
     """
 
-    def forward(self, q, k, v, causal=True, scale=None, block=None, tile=None):
+    def forward(self, q, k, v, causal=True, scale=None, block=None, tile=None, dropout_p=0.0):
+        if dropout_p:
+            raise ValueError("BlockedAttention has no dropout; use Attention")
         xp = get_array_module(q, k, v)
         Tq, Tk = q.shape[-2], k.shape[-2]
         self.scale = q.shape[-1] ** -0.5 if scale is None else scale
@@ -245,3 +254,6 @@ def weights_outgrow_caches(q, k, v):
     the whole array. q, k and v are arrays."""
     return (q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and device_of(q) == "cpu"
             and math.prod(q.shape[:-1]) * k.shape[-2] >= CHUNKED_MIN)
+
+
+Attention.blocked = BlockedAttention  # what functional.blocked_attention runs in this layer

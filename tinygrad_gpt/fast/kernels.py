@@ -116,7 +116,7 @@ def _compile():
     @numba.njit(["void({0}[::1], {0}[::1], {0}[::1], {0}[::1], {0}[::1])".format(t)
                  for t in ("float32", "float64")], nogil=True, cache=True, error_model="numpy")
     def adamw(g, m, v, p, c):
-        """One parameter's AdamW step in one pass: optim._adam, then optim._apply_update, step
+        """One parameter's AdamW step in one pass: adamw._adam, then adamw._apply_update, step
         for step in the arrays' dtype (no fast-math: the same roundings as the NumPy path).
         c = (b1, 1 - b1, b2, 1 - b2, 1 / sqrt(1 - b2^t), eps, lr / (1 - b1^t), 1 - lr wd), in
         the arrays' dtype."""

@@ -153,6 +153,7 @@ class Linear(rules.Linear):
     """
 
     activation = None
+    activations = ("gelu",)  # what it can fuse: functional.linear(..., activation="gelu") is one op
 
     @property
     def name(self):
