@@ -18,11 +18,12 @@ import pytest
 from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 
-from tinygrad_gpt import backend, cli
-from tinygrad_gpt.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
-from tinygrad_gpt.cli import UsageError, parse_flags
-from tinygrad_gpt.sample import SampleConfig
-from tinygrad_gpt.train import ConfigError, TrainConfig
+from tinygrad_gpt import backend
+from tinygrad_gpt.commands import cli
+from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
+from tinygrad_gpt.commands.cli import UsageError, parse_flags
+from tinygrad_gpt.commands.sample import SampleConfig
+from tinygrad_gpt.run.train import ConfigError, TrainConfig
 
 pytestmark = pytest.mark.host_only(
     "the commands run in subprocesses on the CPU; the device run covers what they call")

@@ -16,12 +16,13 @@ import time
 import numpy as np
 import pytest
 
-from tinygrad_gpt import backend, distributed
-from tinygrad_gpt.checkpoint import load_checkpoint
-from tinygrad_gpt.cli import main as cli_main
+from tinygrad_gpt import backend
+from tinygrad_gpt.run import distributed
+from tinygrad_gpt.storage.checkpoint import load_checkpoint
+from tinygrad_gpt.commands.cli import main as cli_main
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.nn import Parameter
-from tinygrad_gpt.train import TrainConfig, train
+from tinygrad_gpt.run.train import TrainConfig, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -135,7 +136,8 @@ def test_checksum_sees_one_changed_bit():
 def test_one_thread_means_no_helper_thread(monkeypatch):
     """OMP_NUM_THREADS=1 (or set_cpu_threads(1)): for_chunks runs every chunk on the calling thread."""
     import threading
-    from tinygrad_gpt.fast import chunks, threads
+    from tinygrad_gpt.fast import chunks
+    from tinygrad_gpt.run import settings as threads
     monkeypatch.setattr(threads, "_threads", None)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert threads.cpu_threads() == 1
@@ -149,7 +151,7 @@ def test_accumulation_steps_must_be_a_multiple_of_the_ranks(monkeypatch, tmp_pat
     class Three(distributed.Single):
         rank, size = 0, 3
     monkeypatch.setattr(distributed, "_world", Three())
-    from tinygrad_gpt.train import ConfigError
+    from tinygrad_gpt.run.train import ConfigError
     with pytest.raises(ConfigError, match="gradient_accumulation_steps=4 must be a multiple of the number "
                                           r"of processes \(3\)"):
         train(TrainConfig(gradient_accumulation_steps=4, out_dir=str(tmp_path)), print_fn=lambda *a: None)
@@ -366,8 +368,9 @@ def _safe_log(out):
 
 FAILING_RANK_1 = """
 import os, sys
-from tinygrad_gpt import cli, train
-from tinygrad_gpt.data import DataError
+from tinygrad_gpt.commands import cli
+from tinygrad_gpt.run import train
+from tinygrad_gpt.text.data import DataError
 real = train._train_step
 calls = []
 def failing(*args, **kwargs):

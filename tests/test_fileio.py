@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 from test_cli import write_text
-from tinygrad_gpt import cli
-from tinygrad_gpt import fileio
-from tinygrad_gpt import train as train_mod
-from tinygrad_gpt.checkpoint import CKPT_NAME, load_checkpoint
-from tinygrad_gpt.fileio import FileError, file_op, write_atomic
-from tinygrad_gpt.lock import LOCK_NAME
-from tinygrad_gpt.runlog import held_by_checkpoint
+from tinygrad_gpt.commands import cli
+from tinygrad_gpt.storage import fileio
+from tinygrad_gpt.run import train as train_mod
+from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint
+from tinygrad_gpt.storage.fileio import FileError, file_op, write_atomic
+from tinygrad_gpt.run.lock import LOCK_NAME
+from tinygrad_gpt.run.runlog import held_by_checkpoint
 from tinygrad_gpt.tokenizer import CharTokenizer
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"),
@@ -236,7 +236,7 @@ def test_tokenizer_files(tmp_path, monkeypatch, code):
 
 
 def test_bpe_tokenizer_files(tmp_path, monkeypatch):
-    from tinygrad_gpt.bpe import BPETokenizer
+    from tinygrad_gpt.text.bpe import BPETokenizer
     tok = BPETokenizer.train("hello world, hello there " * 20, 260)
     faults = Faults(monkeypatch, "merges.txt", "replace", errno.ENOSPC)
     faults.armed = True
@@ -347,7 +347,7 @@ def test_an_immutable_checkpoint(tmp_path, monkeypatch, capsys):
 
 
 def test_a_lock_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
-    from tinygrad_gpt.lock import LockError, RunLock
+    from tinygrad_gpt.run.lock import LockError, RunLock
 
     def pwrite(*args):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -36,7 +36,8 @@ import pytest
 from mutations import (data_values, dumps, header_bytes, header_bytes_text, merges_txt, metadata_field,
                        mutate_json, prefer_checkpoint, read_st, st_bytes, tensor_entry, text_data, vocab_json)
 from test_cli import write_text
-from tinygrad_gpt import backend, cli
+from tinygrad_gpt import backend
+from tinygrad_gpt.commands import cli
 
 CASES = int(os.environ.get("TINYGRAD_GPT_FUZZ_CASES", "500"))
 SEED = int(os.environ.get("TINYGRAD_GPT_FUZZ_SEED", "0"))

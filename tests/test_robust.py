@@ -25,14 +25,14 @@ from test_cli import assert_one_error_line, tinygrad_gpt, write_text
 from tinygrad_gpt import backend
 from tinygrad_gpt import functional as F
 from tinygrad_gpt import tensor as tensor_mod
-from tinygrad_gpt import train as train_mod
+from tinygrad_gpt.run import train as train_mod
 from tinygrad_gpt.anomaly import AnomalyError, detect_anomaly
-from tinygrad_gpt.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
-from tinygrad_gpt.lock import LOCK_NAME, LockError, RunLock, pid_alive
+from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
+from tinygrad_gpt.run.lock import LOCK_NAME, LockError, RunLock, pid_alive
 from tinygrad_gpt.model import GPT, GPTConfig
-from tinygrad_gpt.serialization import CheckpointError, save_file
+from tinygrad_gpt.storage.serialization import CheckpointError, save_file
 from tinygrad_gpt.tensor import Tensor
-from tinygrad_gpt.train import TrainConfig, TrainingError, train
+from tinygrad_gpt.run.train import TrainConfig, TrainingError, train
 
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=4", "--eval_iters=2",
         "--warmup_iters=5", "--sample_tokens=0"]
@@ -135,7 +135,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path, text_file):
 # and waits to be killed; it tells the parent by creating the file named in argv[1].
 STALLING_WRITER = r"""
 import os, sys, time
-from tinygrad_gpt import cli
+from tinygrad_gpt.commands import cli
 
 marker, real_fdopen, opened = sys.argv[1], os.fdopen, []
 
@@ -345,7 +345,7 @@ def test_a_flock_holder_without_a_pid_yet_is_respected(tmp_path):
 
 def test_a_lock_file_removed_under_a_waiting_run_is_not_trusted(tmp_path, monkeypatch):
     """A run that opened the file just before its holder removed it must not lock the removed file."""
-    from tinygrad_gpt import lock as lock_mod
+    from tinygrad_gpt.run import lock as lock_mod
     tries = []
     real_flock = lock_mod.RunLock._flock
 
@@ -364,7 +364,7 @@ def test_a_lock_file_removed_under_a_waiting_run_is_not_trusted(tmp_path, monkey
 @pytest.fixture
 def without_flock(monkeypatch):
     """Where flock is missing (Windows) the lock falls back to the pid file."""
-    from tinygrad_gpt import lock as lock_mod
+    from tinygrad_gpt.run import lock as lock_mod
     monkeypatch.setattr(lock_mod, "fcntl", None)
 
 
@@ -402,7 +402,7 @@ def test_without_flock_a_lock_of_another_host_is_not_judged(tmp_path, without_fl
 def test_a_file_system_without_flock_falls_back(tmp_path, monkeypatch):
     """ENOLCK from flock (some network mounts): the pid file decides, and our probe leaves no file."""
     import errno
-    from tinygrad_gpt import lock as lock_mod
+    from tinygrad_gpt.run import lock as lock_mod
 
     class NoLocks:
         LOCK_EX, LOCK_NB = 2, 4

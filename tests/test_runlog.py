@@ -8,10 +8,10 @@ import os
 import pytest
 
 from test_cli import write_text
-from tinygrad_gpt.data import DataError
+from tinygrad_gpt.text.data import DataError
 from tinygrad_gpt.optim import cosine_lr
-from tinygrad_gpt.runlog import OLD_LOG_NAME, RunLog, held_by_checkpoint
-from tinygrad_gpt.train import TrainConfig, train
+from tinygrad_gpt.run.runlog import OLD_LOG_NAME, RunLog, held_by_checkpoint
+from tinygrad_gpt.run.train import TrainConfig, train
 
 TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, eval_iters=2, warmup_iters=5,
             sample_tokens=0, device="cpu", progress=False, log_interval=5)

@@ -17,12 +17,13 @@ import time
 import pytest
 
 from test_cli import write_text
-from tinygrad_gpt import cli, fileio
-from tinygrad_gpt import train as train_mod
-from tinygrad_gpt.checkpoint import CKPT_NAME, load_checkpoint
-from tinygrad_gpt.lock import LOCK_NAME
-from tinygrad_gpt.stopping import Abort, StopSignals, Stopped
-from tinygrad_gpt.train import TrainConfig, train
+from tinygrad_gpt.commands import cli
+from tinygrad_gpt.storage import fileio
+from tinygrad_gpt.run import train as train_mod
+from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint
+from tinygrad_gpt.run.lock import LOCK_NAME
+from tinygrad_gpt.run.stopping import Abort, StopSignals, Stopped
+from tinygrad_gpt.run.train import TrainConfig, train
 
 pytestmark = pytest.mark.skipif(os.name == "nt" or not os.path.isdir("/proc/self/fd"),
                                 reason="POSIX signals, and /proc to see which file a descriptor writes")

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from tinygrad_gpt import backend
-from tinygrad_gpt import train as train_mod
-from tinygrad_gpt.checkpoint import CKPT_NAME, load_checkpoint
-from tinygrad_gpt.data import Dataset, pydoc_text
+from tinygrad_gpt.run import train as train_mod
+from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint
+from tinygrad_gpt.text.data import Dataset, pydoc_text
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import cosine_lr
-from tinygrad_gpt.serialization import CheckpointError, load_file, save_file
+from tinygrad_gpt.storage.serialization import CheckpointError, load_file, save_file
 from tinygrad_gpt.tokenizer import CharTokenizer
-from tinygrad_gpt.train import ConfigError, TrainConfig, TrainingError, stream, train
+from tinygrad_gpt.run.train import ConfigError, TrainConfig, TrainingError, stream, train
 
 TRAIN_KEYS = {"iter", "loss", "lr", "ms"}
 EVAL_KEYS = {"iter", "train_loss", "val_loss"}

@@ -11,13 +11,14 @@ import shutil
 import numpy as np
 import pytest
 
-from tinygrad_gpt import Tensor, functional as F, manual_seed, viz
-from tinygrad_gpt.checkpoint import save_checkpoint
-from tinygrad_gpt.cli import main
+from tinygrad_gpt import Tensor, functional as F, manual_seed
+from tinygrad_gpt.commands import viz
+from tinygrad_gpt.storage.checkpoint import save_checkpoint
+from tinygrad_gpt.commands.cli import main
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.nn import Linear
 from tinygrad_gpt.tokenizer import CharTokenizer
-from tinygrad_gpt.viz import VizError, attention_weights, draw, plot_attention, plot_losses, to_dot
+from tinygrad_gpt.commands.viz import VizError, attention_weights, draw, plot_attention, plot_losses, to_dot
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")
 

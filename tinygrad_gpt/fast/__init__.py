@@ -12,7 +12,6 @@ engine use it; the rule files never import this package. Importing it imports no
 changes no process-wide setting.
 """
 from .. import ops, rules
-from .allocator import tune_allocator, tune_allocator_for_training
 from .attention import Attention, BlockedAttention, weights_outgrow_caches
 from .grads import InPlaceGradients, SliceGrad
 from .layers import Gelu, GetItem, LayerNorm, Linear, Softmax, gelu_arrays
@@ -27,5 +26,4 @@ OPS = {
 }
 
 __all__ = ["OPS", "Attention", "BlockedAttention", "Gelu", "GetItem", "InPlaceGradients", "LayerNorm",
-           "Linear", "SliceGrad", "Softmax", "gelu_arrays", "tune_allocator", "tune_allocator_for_training",
-           "weights_outgrow_caches"]
+           "Linear", "SliceGrad", "Softmax", "gelu_arrays", "weights_outgrow_caches"]

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import backend, nn
-from .bpe import BPETokenizer, ENDOFTEXT
+from .. import backend, nn
+from ..text.bpe import BPETokenizer, ENDOFTEXT
 from .checkpoint import CKPT_NAME, check_model_state, checkpoint_tokenizer, load_checkpoint
-from .model import GPTConfig, empty_gpt
+from ..model import GPTConfig, empty_gpt
 from .fileio import file_op, write_atomic
 from .serialization import CheckpointError, json_problem, load_file, save_file
 

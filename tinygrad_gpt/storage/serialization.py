@@ -24,8 +24,8 @@ import struct
 
 import numpy as np
 
-from .backend import to_device, to_numpy
-from .errors import CheckpointError
+from ..backend import to_device, to_numpy
+from ..errors import CheckpointError
 from .fileio import describe, write_atomic
 
 # safetensors dtype name -> little-endian NumPy dtype. BF16 has no NumPy dtype: it is

@@ -22,7 +22,7 @@ import os
 import socket
 import time
 
-from .errors import LockError
+from ..errors import LockError
 
 try:
     import fcntl

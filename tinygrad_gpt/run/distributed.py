@@ -26,9 +26,9 @@ import zlib
 
 import numpy as np
 
-from . import backend
-from .errors import DistributedError
-from .fast import threads
+from .. import backend
+from ..errors import DistributedError
+from . import settings
 
 # set by the launchers that start MPI processes: Open MPI, MPICH/Intel MPI (Hydra), PMIx (srun --mpi=pmix)
 LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK")
@@ -203,13 +203,13 @@ def share_cores(comm):
     the environment (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS) is kept. Returns the count.
     """
     if any(name in os.environ for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")):
-        return threads.cpu_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return settings.cpu_threads()
+    cores = settings.cpu_cores()
     total = os.cpu_count() or cores
     n = max(1, min(cores, total // comm.local_size))
     for name in THREAD_VARS:  # for anything that starts threads later (and child processes)
         os.environ.setdefault(name, str(n))
-    threads.set_cpu_threads(n)  # NumPy's OpenBLAS has started its threads already: told at run time
+    settings.set_cpu_threads(n)  # NumPy's OpenBLAS has started its threads already: told at run time
     return n
 
 

@@ -25,13 +25,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from . import backend, functional as F
-from .backend import get_array_module, to_numpy
+from .. import backend, functional as F
+from ..backend import get_array_module, to_numpy
 from .layout import layered_layout
-from .checkpoint import CKPT_NAME, checkpoint_tokenizer, load_checkpoint
-from .errors import ConfigError, VizError
-from .fileio import file_op, write_atomic
-from .tensor import Tensor, no_grad, _RELEASED
+from ..storage.checkpoint import CKPT_NAME, checkpoint_tokenizer, load_checkpoint
+from ..errors import ConfigError, VizError
+from ..storage.fileio import file_op, write_atomic
+from ..tensor import Tensor, no_grad, _RELEASED
 
 
 # ----------------------------------------------------------------------------- computation graphs

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import check_rng_state
-from .model import GPT, GPTConfig, parameter_shapes
+from ..backend import check_rng_state
+from ..model import GPT, GPTConfig, parameter_shapes
 from .serialization import CheckpointError, json_problem, load_file, save_file, read_metadata
-from .tokenizer import tokenizer_from_dict
+from ..tokenizer import tokenizer_from_dict
 
 FORMAT = "tinygrad_gpt.checkpoint"
 VERSION = "1"

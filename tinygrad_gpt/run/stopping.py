@@ -14,7 +14,7 @@ that arrives before the loop is armed, raises ``Abort`` (a KeyboardInterrupt) at
 import signal
 import threading
 
-from .errors import Stopped  # noqa: F401 (raised by train.py; kept importable from here)
+from ..errors import Stopped  # noqa: F401 (raised by train.py; kept importable from here)
 
 NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal number, as shells report

@@ -25,24 +25,24 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from . import backend, distributed, functional as F
-from .anomaly import detect_anomaly
-from .backend import get_array_module
-from .checkpoint import CKPT_NAME, check_training_state, load_checkpoint, save_checkpoint
-from .errors import AnomalyError, CheckpointError, ConfigError, DataError, FileError, Stopped, TrainingError
-from .data import Dataset, load_text
-from .model import GPT, GPTConfig
-from .optim import clip_grad_norm_, cosine_lr
-from .tensor import no_grad
-from .tokenizer import CharTokenizer, tokenizer_from_dict
-from .bpe import BPETokenizer
-from .pretrained import WEIGHTS_NAME, crop_block_size, from_pretrained, load_hf_tokenizer
+from .. import backend, functional as F
+from . import distributed
+from ..anomaly import detect_anomaly
+from ..backend import get_array_module
+from ..storage.checkpoint import CKPT_NAME, check_training_state, load_checkpoint, save_checkpoint
+from ..errors import AnomalyError, CheckpointError, ConfigError, DataError, FileError, Stopped, TrainingError
+from ..text.data import Dataset, load_text
+from ..model import GPT, GPTConfig
+from ..optim import clip_grad_norm_, cosine_lr
+from ..tensor import no_grad
+from ..tokenizer import CharTokenizer, tokenizer_from_dict
+from ..text.bpe import BPETokenizer
+from ..storage.pretrained import WEIGHTS_NAME, crop_block_size, from_pretrained, load_hf_tokenizer
 from .lock import RunLock
-from .fast import tune_allocator_for_training
-from .fileio import file_op
+from ..storage.fileio import file_op
 from .runlog import LOG_NAME, RunLog
 from .stopping import EXIT_CODES, Abort, StopSignals, signal_name
-from .fast.threads import cpu_threads
+from .settings import cpu_threads, tune_allocator_for_training
 
 
 @dataclass
@@ -266,7 +266,7 @@ def train(cfg, print_fn=print):
     loss and gradient norm are checked: a non-finite one stops the run (or, with
     ``skip_nonfinite``, drops that step), and weights that are not finite are never saved.
     The ops run in mode ``cfg.ops`` (functional.mode). Training tunes glibc's allocator for the
-    whole process (``fast.tune_allocator``) unless the environment sets TINYGRAD_GPT_TUNE_MALLOC=0.
+    whole process (``settings.tune_allocator``) unless the environment sets TINYGRAD_GPT_TUNE_MALLOC=0.
     """
     cfg.validate()
     comm = distributed.world()

@@ -1,0 +1,133 @@
+"""The package's shape: the engine and the GPT at the top, every other role in a room of its own,
+the rooms importing downwards only, and small modules and functions throughout."""
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PKG = os.path.join(ROOT, "tinygrad_gpt")
+MAX_TOP = 16  # top-level modules, __init__ and __main__ included
+ROOMS = ["fast", "text", "storage", "run", "commands"]
+# what each room may import: a room or the top level ("") not listed here is out of bounds
+MAY_IMPORT = {
+    "": {"", "fast", "text", "storage"},  # the engine; only tokenizer.py reaches text/ and storage/
+    "fast": {"", "fast", "run"},  # run/settings.py only: the thread count (checked below)
+    "text": {"", "text", "storage"},
+    "storage": {"", "storage", "text"},
+    "run": {"", "fast", "text", "storage", "run"},
+    "commands": {"", "fast", "text", "storage", "run", "commands"},
+}
+
+
+def modules():
+    """(dotted name, path) of every module in the package."""
+    found = []
+    for folder, _, files in os.walk(PKG):
+        for f in sorted(files):
+            if f.endswith(".py"):
+                path = os.path.join(folder, f)
+                rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+                found.append((rel[:-len(".__init__")] if rel.endswith(".__init__") else rel, path))
+    return found
+
+
+def room(name):
+    """The room of a dotted module name: '' for the top level."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in ROOMS else ("" if len(parts) <= 2 else parts[1])
+
+
+def imports(name, path):
+    """The dotted package modules that ``path`` imports, at any depth of the file."""
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("tinygrad_gpt")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.startswith("tinygrad_gpt"):
+                mod = node.module
+            else:
+                continue
+            out.add(mod)
+            out |= {f"{mod}.{a.name}" for a in node.names
+                    if os.path.exists(os.path.join(ROOT, *f"{mod}.{a.name}".split("."))) or
+                    os.path.exists(os.path.join(ROOT, *f"{mod}.{a.name}".split(".")) + ".py")}
+    return out
+
+
+def test_the_top_level_holds_at_most_16_modules():
+    top = sorted(f for f in os.listdir(PKG) if f.endswith(".py"))
+    assert len(top) <= MAX_TOP, top
+    folders = sorted(d for d in os.listdir(PKG) if os.path.isfile(os.path.join(PKG, d, "__init__.py")))
+    assert folders == sorted(ROOMS), folders
+
+
+@pytest.mark.parametrize("name", ROOMS)
+def test_each_room_says_what_it_holds_and_does_nothing_on_import(name):
+    path = os.path.join(PKG, name, "__init__.py")
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    assert ast.get_docstring(tree), f"{name}/__init__.py has no docstring"
+    # a docstring, imports, and constant assignments: nothing runs on import
+    for node in tree.body[1:]:
+        assert isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign)), \
+            f"{name}/__init__.py line {node.lineno}: {type(node).__name__} runs on import"
+
+
+def problems(name, targets):
+    """The imports of module ``name`` (dotted targets) that break the rooms' order."""
+    here, wrong = room(name), []
+    for target in sorted(targets):
+        there = room(target)
+        if target == "tinygrad_gpt" or name == "tinygrad_gpt.__main__":  # __main__ starts the commands
+            continue
+        if there not in MAY_IMPORT[here]:
+            wrong.append(f"{name} imports {target}")
+        elif here == "" and there in ("text", "storage") and name != "tinygrad_gpt.tokenizer":
+            wrong.append(f"{name} imports {target} (only tokenizer.py may reach a room)")
+        elif here == "fast" and there == "run" and target != "tinygrad_gpt.run.settings":
+            wrong.append(f"{name} imports {target} (the fast layer reads run/settings.py only)")
+    return wrong
+
+
+def test_rooms_import_downwards_only():
+    wrong = [w for name, path in modules() for w in problems(name, imports(name, path))]
+    assert not wrong, wrong
+
+
+def test_the_import_check_sees_a_wrong_import(tmp_path):
+    """The check can fail: upward imports, written relative or absolute, are caught."""
+    path = tmp_path / "nn.py"
+    path.write_text("def f():\n    from .run import train\nimport tinygrad_gpt.commands.cli\n")
+    found = imports("tinygrad_gpt.nn", str(path))
+    assert {"tinygrad_gpt.run.train", "tinygrad_gpt.commands.cli"} <= found
+    assert len(problems("tinygrad_gpt.nn", found)) == 2
+    assert problems("tinygrad_gpt.text.bpe", {"tinygrad_gpt.run.lock"})
+    assert problems("tinygrad_gpt.fast.chunks", {"tinygrad_gpt.run.train"})
+    assert not problems("tinygrad_gpt.fast.chunks", {"tinygrad_gpt.run.settings"})
+
+
+def test_run_settings_imports_nothing_from_the_package():
+    path = os.path.join(PKG, "run", "settings.py")
+    assert not imports("tinygrad_gpt.run.settings", path)
+
+
+def test_the_old_names_keep_working():
+    code = ("import tinygrad_gpt, tinygrad_gpt.functional, tinygrad_gpt.rules, tinygrad_gpt.ops, "
+            "tinygrad_gpt.model, tinygrad_gpt.optim, tinygrad_gpt.tokenizer\n"
+            "from tinygrad_gpt import Tensor\n"
+            "from tinygrad_gpt.tokenizer import CharTokenizer, BPETokenizer\n"
+            "import sys; assert 'tinygrad_gpt.run.train' not in sys.modules; print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    result = subprocess.run([sys.executable, "-m", "tinygrad_gpt", "-h"], capture_output=True, text=True,
+                            timeout=120, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode == 0 and "train" in result.stdout, result.stderr
