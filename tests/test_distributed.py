@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+from test_cli import released
 from tinygrad_gpt import backend
 from tinygrad_gpt.run import distributed
 from tinygrad_gpt.storage.checkpoint import load_checkpoint
@@ -82,14 +83,12 @@ def test_grad_sync_alone_leaves_gradients_and_loss_as_they_were(overlap):
     loss.backward()
     expected = {name: p.grad.copy() for name, p in model.named_parameters()}
     model.zero_grad()
-    stops = iter([True])
-    sync = distributed.GradSync(distributed.Single(), optimizer, overlap=overlap, bucket_size=100,
-                                stop_request=lambda: next(stops))
+    sync = distributed.GradSync(distributed.Single(), optimizer, overlap=overlap, bucket_size=100)
     assert len(sync.buckets) > 3 if overlap else len(sync.buckets) == 2  # buckets, or AdamW's two groups
     _, loss = model(x, x)
     sync.arm(loss.item())
     loss.backward()
-    assert sync.finish() == loss.item() and sync.stop_agreed
+    assert sync.finish() == loss.item()
     for name, p in model.named_parameters():
         got, want = backend.to_numpy(p.grad), backend.to_numpy(expected[name])  # device arrays under --device=cuda
         np.testing.assert_array_equal(got, want, err_msg=name)
@@ -151,7 +150,7 @@ def test_accumulation_steps_must_be_a_multiple_of_the_ranks(monkeypatch, tmp_pat
     class Three(distributed.Single):
         rank, size = 0, 3
     monkeypatch.setattr(distributed, "_world", Three())
-    from tinygrad_gpt.run.train import ConfigError
+    from tinygrad_gpt.errors import ConfigError
     with pytest.raises(ConfigError, match="gradient_accumulation_steps=4 must be a multiple of the number "
                                           r"of processes \(3\)"):
         train(TrainConfig(gradient_accumulation_steps=4, out_dir=str(tmp_path)), print_fn=lambda *a: None)
@@ -263,7 +262,7 @@ def test_two_ranks_train_exactly_as_one_process(reference, two_ranks):
     assert_same_run(reference, out, rtol=1e-9)
     assert "2 processes: 2 micro-batches of 2 each per step, 1 CPU thread(s) each" in proc.stdout
     assert proc.stdout.count("step 20:") == 1  # rank 0 alone prints
-    assert sorted(os.listdir(out)) == ["ckpt.safetensors", "log.jsonl"]  # and the lock is gone
+    assert released(out) == ["ckpt.safetensors", "log.jsonl"]  # and the lock is free
 
 
 @needs_mpi
@@ -468,11 +467,11 @@ def test_a_refused_resume_ends_every_rank_and_changes_nothing(tmp_path, text_fil
     ok(mpirun(2, flags(text_file, out, max_iters=2, eval_interval=2, dtype="float32"))[0])
     ckpt = out / "ckpt.safetensors"
     _craft(ckpt, craft)
-    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    before = {name: (out / name).read_bytes() for name in released(out)}
     proc, seconds = mpirun(2, flags(text_file, out, max_iters=4, eval_interval=2, dtype="float32",
                                     init_from="resume"), timeout=60)
     errors = error_lines(proc)
     assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-3000:]
     assert errors[0].startswith(f"error: rank 0: {ckpt}: ") and expected in errors[0], errors[0]
     assert seconds < 10 + 15  # the job's own end within 10 s, plus two Python start-ups under load
-    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+    assert {name: (out / name).read_bytes() for name in released(out)} == before

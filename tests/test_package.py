@@ -10,6 +10,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "tinygrad_gpt")
 MAX_TOP = 16  # top-level modules, __init__ and __main__ included
+MAX_MODULE_LINES = 450
+MAX_BODY_LINES = 60  # a function's body; a function nested in it counts as its own
 ROOMS = ["fast", "text", "storage", "run", "commands"]
 # what each room may import: a room or the top level ("") not listed here is out of bounds
 MAY_IMPORT = {
@@ -114,6 +116,29 @@ def test_the_import_check_sees_a_wrong_import(tmp_path):
     assert not problems("tinygrad_gpt.fast.chunks", {"tinygrad_gpt.run.settings"})
 
 
+def test_no_import_cycles_and_the_model_builds_on_the_engine_only():
+    """The Hugging Face layout lives in storage/pretrained.py, which builds on model.py and
+    storage/checkpoint.py; model.py itself knows only the engine."""
+    graph = {name: {t for t in imports(name, path) if t != "tinygrad_gpt"} for name, path in modules()}
+    engine = {f"tinygrad_gpt.{m}" for m in ("backend", "functional", "nn", "tensor", "optim")}
+    assert graph["tinygrad_gpt.model"] <= engine, graph["tinygrad_gpt.model"]
+    assert "tinygrad_gpt.storage.pretrained" not in graph["tinygrad_gpt.storage.checkpoint"]
+    done, active = set(), []
+
+    def visit(name):
+        assert name not in active, f"import cycle: {' -> '.join(active[active.index(name):] + [name])}"
+        if name in done or name not in graph:
+            return
+        active.append(name)
+        for dep in sorted(graph[name]):
+            if not name.startswith(dep + "."):  # a module's own package (its __init__) is no cycle
+                visit(dep)
+        active.pop()
+        done.add(name)
+    for name in sorted(graph):
+        visit(name)
+
+
 def test_run_settings_imports_nothing_from_the_package():
     path = os.path.join(PKG, "run", "settings.py")
     assert not imports("tinygrad_gpt.run.settings", path)
@@ -131,3 +156,31 @@ def test_the_old_names_keep_working():
     result = subprocess.run([sys.executable, "-m", "tinygrad_gpt", "-h"], capture_output=True, text=True,
                             timeout=120, env=dict(os.environ, PYTHONPATH=ROOT))
     assert result.returncode == 0 and "train" in result.stdout, result.stderr
+
+
+def body_lines(fn):
+    """The lines of a function's body (its docstring included), less those of functions and
+    classes nested in it, which are measured on their own."""
+    lines = set(range(fn.body[0].lineno, fn.end_lineno + 1))
+    for node in ast.walk(fn):
+        if node is not fn and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            lines -= set(range(node.lineno, node.end_lineno + 1))
+    return len(lines)
+
+
+def test_body_lines_leave_out_nested_functions():
+    tree = ast.parse("def f(x):\n    def g(y):\n        return y\n    a = 1\n    return g(a)\n")
+    f = tree.body[0]
+    assert body_lines(f) == 2 and body_lines(f.body[0]) == 1
+
+
+MODULES = modules()
+
+
+@pytest.mark.parametrize("name,path", MODULES, ids=[m[0] for m in MODULES])
+def test_modules_and_functions_are_small(name, path):
+    source = open(path, encoding="utf-8").read()
+    assert len(source.splitlines()) <= MAX_MODULE_LINES, f"{name}: {len(source.splitlines())} lines"
+    long = [f"{node.name} (line {node.lineno}): {body_lines(node)} lines" for node in ast.walk(ast.parse(source))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and body_lines(node) > MAX_BODY_LINES]
+    assert not long, f"{name}: " + "; ".join(long)

@@ -6,6 +6,8 @@ import os
 import random
 from dataclasses import asdict
 
+from test_cli import released
+
 import numpy as np
 import pytest
 
@@ -17,7 +19,9 @@ from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import cosine_lr
 from tinygrad_gpt.storage.serialization import CheckpointError, load_file, save_file
 from tinygrad_gpt.tokenizer import CharTokenizer
-from tinygrad_gpt.run.train import ConfigError, TrainConfig, TrainingError, stream, train
+from tinygrad_gpt.errors import ConfigError, TrainingError
+from tinygrad_gpt.run.streams import stream
+from tinygrad_gpt.run.train import TrainConfig, train
 
 TRAIN_KEYS = {"iter", "loss", "lr", "ms"}
 EVAL_KEYS = {"iter", "train_loss", "val_loss"}
@@ -98,7 +102,7 @@ def test_printed_progress_and_sample(finished, text_file):
 
 def test_checkpoint_written_and_loads(finished, text_file):
     cfg, _, _ = finished
-    assert sorted(os.listdir(cfg.out_dir)) == [CKPT_NAME, "log.jsonl"]  # no temporary files left
+    assert released(cfg.out_dir) == [CKPT_NAME, "log.jsonl"]  # no temporary files left, the lock free
     ckpt = load_checkpoint(f"{cfg.out_dir}/{CKPT_NAME}")
     text = text_file.read_text(encoding="utf-8")
     assert ckpt.config == GPTConfig(block_size=16, vocab_size=len(set(text)), n_layer=1, n_head=2, n_embd=16)

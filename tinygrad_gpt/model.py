@@ -33,8 +33,8 @@ class GPTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ValueError(f"GPTConfig: {name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if heads_problem(self.n_embd, self.n_head):
+            raise ValueError(f"GPTConfig: {heads_problem(self.n_embd, self.n_head)}")
         if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float, np.floating))
                 or not 0 <= self.dropout < 1):
             raise ValueError(f"GPTConfig: dropout must be a number in [0, 1), got {self.dropout!r}")
@@ -43,6 +43,16 @@ class GPTConfig:
 
     def to_dict(self):
         return asdict(self)
+
+
+def heads_problem(n_embd, n_head, flag=""):
+    """Why ``n_embd`` cannot be split into ``n_head`` heads, or None: the one check, used by
+    GPTConfig and by the train command's flags (``flag="--"``).
+
+        >>> heads_problem(130, 4, flag="--")
+        '--n_embd=130 is not divisible by --n_head=4'
+    """
+    return f"{flag}n_embd={n_embd} is not divisible by {flag}n_head={n_head}" if n_embd % n_head else None
 
 
 class CausalSelfAttention(Module):

@@ -17,8 +17,6 @@ alone prints, logs, locks ``out_dir`` and reads and writes checkpoints.
 import contextlib
 import math
 import os
-import signal
-import sys
 import time
 from dataclasses import dataclass, asdict
 from typing import ClassVar, Optional
@@ -26,23 +24,24 @@ from typing import ClassVar, Optional
 import numpy as np
 
 from .. import backend, functional as F
-from . import distributed
 from ..anomaly import detect_anomaly
-from ..backend import get_array_module
-from ..storage.checkpoint import CKPT_NAME, check_training_state, load_checkpoint, save_checkpoint
-from ..errors import AnomalyError, CheckpointError, ConfigError, DataError, FileError, Stopped, TrainingError
-from ..text.data import Dataset, load_text
-from ..model import GPT, GPTConfig
+from ..errors import AnomalyError, FileError, Stopped, TrainingError
+from ..model import GPT
 from ..optim import clip_grad_norm_, cosine_lr
-from ..tensor import no_grad
-from ..tokenizer import CharTokenizer, tokenizer_from_dict
-from ..text.bpe import BPETokenizer
-from ..storage.pretrained import WEIGHTS_NAME, crop_block_size, from_pretrained, load_hf_tokenizer
-from .lock import RunLock
+from ..storage.checkpoint import CKPT_NAME, save_checkpoint
 from ..storage.fileio import file_op
-from .runlog import LOG_NAME, RunLog
-from .stopping import EXIT_CODES, Abort, StopSignals, signal_name
+from ..storage.pretrained import WEIGHTS_NAME
+from ..tensor import no_grad
+from ..text.bpe import BPETokenizer
+from ..text.data import Dataset
+from . import config, distributed, finite, ranks, resume
+from .inputs import read_inputs
+from .outdir import OutDir
+from .progress import Progress, duration
+from .runlog import RunLog
 from .settings import cpu_threads, tune_allocator_for_training
+from .stopping import EXIT_CODES, Abort, StopSignals, should_stop, signal_name
+from .streams import stream
 
 
 @dataclass
@@ -76,6 +75,7 @@ class TrainConfig:
     log_interval: int = 10          # print a loss line every this many steps (without a progress bar)
     always_save_checkpoint: bool = True  # save at every evaluation (False: only when val loss improves)
     init_from: str = "scratch"      # scratch | resume (out_dir's checkpoint) | a GPT-2 folder to fine-tune
+    overwrite: bool = False         # a new run may replace the checkpoint in out_dir (else it is refused)
     tokenizer: str = "char"         # characters, or a byte-level BPE trained on the data first (scratch runs only)
     vocab_size: int = 1024          # the BPE's size for --tokenizer=bpe
     # system
@@ -94,217 +94,35 @@ class TrainConfig:
                                "device": backend.DEVICES, "dtype": ("float32", "float64"), "ops": F.MODES}
 
     def validate(self):
-        positive = ("batch_size", "block_size", "n_layer", "n_head", "n_embd", "max_iters",
-                    "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name} must be positive, got {getattr(self, name)}")
-        for name in ("warmup_iters", "sample_tokens"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "ddp_bucket_mb"):
-            if not getattr(self, name) >= 0 or not math.isfinite(getattr(self, name)):
-                raise ConfigError(f"--{name} must be a finite number >= 0, got {getattr(self, name)}")
-        if self.lr_decay_iters is not None and self.lr_decay_iters <= 0:
-            raise ConfigError(f"--lr_decay_iters must be positive, got {self.lr_decay_iters}")
-        for name in ("beta1", "beta2", "dropout"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.n_embd % self.n_head:
-            raise ConfigError(f"--n_embd={self.n_embd} is not divisible by --n_head={self.n_head}")
-        if self.init_from not in ("scratch", "resume") and not os.path.isdir(self.init_from):
-            raise ConfigError(f"--init_from must be scratch, resume or a Hugging Face GPT-2 folder, "
-                              f"got {self.init_from!r}")
-        if self.tokenizer == "bpe" and self.vocab_size < 257:
-            raise ConfigError(f"--vocab_size must be at least 257 for --tokenizer=bpe, got {self.vocab_size}")
-        for name, allowed in self.CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        return self
-
-
-def estimate_loss(model, dataset, cfg, rng, comm=distributed.Single()):
-    """Mean loss over ``eval_iters`` random batches of each split, in eval mode.
-
-    With several ranks each draws every batch and evaluates those with ``k % size == rank``;
-    one allreduce adds up the losses."""
-    out = {}
-    model.eval()
-    with no_grad():
-        for split in ("train", "val"):
-            losses = []
-            for k in range(cfg.eval_iters):
-                x, y = dataset.get_batch(split, cfg.batch_size, rng)
-                if k % comm.size == comm.rank:
-                    losses.append(model(x, y)[1].item())
-            out[split] = float(np.mean(losses)) if comm.size == 1 else math.fsum(losses) / cfg.eval_iters
-    model.train()
-    if comm.size > 1:
-        both = comm.allreduce_(np.array([out["train"], out["val"]]))
-        out = {"train": float(both[0]), "val": float(both[1])}
-    return out
-
-
-class Progress:
-    """A one-line progress bar on a terminal; on anything else, nothing (the log lines remain)."""
-
-    def __init__(self, total, start, enabled, stream=sys.stderr):
-        self.total, self.start = total, start
-        self.enabled = enabled and stream.isatty()
-        self.stream, self.t0 = stream, time.time()
-
-    def eta(self, it):
-        """Seconds left after step ``it``, extrapolated from the time so far (evaluations included)."""
-        done = (it - self.start + 1) / max(1, self.total - self.start)
-        return (time.time() - self.t0) / max(done, 1e-9) * (1 - done)
-
-    def update(self, it, loss):
-        if not self.enabled:
-            return
-        done = (it - self.start + 1) / max(1, self.total - self.start)
-        bar = "#" * int(30 * done)
-        self.stream.write(f"\r[{bar:<30}] {it + 1}/{self.total} loss {loss:.4f} eta {self.eta(it):4.0f}s ")
-        self.stream.flush()
-
-    def clear(self):
-        if self.enabled:
-            self.stream.write("\r" + " " * 79 + "\r")
-            self.stream.flush()
-
-
-STREAMS = {"batches": 1, "eval": 2}
-
-
-def stream(seed, purpose, *more):
-    """A generator of its own for one purpose, derived from the seed.
-
-    The model's init and dropout draw from ``backend.rng()`` (seeded with ``seed``); the
-    training batches and the evaluation batches each get an independent stream, so no two
-    of them replay the same random numbers.
-    """
-    return np.random.default_rng([seed, STREAMS[purpose], *more])
-
-
-RESUME_KEYS = ("iter", "best_val_loss", "tokenizer", "batch_rng", "rng")
-
-
-def _check_resumable(ckpt):
-    """A checkpoint can resume training only with optimizer state, RNG states and a tokenizer,
-    each of the right type and range; returns the tokenizer."""
-    missing = [k for k in RESUME_KEYS if k not in ckpt.extra]
-    if ckpt.optimizer_state is None:
-        missing.append("optimizer state")
-    if missing:
-        raise CheckpointError(f"{ckpt.path}: cannot resume training from this checkpoint; "
-                              f"it lacks {', '.join(missing)}")
-    tokenizer = check_training_state(ckpt)
-    rngs = ckpt.extra.get("rank_rngs", [])  # the dropout streams of ranks 1.. of a run under MPI
-    if not isinstance(rngs, list):
-        raise CheckpointError(f"{ckpt.path}: extra 'rank_rngs' must be a list, got {str(rngs)[:40]}")
-    for r, state in enumerate(rngs, 1):
-        try:
-            backend.check_rng_state(state)
-        except ValueError as e:
-            raise CheckpointError(f"{ckpt.path}: extra 'rank_rngs' entry {r} is not a random generator "
-                                  f"state: {e}") from None
-    return tokenizer
-
-
-def _prepare_out_dir(out_dir):
-    """Create ``out_dir`` if needed; returns the folders this made, deepest first."""
-    made, folder = [], os.path.abspath(out_dir)
-    while folder and not os.path.exists(folder) and folder != os.path.dirname(folder):
-        made.append(folder)
-        folder = os.path.dirname(folder)
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        _forget_out_dir(out_dir, made)
-        raise ConfigError(f"--out_dir={out_dir}: cannot create it ({e.strerror})") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out_dir={out_dir}: the folder is not writable")
-    return made
-
-
-def _forget_out_dir(out_dir, made):
-    """Remove the folders a failed run made, if they hold nothing but its empty-handed log."""
-    if not made:
-        return
-    with contextlib.suppress(OSError):
-        os.remove(os.path.join(out_dir, LOG_NAME))
-    for folder in made:
-        try:
-            os.rmdir(folder)
-        except OSError:
-            return
-
-
-def _load_data(cfg, tokenizer=None, tokenizer_source=None):
-    text, name = load_text(cfg.dataset, cfg.data)
-    if tokenizer is None:
-        tokenizer = (BPETokenizer.train(text, cfg.vocab_size) if cfg.tokenizer == "bpe"
-                     else CharTokenizer.from_text(text))
-    where = cfg.data if cfg.data is not None else name
-    try:
-        ids = tokenizer.encode_array(text)
-    except ValueError as e:  # resuming on text with characters the checkpoint's tokenizer lacks
-        raise DataError(f"{where}: {e} (the tokenizer of {tokenizer_source})" if tokenizer_source
-                        else f"{where}: {e}") from None
-    dataset = Dataset(ids, cfg.block_size)
-    for split in Dataset.SPLITS:
-        if len(dataset.split(split)) < cfg.block_size + 1:
-            raise DataError(f"{where}: the {split} split has {len(dataset.split(split))} tokens, too few for "
-                            f"block_size {cfg.block_size} (it needs at least {cfg.block_size + 1}); use a "
-                            f"smaller block_size or more text")
-    return dataset, tokenizer, name
+        return config.check(self)
 
 
 def train(cfg, print_fn=print):
     """Run training as ``cfg`` says; returns the final {"train": loss, "val": loss} estimate.
 
-    The run holds a lock on ``out_dir``, so a second run there is refused. Every step's
-    loss and gradient norm are checked: a non-finite one stops the run (or, with
-    ``skip_nonfinite``, drops that step), and weights that are not finite are never saved.
-    The ops run in mode ``cfg.ops`` (functional.mode). Training tunes glibc's allocator for the
-    whole process (``settings.tune_allocator``) unless the environment sets TINYGRAD_GPT_TUNE_MALLOC=0.
+    The run holds a lock on ``out_dir``, so a second run there is refused, and a new run does
+    not replace a checkpoint there unless ``cfg.overwrite``. Every step's loss and gradient norm
+    are checked: a non-finite one stops the run (or, with ``skip_nonfinite``, drops that step),
+    and weights that are not finite are never saved. The ops run in mode ``cfg.ops``
+    (functional.mode). Training tunes glibc's allocator for the whole process
+    (``settings.tune_allocator``) unless the environment sets TINYGRAD_GPT_TUNE_MALLOC=0.
     """
     cfg.validate()
     comm = distributed.world()
-    _check_ranks(cfg, comm)
-    print_fn = print_fn if comm.rank == 0 else _quiet
+    ranks.check_ranks(cfg, comm)
+    print_fn = print_fn if comm.rank == 0 else ranks.quiet
     if comm.size > 1:
         distributed.share_cores(comm)  # this rank's share of the cores, BLAS and helper threads
     if cfg.device == "cuda" and comm.size > 1:
         backend.use_gpu(comm.local_rank)  # one GPU per rank on each machine
     backend.require_device(cfg.device)
     tune_allocator_for_training()
-    made, run = [], None
-    try:
-        with StopSignals() as signals:  # from here on a signal never leaves a half-made out_dir
-            made = _prepare_out_dir(cfg.out_dir) if comm.rank == 0 else []
-            with (RunLock(cfg.out_dir) if comm.rank == 0 else contextlib.nullcontext()) as lock:
-                if lock is not None and lock.taken_over:
-                    pid = f" (process {lock.stale_pid})" if lock.stale_pid is not None else ""
-                    print_fn(f"taking over {lock.path}, left by a run that no longer exists{pid}")
-                run = _setup(cfg, print_fn, comm)  # reads and checks every file; writes nothing
-                if comm.rank == 0:
-                    _remove_partial_writes(cfg.out_dir)
-                run.signals = signals
-                anomaly = detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
-                # non-finite values are caught by the checks below, so NumPy's warnings would only repeat them
-                try:
-                    with F.mode(cfg.ops), anomaly, np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-                        losses = _loop(run, print_fn)
-                except TrainingError as e:  # met by every rank alike (from allreduced values), unless
-                    e.every_rank = not isinstance(e.__context__, AnomalyError)  # one rank's op made a NaN
-                    raise
-                finally:
-                    if run.sync is not None:
-                        run.sync.close()
-    except BaseException:
-        if comm.rank == 0 and (run is None or run.saved_iter is None):  # failed before anything worth keeping
-            _forget_out_dir(cfg.out_dir, made)
-        raise
+    # from here on a signal never leaves a half-made out_dir
+    with StopSignals() as signals, OutDir(cfg, comm.rank == 0, print_fn) as out:
+        out.run = run = _setup(cfg, print_fn, comm)  # reads and checks every file; writes nothing
+        out.remove_partial_writes()
+        run.signals = signals
+        losses = _train(run, print_fn)
     if cfg.skip_nonfinite:
         print_fn(f"{run.skipped} steps skipped for a non-finite loss or gradient")
     if cfg.sample_tokens and comm.rank == 0:
@@ -314,30 +132,6 @@ def train(cfg, print_fn=print):
         with F.mode(cfg.ops):
             print_fn(sample_text(run.model, tokenizer, start, cfg.sample_tokens, seed=cfg.seed))
     return losses
-
-
-def _quiet(*args, **kwargs):
-    """print_fn of the ranks other than 0: they say nothing."""
-
-
-def _check_ranks(cfg, comm):
-    """--gradient_accumulation_steps counts the micro-batches of all ranks together, as nanoGPT."""
-    if cfg.gradient_accumulation_steps % comm.size:
-        err = ConfigError(f"--gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be a "
-                          f"multiple of the number of processes ({comm.size}): each step's micro-batches "
-                          f"are shared out among them")
-        err.every_rank = True
-        raise err
-
-
-def _remove_partial_writes(out_dir):
-    """Delete temporary checkpoint files a killed run left half-written (the lock is ours)."""
-    for name in os.listdir(out_dir):
-        if name.startswith(f".{CKPT_NAME}.") and name.endswith(".tmp"):
-            try:
-                os.remove(os.path.join(out_dir, name))
-            except OSError:
-                pass
 
 
 @dataclass
@@ -362,23 +156,6 @@ class _Run:
     sync: Optional[distributed.GradSync] = None  # sums their gradients; None when alone
 
 
-class _SilentLog:
-    """The log of the ranks other than 0: they write nothing."""
-    path = old_path = os.devnull
-
-    def set_aside_past(self, iteration):
-        return 0
-
-    def open(self):
-        pass
-
-    def write(self, record):
-        pass
-
-    def close(self):
-        pass
-
-
 def _setup(cfg, print_fn, comm=distributed.Single()):
     """Data, tokenizer, model and optimizer: from scratch, a GPT-2 folder, or the checkpoint.
 
@@ -388,9 +165,9 @@ def _setup(cfg, print_fn, comm=distributed.Single()):
     ckpt_path = os.path.join(cfg.out_dir, CKPT_NAME)
     ckpt = pretrained = dataset = tokenizer = data_name = model_config = None
     if comm.rank == 0:
-        ckpt, pretrained, dataset, tokenizer, data_name, model_config = _read_inputs(cfg, ckpt_path)
+        ckpt, pretrained, dataset, tokenizer, data_name, model_config = read_inputs(cfg, ckpt_path)
     if comm.size > 1:
-        dataset, tokenizer, data_name, model_config = _share_inputs(
+        dataset, tokenizer, data_name, model_config = ranks.share_inputs(
             comm, cfg, dataset, tokenizer, data_name, model_config)
 
     backend.manual_seed(cfg.seed)
@@ -400,127 +177,52 @@ def _setup(cfg, print_fn, comm=distributed.Single()):
     run = _Run(cfg, model, optimizer, dataset, tokenizer, stream(cfg.seed, "batches"), ckpt_path,
                lr_decay_iters=cfg.lr_decay_iters or cfg.max_iters, comm=comm)
     if ckpt is not None:
-        _restore(run, ckpt)
-        _keep_schedule(run, ckpt, print_fn)
+        resume.restore(run, ckpt)
+        resume.keep_schedule(run, ckpt, print_fn)
     if ckpt is not None or pretrained is not None:  # rank 0 alone (the others read no file), before it shares
         weights = os.path.join(cfg.init_from, WEIGHTS_NAME)  # a GPT-2 folder's, unless it is sharded
-        _check_loaded_weights(model, dataset, ckpt_path if ckpt is not None else
-                              weights if os.path.isfile(weights) else cfg.init_from)
+        finite.check_loaded_weights(model, dataset, ckpt_path if ckpt is not None else
+                                    weights if os.path.isfile(weights) else cfg.init_from)
     if comm.size > 1:
-        _share_state(run, ckpt)
-    print_fn(f"data: {data_name}, {len(dataset.train):,} train and {len(dataset.val):,} val tokens, "
-             f"vocab {tokenizer.vocab_size}")
-    print_fn(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {model_config.n_layer} layers, "
-             f"{model_config.n_head} heads, {model_config.n_embd} wide, block {model_config.block_size}; "
-             f"device {cfg.device}, {cfg.dtype}")
+        ranks.share_state(run, ckpt)
+    _describe(run, data_name, print_fn)
+    return run
+
+
+def _describe(run, data_name, print_fn):
+    """What the run trains on, what it trains, and where it starts."""
+    cfg, c, comm = run.cfg, run.model.config, run.comm
+    print_fn(f"data: {data_name}, {len(run.dataset.train):,} train and {len(run.dataset.val):,} val tokens, "
+             f"vocab {run.tokenizer.vocab_size}")
+    print_fn(f"model: {run.model.num_parameters() / 1e6:.2f}M parameters, {c.n_layer} layers, "
+             f"{c.n_head} heads, {c.n_embd} wide, block {c.block_size}; device {cfg.device}, {cfg.dtype}")
     if comm.size > 1:
         print_fn(f"{comm.size} processes: {cfg.gradient_accumulation_steps // comm.size} micro-batches "
                  f"of {cfg.batch_size} each per step, {cpu_threads()} CPU thread(s) each")
     if cfg.init_from == "resume":
-        print_fn(f"resuming from {ckpt_path} at iteration {run.start_iter}")
-    return run
+        print_fn(f"resuming from {run.ckpt_path} at iteration {run.start_iter}")
 
 
-def _read_inputs(cfg, ckpt_path):
-    """The checkpoint or GPT-2 folder (if any), the data, the tokenizer and the model's config."""
-    ckpt = pretrained = tokenizer = model_config = None
-    if cfg.init_from == "resume":
-        with file_op("reading", ckpt_path):
-            ckpt = load_checkpoint(ckpt_path)
-        tokenizer = _check_resumable(ckpt)
-        model_config = ckpt.config
-        cfg.block_size = model_config.block_size  # the model's shape comes from the checkpoint
-    elif cfg.init_from != "scratch":  # a GPT-2 folder: its weights and its own BPE tokenizer
-        pretrained = from_pretrained(cfg.init_from, dtype=cfg.dtype, dropout=cfg.dropout)
-        cfg.block_size = min(cfg.block_size, pretrained.config.block_size)
-        model_config = crop_block_size(pretrained, cfg.block_size).config
-        tokenizer = load_hf_tokenizer(cfg.init_from, vocab_size=model_config.vocab_size)
-    source = ckpt_path if ckpt is not None else cfg.init_from if pretrained is not None else None
-    dataset, tokenizer, data_name = _load_data(cfg, tokenizer, source)
-    if ckpt is None and pretrained is None:
-        model_config = GPTConfig(block_size=cfg.block_size, vocab_size=tokenizer.vocab_size,
-                                 n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                                 dropout=cfg.dropout, bias=cfg.bias)
-    return ckpt, pretrained, dataset, tokenizer, data_name, model_config
-
-
-def _share_inputs(comm, cfg, dataset, tokenizer, data_name, model_config):
-    """Rank 0's tokenizer, model config and tokens on every rank (JSON and one buffer)."""
-    info = comm.bcast_json(None if comm.rank else {
-        "tokenizer": tokenizer.to_dict(), "model_config": model_config.to_dict(),
-        "block_size": cfg.block_size, "data_name": data_name})
-    ids = distributed.bcast_ids(comm, None if comm.rank else np.concatenate([dataset.train, dataset.val]))
-    if comm.rank:
-        cfg.block_size = info["block_size"]
-        tokenizer, data_name = tokenizer_from_dict(info["tokenizer"]), info["data_name"]
-        model_config, dataset = GPTConfig(**info["model_config"]), Dataset(ids, cfg.block_size)
-    return dataset, tokenizer, data_name, model_config
-
-
-DROPOUT_STREAM = 3  # the ranks other than 0 draw dropout from stream [seed, 3, rank, iteration]
-
-
-def _share_state(run, ckpt):
-    """Rank 0's weights, optimizer state, position and batch stream on every rank; each rank's
-    own dropout stream; a checksum to prove the weights equal; and the gradient allreduce."""
-    comm, cfg = run.comm, run.cfg
-    distributed.bcast_parameters(comm, run.model)
-    if cfg.init_from == "resume":
-        distributed.bcast_optimizer(comm, run.optimizer)
-    state = comm.bcast_json(None if comm.rank else {
-        "start_iter": run.start_iter, "best_val": run.best_val, "saved_iter": run.saved_iter,
-        "skipped": run.skipped, "batch_rng": run.batch_rng.bit_generator.state,
-        "lr_decay_iters": run.lr_decay_iters, "eval_pending": run.eval_pending,
-        "rank_rngs": ckpt.extra.get("rank_rngs", []) if ckpt is not None else []})
-    if comm.rank:
-        run.start_iter, run.best_val, run.saved_iter = state["start_iter"], state["best_val"], state["saved_iter"]
-        run.skipped, run.resumed = state["skipped"], cfg.init_from == "resume"
-        run.lr_decay_iters, run.eval_pending = state["lr_decay_iters"], state["eval_pending"]
-        run.batch_rng.bit_generator.state = state["batch_rng"]
-        saved = state["rank_rngs"]  # rank r's dropout stream, if the run that saved had rank r
-        if comm.rank <= len(saved):
-            backend.set_rng_state(saved[comm.rank - 1])
-        else:
-            backend.manual_seed([cfg.seed, DROPOUT_STREAM, comm.rank, run.start_iter])
-    distributed.check_same_weights(comm, run.model, "at the start")
-    bucket_size = max(1, int(cfg.ddp_bucket_mb * 2 ** 20) // np.dtype(cfg.dtype).itemsize)
-    run.sync = distributed.GradSync(comm, run.optimizer, overlap=cfg.ddp_overlap, bucket_size=bucket_size)
-
-
-def _check_loaded_weights(model, dataset, source):
-    """Weights read from a file must give a finite loss and finite gradients on the data's first
-    window; weights that overflow would only fail after the run had written its log."""
-    window = dataset.train[:dataset.block_size + 1].astype(np.int64)
-    model.eval()  # no dropout: no random numbers drawn
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        _, loss = model(window[None, :-1], window[None, 1:])  # (1, T) inputs and targets
-        loss.backward()
-    finite = math.isfinite(loss.item()) and _nonfinite_weight(model, grads=True) is None
-    model.zero_grad()
-    model.train()
-    if not finite:
-        raise CheckpointError(f"{source}: the weights give a loss or gradients that are not finite (nan or "
-                              f"inf) on the data: they overflow in {model.transformer.wte.weight.dtype}")
-
-
-def _restore(run, ckpt):
-    """Weights, optimizer state, position and RNG states from a checkpoint (already validated)."""
-    run.model.load_state_dict(ckpt.model_state)
+def _train(run, print_fn):
+    """The loop in the run's mode of ops, with anomaly mode if asked; the allreduce closed after."""
+    anomaly = detect_anomaly() if run.cfg.detect_anomaly else contextlib.nullcontext()
+    # non-finite values are caught by the loop's checks, so NumPy's warnings would only repeat them
+    quiet_numpy = np.errstate(over="ignore", divide="ignore", invalid="ignore")
     try:
-        run.optimizer.load_state_dict(ckpt.optimizer_state)
-    except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{ckpt.path}: the optimizer state does not fit the model: {e}") from None
-    run.start_iter, run.best_val = ckpt.extra["iter"], ckpt.extra["best_val_loss"]
-    run.saved_iter, run.skipped, run.resumed = run.start_iter, ckpt.extra.get("skipped", 0), True
-    run.eval_pending = ckpt.extra.get("eval_pending") is True
-    run.batch_rng.bit_generator.state = ckpt.extra["batch_rng"]
-    backend.set_rng_state(ckpt.extra["rng"])
+        with F.mode(run.cfg.ops), anomaly, quiet_numpy:
+            return _loop(run, print_fn)
+    except TrainingError as e:  # met by every rank alike (from allreduced values), unless
+        e.every_rank = not isinstance(e.__context__, AnomalyError)  # one rank's op made a NaN
+        raise
+    finally:
+        if run.sync is not None:
+            run.sync.close()
 
 
 def _loop(run, print_fn):
     """Iterations start_iter .. max_iters: evaluate and save on schedule, then step."""
     cfg = run.cfg
-    log = RunLog(cfg.out_dir) if run.comm.rank == 0 else _SilentLog()  # rank 0 alone writes the log
+    log = RunLog(cfg.out_dir) if run.comm.rank == 0 else ranks.SilentLog()  # rank 0 alone writes the log
     progress = Progress(cfg.max_iters, run.start_iter, cfg.progress and run.comm.rank == 0)
     losses, it = None, run.start_iter
     run.signals.armed = True
@@ -533,7 +235,7 @@ def _loop(run, print_fn):
             lr = cosine_lr(it, cfg.learning_rate, cfg.warmup_iters, run.lr_decay_iters, cfg.min_lr)
             resumed_here = run.resumed and it == run.start_iter and not run.eval_pending
             eval_due = (it % cfg.eval_interval == 0 or it == cfg.max_iters) and not resumed_here
-            signum = should_stop(run)
+            signum = should_stop(run.signals, run.comm)
             if signum:
                 _stop_and_save(run, it, eval_due, signum)
             if eval_due:
@@ -546,12 +248,12 @@ def _loop(run, print_fn):
             loss, norm = _train_step(*step_args) if run.sync is None else _train_step(*step_args, sync=run.sync)
             ms = round((time.perf_counter() - t0) * 1000, 2)
             if not (math.isfinite(loss) and math.isfinite(norm)):
-                _nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn)
+                finite.nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn)
                 continue
             log.write({"iter": it, "loss": loss, "lr": lr, "ms": ms})
             progress.update(it, loss)
             if it % cfg.log_interval == 0 and not progress.enabled:
-                left = _duration(progress.eta(it))
+                left = duration(progress.eta(it))
                 print_fn(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {ms:.1f} ms, {left} left")
     except AnomalyError as e:
         raise TrainingError(f"at iteration {it}: {e}") from None
@@ -559,10 +261,10 @@ def _loop(run, print_fn):
         log.close()
         with contextlib.suppress(FileError):  # keep the log to what the checkpoint on disk holds
             log.set_aside_past(run.saved_iter)
-        raise FileError(f"{e}; {_kept(run)}") from None
+        raise FileError(f"{e}; {finite.kept(run)}") from None
     except Abort as e:
         raise Stopped(f"{signal_name(e.signum)} again at iteration {it}: stopped at once without saving; "
-                      f"{_kept(run)}", EXIT_CODES[e.signum]) from None
+                      f"{finite.kept(run)}", EXIT_CODES[e.signum]) from None
     finally:
         run.signals.armed = False
         progress.clear()
@@ -570,78 +272,35 @@ def _loop(run, print_fn):
     return losses
 
 
-def should_stop(run):
-    """The number of the signal (SIGTERM, SIGINT) that asks the run to stop before its next step,
-    or None to go on.
-
-    The loop asks here, and only here, once per iteration; every process of one run must
-    get the same answer, so they all stop at the same step.
-    """
-    signum = None if run.signals is None else run.signals.requested
-    if run.comm.size == 1:
-        return signum
-    if not distributed.any_rank(run.comm, signum is not None):  # a one-number allreduce: all agree
-        return None
-    return signum or signal.SIGTERM  # the signal this rank got, or the one another rank got
-
-
 def _stop_and_save(run, it, eval_pending, signum):
     """Save the state before step ``it`` (unless the checkpoint on disk holds it) and stop."""
     if run.saved_iter != it:
-        _check_weights(run, it)
+        finite.check_weights(run, it)
         _save(run, it, eval_pending)
     raise Stopped(f"stopped by {signal_name(signum)}: saved iteration {it} to {run.ckpt_path}",
                   EXIT_CODES.get(signum, 1), saved=True)
 
 
-def _duration(seconds):
-    """``1h02m``, ``3m05s`` or ``12s``."""
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+def estimate_loss(model, dataset, cfg, rng, comm=distributed.Single()):
+    """Mean loss over ``eval_iters`` random batches of each split, in eval mode.
 
-
-def _keep_schedule(run, ckpt, print_fn):
-    """On resume, keep the decay length the checkpoint was trained with unless --lr_decay_iters says
-    otherwise; say what a change or a longer run does to the learning rate."""
-    cfg, start = run.cfg, run.start_iter
-    saved_cfg = ckpt.extra.get("train_config") if isinstance(ckpt.extra.get("train_config"), dict) else {}
-    saved = ckpt.extra.get("lr_decay_iters") or saved_cfg.get("lr_decay_iters") or saved_cfg.get("max_iters")
-    if not isinstance(saved, int) or isinstance(saved, bool) or saved <= 0:
-        return
-    if cfg.lr_decay_iters is None:
-        run.lr_decay_iters = saved
-        if cfg.max_iters > saved:
-            print_fn(f"note: keeping the checkpoint's schedule, which decays to --min_lr={cfg.min_lr:g} at "
-                     f"iteration {saved}; iterations {max(saved, start)}-{cfg.max_iters} run at min_lr "
-                     f"(--lr_decay_iters={cfg.max_iters} would stretch the decay instead)")
-    elif cfg.lr_decay_iters != saved:
-        old = cosine_lr(start, cfg.learning_rate, cfg.warmup_iters, saved, cfg.min_lr)
-        new = cosine_lr(start, cfg.learning_rate, cfg.warmup_iters, cfg.lr_decay_iters, cfg.min_lr)
-        print_fn(f"note: --lr_decay_iters={cfg.lr_decay_iters} changes the schedule the checkpoint followed "
-                 f"(decay over {saved} iterations): the learning rate at iteration {start} becomes "
-                 f"{new:.3g} instead of {old:.3g}")
-
-
-def _kept(run):
-    """Where the last good checkpoint is, for an error message."""
-    if run.saved_iter is None:
-        return "no checkpoint was saved"
-    return f"the previous checkpoint (iteration {run.saved_iter}) is intact in {run.ckpt_path}"
-
-
-def _nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn):
-    """A step whose loss or gradient norm is NaN or infinite: stop, or count it and go on."""
-    fault = f"the loss became {loss}" if not math.isfinite(loss) else \
-        f"the gradient norm became {norm} (loss {loss:.4f})"
-    if not run.cfg.skip_nonfinite:
-        raise TrainingError(f"{fault} at iteration {it}; {_kept(run)} (--skip_nonfinite=True skips such "
-                            f"steps; --detect_anomaly=True names the op that made the first nan or inf)")
-    run.skipped += 1
-    log.write({"iter": it, "skipped": True, "fault": fault, "lr": lr, "ms": ms})
-    if run.skipped == 1 or it % run.cfg.log_interval == 0:
-        print_fn(f"iter {it}: step skipped, {fault} ({run.skipped} skipped so far)")
+    With several ranks each draws every batch and evaluates those with ``k % size == rank``;
+    one allreduce adds up the losses."""
+    out = {}
+    model.eval()
+    with no_grad():
+        for split in ("train", "val"):
+            losses = []
+            for k in range(cfg.eval_iters):
+                x, y = dataset.get_batch(split, cfg.batch_size, rng)
+                if k % comm.size == comm.rank:
+                    losses.append(model(x, y)[1].item())
+            out[split] = float(np.mean(losses)) if comm.size == 1 else math.fsum(losses) / cfg.eval_iters
+    model.train()
+    if comm.size > 1:
+        both = comm.allreduce_(np.array([out["train"], out["val"]]))
+        out = {"train": float(both[0]), "val": float(both[1])}
+    return out
 
 
 def _evaluate_and_save(run, it, log, print_fn):
@@ -652,11 +311,11 @@ def _evaluate_and_save(run, it, log, print_fn):
         distributed.check_same_weights(run.comm, run.model, f"at iteration {it}")
     print_fn(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     log.write({"iter": it, "train_loss": losses["train"], "val_loss": losses["val"]})
-    _check_weights(run, it)
+    finite.check_weights(run, it)
     if not (math.isfinite(losses["train"]) and math.isfinite(losses["val"])):
         fault = f"the estimated losses are {losses['train']} (train) and {losses['val']} (val) at iteration {it}"
         if not cfg.skip_nonfinite:
-            raise TrainingError(f"{fault}; {_kept(run)}")
+            raise TrainingError(f"{fault}; {finite.kept(run)}")
         print_fn(f"step {it}: no checkpoint saved, {fault}")
         return losses
     if losses["val"] < run.best_val or cfg.always_save_checkpoint:
@@ -678,22 +337,6 @@ def _save(run, it, eval_pending=False):
         with file_op("writing", run.ckpt_path):
             save_checkpoint(run.ckpt_path, run.model, run.optimizer, extra)
     run.saved_iter = it
-
-
-def _check_weights(run, it):
-    """Non-finite weights are never saved; only a change from outside the training step can make them."""
-    bad = _nonfinite_weight(run.model)
-    if bad is not None:
-        raise TrainingError(f"the weight {bad} is not finite at iteration {it}; {_kept(run)}")
-
-
-def _nonfinite_weight(model, grads=False):
-    """The name of the first parameter (or its gradient) holding NaN or infinity, or None."""
-    for name, p in model.named_parameters():
-        x = p.grad if grads else p.data
-        if x is not None and not bool(get_array_module(x).isfinite(x).all()):
-            return name
-    return None
 
 
 def _train_step(model, optimizer, dataset, cfg, lr, batch_rng, sync=None):

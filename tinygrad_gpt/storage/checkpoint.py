@@ -117,6 +117,27 @@ def load_checkpoint(path):
     return Checkpoint(path, config, model_state, optimizer_state, extra)
 
 
+def checkpoint_summary(path):
+    """"iteration N, trained on DATA" from a checkpoint's metadata alone (no tensor is read), or what
+    keeps the file from being read as a checkpoint.
+
+        >>> checkpoint_summary("out/ckpt.safetensors")  # doctest: +SKIP
+        'iteration 1153, trained on input.txt'
+    """
+    try:
+        meta = read_metadata(path)
+        _check_format(meta, path)
+        extra = _json_field(meta, "extra", path)
+    except (CheckpointError, OSError) as e:
+        return f"unreadable as a checkpoint: {str(e).removeprefix(f'{path}: ')}"
+    extra = extra if isinstance(extra, dict) else {}
+    cfg = extra.get("train_config") if isinstance(extra.get("train_config"), dict) else {}
+    data = cfg.get("data") or (f"the {cfg['dataset']} dataset" if cfg.get("dataset") else "unknown data")
+    start = cfg.get("init_from")
+    origin = f", fine-tuned from {start}" if isinstance(start, str) and start not in ("scratch", "resume") else ""
+    return f"iteration {extra.get('iter', 'unknown')}, trained on {data}{origin}"
+
+
 def config_from_dict(d, path, source="model_config"):
     """A GPTConfig from a JSON object, or CheckpointError naming ``path``, ``source`` and the field."""
     if not isinstance(d, dict):
@@ -183,12 +204,6 @@ def _check_floats(x, name, path):
         raise CheckpointError(f"{path}: {name} has dtype {x.dtype}, expected floats")
     if not np.isfinite(x).all():
         raise CheckpointError(f"{path}: {name} holds values that are not finite (nan or inf)")
-
-
-def expected_shapes(config):
-    """GPT-2 parameter names and shapes for a config, without building any weights (the model's
-    own ``parameter_shapes``)."""
-    return parameter_shapes(config)
 
 
 MAX_STEP = 2 ** 53  # step counts beyond this are not exact as floats, and no run makes them
