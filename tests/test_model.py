@@ -6,7 +6,7 @@ import pytest
 from tinygrad_gpt import Tensor, manual_seed
 from tinygrad_gpt.backend import to_device, to_numpy
 from tinygrad_gpt.gradcheck import check_grads
-from tinygrad_gpt.model import GPT, GPTConfig, LayerCache, empty_gpt, parameter_shapes
+from tinygrad_gpt.model import GPT, GPTConfig, LayerCache, parameter_shapes
 from tinygrad_gpt.optim import AdamW
 
 V, BLOCK = 11, 8
@@ -577,4 +577,4 @@ def test_parameter_shapes_are_the_models_own():
     shapes = parameter_shapes(config)
     assert shapes == {name: p.shape for name, p in GPT(config).named_parameters()}
     assert shapes["transformer.h.1.mlp.c_proj.weight"] == (64, 16) and "transformer.ln_f.bias" not in shapes
-    assert all(not p.data.flags.writeable for p in empty_gpt(config).parameters())  # placeholders, no memory
+    assert all(not p.data.flags.writeable for p in GPT(config, init=False).parameters())  # placeholders, no memory

@@ -9,7 +9,7 @@ from tinygrad_gpt import backend
 from tinygrad_gpt.backend import to_numpy
 from tinygrad_gpt.text.bpe import BPETokenizer, ENDOFTEXT
 from tinygrad_gpt.model import GPT, GPTConfig
-from tinygrad_gpt.storage.pretrained import (config_from_hf, empty_gpt, from_pretrained, load_hf_tokenizer,
+from tinygrad_gpt.storage.pretrained import (config_from_hf, from_pretrained, load_hf_tokenizer,
                                      save_pretrained)
 from tinygrad_gpt.storage.serialization import CheckpointError
 from tinygrad_gpt.tensor import no_grad
@@ -129,10 +129,13 @@ def test_loading_draws_no_random_numbers_and_keeps_one_copy(hf_dir):
     assert peak < 1.5 * weights, (peak, weights)
 
 
-def test_empty_gpt_has_placeholders():
-    model = empty_gpt(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=8))
+def test_a_gpt_without_init_has_placeholders_and_draws_nothing():
+    from tinygrad_gpt import backend
+    state = backend.rng_state()
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=8), init=False)
+    assert backend.rng_state() == state  # no random number drawn
     assert [n for n, _ in model.named_parameters()] == [n for n, _ in GPT(model.config).named_parameters()]
-    assert all(p.data.strides == (0,) * p.ndim for p in model.parameters())
+    assert all(p.data.strides == (0,) * p.ndim and p.device == "cpu" for p in model.parameters())
 
 
 def test_pickle_only_folder_is_refused(hf_dir, tmp_path):

@@ -2,15 +2,13 @@
 gradient accumulation, float64, and stopping on a non-finite loss."""
 import json
 import math
-import os
 import random
 from dataclasses import asdict
-
-from test_cli import released
 
 import numpy as np
 import pytest
 
+from test_cli import released
 from tinygrad_gpt import backend
 from tinygrad_gpt.run import train as train_mod
 from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint

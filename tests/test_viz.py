@@ -332,6 +332,23 @@ def test_attention_weights_reproduce_the_models_attention_output(tiny):
     np.testing.assert_allclose(block.attn.c_proj(Tensor(y)).numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_attention_weights_come_from_the_models_own_forward(tiny, monkeypatch):
+    """One forward of the model, whose attention modules keep their weights while asked, and only then."""
+    model, tok = tiny
+    ids = np.array([tok.encode("hello")])
+    calls = []
+    real = type(model).forward
+    monkeypatch.setattr(type(model), "forward", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    maps = attention_weights(model, ids)
+    assert len(calls) == 1 and len(maps) == len(model.transformer.h)
+    assert all(not b.attn.record_weights and b.attn.weights is None for b in model.transformer.h)
+    model(ids)
+    assert all(b.attn.weights is None for b in model.transformer.h)  # not asked: nothing kept
+    with F.mode("composed"):  # the composed attention gives the same weights
+        for got, want in zip(attention_weights(model, ids), maps):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_plot_attention_one_panel_per_layer_and_head(tiny, tmp_path):
     pytest.importorskip("matplotlib")
     model, tok = tiny

@@ -8,6 +8,7 @@ from .. import backend
 from ..errors import CheckpointError
 from ..optim import cosine_lr
 from ..storage.checkpoint import check_training_state
+from ..storage.serialization import is_int
 
 RESUME_KEYS = ("iter", "best_val_loss", "tokenizer", "batch_rng", "rng")
 
@@ -54,7 +55,7 @@ def keep_schedule(run, ckpt, print_fn):
     cfg, start = run.cfg, run.start_iter
     saved_cfg = ckpt.extra.get("train_config") if isinstance(ckpt.extra.get("train_config"), dict) else {}
     saved = ckpt.extra.get("lr_decay_iters") or saved_cfg.get("lr_decay_iters") or saved_cfg.get("max_iters")
-    if not isinstance(saved, int) or isinstance(saved, bool) or saved <= 0:
+    if not is_int(saved) or saved <= 0:
         return
     if cfg.lr_decay_iters is None:
         run.lr_decay_iters = saved

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..backend import check_rng_state
 from ..model import GPT, GPTConfig, parameter_shapes
-from .serialization import CheckpointError, json_problem, load_file, save_file, read_metadata
+from .serialization import CheckpointError, is_int, json_problem, load_file, read_metadata, save_file
 from ..tokenizer import tokenizer_from_dict
 
 FORMAT = "tinygrad_gpt.checkpoint"
@@ -224,7 +224,7 @@ def _optimizer_state(info, tensors, path):
         raise bad("param_groups must be a list of objects")
     for i, group in enumerate(groups):
         params = group.get("params")
-        if not isinstance(params, list) or not all(_is_int(p) and p >= 0 for p in params):
+        if not isinstance(params, list) or not all(is_int(p) and p >= 0 for p in params):
             raise bad(f"param_groups[{i}] params must be a list of parameter indices")
         for key, value in group.items():
             if key != "params" and not _numbers(value):
@@ -236,7 +236,7 @@ def _optimizer_state(info, tensors, path):
     for i, step in steps.items():
         if not _INDEX.fullmatch(i):
             raise bad(f"steps key {i[:40]!r} is not a parameter index")
-        if not _is_int(step) or not 0 <= step <= MAX_STEP:
+        if not is_int(step) or not 0 <= step <= MAX_STEP:
             raise bad(f"steps[{i!r}] must be an integer in [0, 2**53], got {str(step)[:40]}")
         state[int(i)] = {"step": step}
     for name, array in tensors.items():
@@ -250,10 +250,6 @@ def _optimizer_state(info, tensors, path):
 
 
 _INDEX = re.compile(r"[0-9]{1,9}")
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _numbers(value):
@@ -287,7 +283,7 @@ def check_training_state(ckpt):
         return CheckpointError(f"{ckpt.path}: extra {key!r} must be {want}, got {str(extra[key])[:40]}")
 
     for key in ("iter", "skipped"):
-        if key in extra and not (_is_int(extra[key]) and 0 <= extra[key] <= MAX_STEP):
+        if key in extra and not (is_int(extra[key]) and 0 <= extra[key] <= MAX_STEP):
             raise bad(key, "an integer in [0, 2**53]")
     value = extra.get("best_val_loss", 0.0)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
