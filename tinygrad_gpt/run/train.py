@@ -5,9 +5,12 @@ and runs AdamW with warmup + cosine decay, gradient clipping and gradient
 accumulation. Every ``eval_interval`` it estimates train and val loss and saves
 a checkpoint; it logs to ``out_dir/log.jsonl``; it can resume exactly.
 
-A run locks its ``out_dir`` (``lock.RunLock``), stops on a NaN or infinite loss or
-gradient norm without saving bad weights (or skips such steps with
-``--skip_nonfinite=True``), and can name the op that made a NaN (``--detect_anomaly=True``).
+This file reads like nanoGPT's ``train.py``: the config, then ``train``, the loop and the step.
+What keeps a run honest lives beside it in ``run/``: the flag checks (``config.py``), what the
+run starts from (``inputs.py``, ``resume.py``), its ``out_dir`` and lock (``outdir.py``,
+``lock.py``), NaN and infinity (``finite.py``: a non-finite loss stops the run without saving
+bad weights, or ``--skip_nonfinite=True`` skips the step), the progress bar, the random streams,
+signals (``stopping.py``) and what the ranks of an MPI run share (``ranks.py``).
 
 Under MPI (``mpiexec -n N python -m tinygrad_gpt train ...``) each of the N ranks takes the
 micro-batches ``j % N == rank`` of every step and the gradients are summed over the ranks
