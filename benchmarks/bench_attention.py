@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from tinygrad_gpt import fast
-from tinygrad_gpt.fast import tune_allocator_for_training
+from tinygrad_gpt.run.settings import tune_allocator_for_training
 
 tune_allocator_for_training()  # as the train command does: glibc keeps freed blocks for reuse
 

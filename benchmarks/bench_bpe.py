@@ -19,8 +19,8 @@ import statistics
 import tempfile
 import time
 
-from tinygrad_gpt.bpe import BPETokenizer, ENDOFTEXT
-from tinygrad_gpt.fast import tune_allocator_for_training
+from tinygrad_gpt.text.bpe import BPETokenizer, ENDOFTEXT
+from tinygrad_gpt.run.settings import tune_allocator_for_training
 
 tune_allocator_for_training()  # as the train command does: glibc keeps freed blocks for reuse
 

@@ -38,11 +38,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from tinygrad_gpt import backend, distributed  # noqa: E402
-from tinygrad_gpt.fast import threads, tune_allocator_for_training  # noqa: E402
-from tinygrad_gpt.data import Dataset  # noqa: E402
+from tinygrad_gpt import backend  # noqa: E402
+from tinygrad_gpt.run import distributed  # noqa: E402
+from tinygrad_gpt.run import settings  # noqa: E402
+from tinygrad_gpt.run.settings import tune_allocator_for_training  # noqa: E402
+from tinygrad_gpt.text.data import Dataset  # noqa: E402
 from tinygrad_gpt.model import GPT, GPTConfig  # noqa: E402
-from tinygrad_gpt.train import TrainConfig, _train_step  # noqa: E402
+from tinygrad_gpt.run.train import TrainConfig, _train_step  # noqa: E402
 
 CONFIGS = {  # nanoGPT's shakespeare_char settings: the CPU one and the GPU one
     "cpu": dict(batch_size=12, block_size=64, n_layer=4, n_head=4, n_embd=128),
@@ -101,7 +103,7 @@ def worker_step(config, accumulation, overlap, steps, warmup):
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     result = {"median_ms": statistics.median(times) * 1e3, "mean_ms": statistics.fmean(times) * 1e3,
-              "threads": threads.cpu_threads(), "ranks": comm.size}
+              "threads": settings.cpu_threads(), "ranks": comm.size}
     if sync is not None:
         result.update({k + "_ms": v / steps * 1e3 for k, v in sync.times.items()})
     return result

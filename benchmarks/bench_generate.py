@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from tinygrad_gpt import backend  # noqa: E402
 from tinygrad_gpt.model import GPT, GPTConfig, LayerCache  # noqa: E402
 from tinygrad_gpt.tensor import no_grad  # noqa: E402
-from tinygrad_gpt.fast import tune_allocator_for_training  # noqa: E402
+from tinygrad_gpt.run.settings import tune_allocator_for_training  # noqa: E402
 
 tune_allocator_for_training()  # as the train command does: glibc keeps freed blocks for reuse
 

@@ -28,7 +28,7 @@ import numpy as np
 from tinygrad_gpt import backend
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.tensor import no_grad
-from tinygrad_gpt.fast import tune_allocator_for_training
+from tinygrad_gpt.run.settings import tune_allocator_for_training
 
 tune_allocator_for_training()  # as the train command does: glibc keeps freed blocks for reuse
 
@@ -43,7 +43,7 @@ def peak_rss_mib():
 
 def save_random(folder):
     """Run in a fresh process: write a randomly initialised 124M GPT as a Hugging Face folder."""
-    from tinygrad_gpt.pretrained import save_pretrained
+    from tinygrad_gpt.storage.pretrained import save_pretrained
     backend.manual_seed(0)
     t0 = time.perf_counter()
     model = GPT(GPTConfig(**GPT2_124M))
@@ -54,7 +54,7 @@ def save_random(folder):
 
 def memory_child(folder, new_tokens, prompt_tokens):
     """Run in a fresh process: load ``folder`` and sample; print the RSS figures."""
-    from tinygrad_gpt.pretrained import from_pretrained
+    from tinygrad_gpt.storage.pretrained import from_pretrained
     base = peak_rss_mib()
     weights = os.path.getsize(os.path.join(folder, "model.safetensors")) / 2**20
     t0 = time.perf_counter()
@@ -103,7 +103,7 @@ def main():
 def compare_speed(folder, args):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
-    from tinygrad_gpt.pretrained import config_to_hf, from_pretrained
+    from tinygrad_gpt.storage.pretrained import config_to_hf, from_pretrained
 
     model = from_pretrained(folder).eval()
     print(f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)")

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from tinygrad_gpt import backend  # noqa: E402
 from tinygrad_gpt.model import GPT, GPTConfig  # noqa: E402
 from tinygrad_gpt.optim import clip_grad_norm_  # noqa: E402
-from tinygrad_gpt.fast import tune_allocator_for_training  # noqa: E402
+from tinygrad_gpt.run.settings import tune_allocator_for_training  # noqa: E402
 
 tune_allocator_for_training()  # as the train command does: glibc keeps freed blocks for reuse
 

@@ -24,12 +24,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from torch_gpt import TorchGPT, load_from_state_dict, state_dict_in_our_layout  # noqa: E402
 
 from tinygrad_gpt import backend  # noqa: E402
-from tinygrad_gpt.data import Dataset, read_text_file  # noqa: E402
+from tinygrad_gpt.text.data import Dataset, read_text_file  # noqa: E402
 from tinygrad_gpt.model import GPT, GPTConfig  # noqa: E402
 from tinygrad_gpt.optim import clip_grad_norm_, cosine_lr  # noqa: E402
 from tinygrad_gpt.tensor import no_grad  # noqa: E402
 from tinygrad_gpt.tokenizer import CharTokenizer  # noqa: E402
-from tinygrad_gpt.fast import tune_allocator_for_training  # noqa: E402
+from tinygrad_gpt.run.settings import tune_allocator_for_training  # noqa: E402
 
 tune_allocator_for_training()  # as the train command does: glibc keeps freed blocks for reuse
 

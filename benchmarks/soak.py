@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from tinygrad_gpt.tensor import Tensor
-from tinygrad_gpt.train import TrainConfig, train
+from tinygrad_gpt.run.train import TrainConfig, train
 
 
 def proc_status(key):

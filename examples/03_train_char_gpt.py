@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from tinygrad_gpt import manual_seed, no_grad
-from tinygrad_gpt.data import Dataset, load_text
+from tinygrad_gpt.text.data import Dataset, load_text
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import clip_grad_norm_, cosine_lr
 from tinygrad_gpt.tokenizer import CharTokenizer

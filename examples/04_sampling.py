@@ -14,10 +14,10 @@ import os
 
 import numpy as np
 
-from tinygrad_gpt.checkpoint import CKPT_NAME, load_checkpoint
+from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint
 from tinygrad_gpt.model import sample_token
 from tinygrad_gpt.tokenizer import CharTokenizer
-from tinygrad_gpt.train import TrainConfig, train
+from tinygrad_gpt.run.train import TrainConfig, train
 
 SETTINGS = [  # (label, temperature, top_k, top_p)
     ("greedy (T=0)", 0.0, None, None),

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from tinygrad_gpt import backend, manual_seed
-from tinygrad_gpt.data import Dataset, load_text
+from tinygrad_gpt.text.data import Dataset, load_text
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.tokenizer import CharTokenizer
 

@@ -20,7 +20,7 @@ import tinygrad_gpt.functional as F
 from tinygrad_gpt import Tensor, manual_seed
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.nn import Linear, Module
-from tinygrad_gpt.viz import DEFAULT_GRAPH_PATH, VizError, draw, graph_nodes, to_dot
+from tinygrad_gpt.commands.viz import DEFAULT_GRAPH_PATH, VizError, draw, graph_nodes, to_dot
 
 
 class MLP(Module):

@@ -12,10 +12,10 @@ import os
 
 import numpy as np
 
-from tinygrad_gpt.checkpoint import CKPT_NAME, load_checkpoint
+from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint
 from tinygrad_gpt.tokenizer import CharTokenizer
-from tinygrad_gpt.train import TrainConfig, train
-from tinygrad_gpt.viz import VizError, attention_weights, plot_attention
+from tinygrad_gpt.run.train import TrainConfig, train
+from tinygrad_gpt.commands.viz import VizError, attention_weights, plot_attention
 
 
 def checkpoint_or_train(out_dir, iters):

@@ -15,7 +15,7 @@ import numpy as np
 
 import tinygrad_gpt.functional as F
 from tinygrad_gpt import Tensor, manual_seed, no_grad
-from tinygrad_gpt.data import Dataset, load_text
+from tinygrad_gpt.text.data import Dataset, load_text
 from tinygrad_gpt.model import GPT, GPTConfig, LayerCache
 from tinygrad_gpt.tokenizer import CharTokenizer
 

@@ -13,7 +13,7 @@ import argparse
 
 import numpy as np
 
-from tinygrad_gpt.bpe import BPETokenizer
+from tinygrad_gpt.text.bpe import BPETokenizer
 from tinygrad_gpt.model import sample_token
 
 TEXT = "low low low low low lower lower newest newest newest newest newest newest widest widest widest"

@@ -212,7 +212,7 @@ def test_manual_seed_and_rng_state_round_trip():
 
 def test_tune_allocator_reports_whether_it_applied():
     import sys
-    from tinygrad_gpt.fast.allocator import tune_allocator
+    from tinygrad_gpt.run.settings import tune_allocator
     applied = tune_allocator()
     assert isinstance(applied, bool)
     if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 
-from tinygrad_gpt.bpe import BPETokenizer, bytes_to_unicode, ENDOFTEXT
+from tinygrad_gpt.text.bpe import BPETokenizer, bytes_to_unicode, ENDOFTEXT
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -162,7 +162,7 @@ def test_trained_vocab_layout(ours):
 def _naive_merges(text, n_merges):
     """BPE training by recounting every pair after every merge (slow, obviously right)."""
     import regex
-    from tinygrad_gpt.bpe import GPT2_PATTERN
+    from tinygrad_gpt.text.bpe import GPT2_PATTERN
     counts = collections.Counter(regex.findall(GPT2_PATTERN, text))
     words = {tuple(w.encode()): n for w, n in counts.items()}
     merges = []

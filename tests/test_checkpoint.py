@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from tinygrad_gpt import backend
-from tinygrad_gpt.checkpoint import CKPT_NAME, expected_shapes, load_checkpoint, save_checkpoint
-from tinygrad_gpt.model import GPT, GPTConfig
-from tinygrad_gpt.serialization import CheckpointError, load_file, save_file
+from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
+from tinygrad_gpt.model import GPT, GPTConfig, parameter_shapes
+from tinygrad_gpt.storage.serialization import CheckpointError, load_file, save_file
 
 CONFIG = GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8)
 EXTRA = {"iter": 7, "best_val_loss": 1.25, "tokenizer": {"type": "char", "chars": list("abc")},
@@ -61,7 +61,7 @@ def test_round_trip_model_optimizer_and_extra(saved):
     assert ckpt.config == CONFIG
     assert ckpt.extra == EXTRA
     expected = model.state_dict()
-    assert set(ckpt.model_state) == set(expected) == set(expected_shapes(CONFIG))
+    assert set(ckpt.model_state) == set(expected) == set(parameter_shapes(CONFIG))
     for name, value in expected.items():
         assert ckpt.model_state[name].dtype == value.dtype
         np.testing.assert_array_equal(ckpt.model_state[name], value)

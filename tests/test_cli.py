@@ -5,6 +5,7 @@ Every mistake must give exactly one line `error: ...` on stderr, no traceback, e
 bad command line and 1 for bad data, checkpoints or devices.
 """
 import contextlib
+import os
 import dataclasses
 import io
 import pickle
@@ -18,11 +19,14 @@ import pytest
 from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 
-from tinygrad_gpt import backend, cli
-from tinygrad_gpt.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
-from tinygrad_gpt.cli import UsageError, parse_flags
-from tinygrad_gpt.sample import SampleConfig
-from tinygrad_gpt.train import ConfigError, TrainConfig
+from tinygrad_gpt import backend
+from tinygrad_gpt.commands import cli
+from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
+from tinygrad_gpt.commands.cli import UsageError, parse_flags
+from tinygrad_gpt.commands.sample import SampleConfig
+from tinygrad_gpt.errors import ConfigError
+from tinygrad_gpt.run.lock import LOCK_NAME
+from tinygrad_gpt.run.train import TrainConfig
 
 pytestmark = pytest.mark.host_only(
     "the commands run in subprocesses on the CPU; the device run covers what they call")
@@ -35,6 +39,13 @@ SEPARATOR = "\n---------------\n"
 def tinygrad_gpt(*args, cwd, timeout=120):
     return subprocess.run([sys.executable, "-m", "tinygrad_gpt", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def released(out_dir):
+    """The names in ``out_dir`` besides its lock file, which must name no holder (kept, emptied)."""
+    lock = os.path.join(out_dir, LOCK_NAME)
+    assert not os.path.exists(lock) or open(lock, encoding="utf-8").read() == ""
+    return sorted(n for n in os.listdir(out_dir) if n != LOCK_NAME)
 
 
 def assert_one_error_line(result, code, *words):

@@ -12,10 +12,10 @@ import pytest
 
 from tinygrad_gpt import Tensor, backend, functional as F, manual_seed
 from tinygrad_gpt.fast import kernels
-from tinygrad_gpt.data import Dataset
+from tinygrad_gpt.text.data import Dataset
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW
-from tinygrad_gpt.train import TrainConfig, _train_step
+from tinygrad_gpt.run.train import TrainConfig, _train_step
 
 
 @pytest.fixture

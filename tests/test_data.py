@@ -7,8 +7,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from tinygrad_gpt import data
-from tinygrad_gpt.data import DataError, Dataset, load_text, split_tokens
+from tinygrad_gpt.text import data
+from tinygrad_gpt.text.data import DataError, Dataset, load_text, split_tokens
 from tinygrad_gpt.tokenizer import CharTokenizer
 
 

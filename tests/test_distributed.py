@@ -16,12 +16,14 @@ import time
 import numpy as np
 import pytest
 
-from tinygrad_gpt import backend, distributed
-from tinygrad_gpt.checkpoint import load_checkpoint
-from tinygrad_gpt.cli import main as cli_main
+from test_cli import released
+from tinygrad_gpt import backend
+from tinygrad_gpt.run import distributed
+from tinygrad_gpt.storage.checkpoint import load_checkpoint
+from tinygrad_gpt.commands.cli import main as cli_main
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.nn import Parameter
-from tinygrad_gpt.train import TrainConfig, train
+from tinygrad_gpt.run.train import TrainConfig, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,14 +83,12 @@ def test_grad_sync_alone_leaves_gradients_and_loss_as_they_were(overlap):
     loss.backward()
     expected = {name: p.grad.copy() for name, p in model.named_parameters()}
     model.zero_grad()
-    stops = iter([True])
-    sync = distributed.GradSync(distributed.Single(), optimizer, overlap=overlap, bucket_size=100,
-                                stop_request=lambda: next(stops))
+    sync = distributed.GradSync(distributed.Single(), optimizer, overlap=overlap, bucket_size=100)
     assert len(sync.buckets) > 3 if overlap else len(sync.buckets) == 2  # buckets, or AdamW's two groups
     _, loss = model(x, x)
     sync.arm(loss.item())
     loss.backward()
-    assert sync.finish() == loss.item() and sync.stop_agreed
+    assert sync.finish() == loss.item()
     for name, p in model.named_parameters():
         got, want = backend.to_numpy(p.grad), backend.to_numpy(expected[name])  # device arrays under --device=cuda
         np.testing.assert_array_equal(got, want, err_msg=name)
@@ -135,7 +135,8 @@ def test_checksum_sees_one_changed_bit():
 def test_one_thread_means_no_helper_thread(monkeypatch):
     """OMP_NUM_THREADS=1 (or set_cpu_threads(1)): for_chunks runs every chunk on the calling thread."""
     import threading
-    from tinygrad_gpt.fast import chunks, threads
+    from tinygrad_gpt.fast import chunks
+    from tinygrad_gpt.run import settings as threads
     monkeypatch.setattr(threads, "_threads", None)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert threads.cpu_threads() == 1
@@ -149,7 +150,7 @@ def test_accumulation_steps_must_be_a_multiple_of_the_ranks(monkeypatch, tmp_pat
     class Three(distributed.Single):
         rank, size = 0, 3
     monkeypatch.setattr(distributed, "_world", Three())
-    from tinygrad_gpt.train import ConfigError
+    from tinygrad_gpt.errors import ConfigError
     with pytest.raises(ConfigError, match="gradient_accumulation_steps=4 must be a multiple of the number "
                                           r"of processes \(3\)"):
         train(TrainConfig(gradient_accumulation_steps=4, out_dir=str(tmp_path)), print_fn=lambda *a: None)
@@ -261,7 +262,7 @@ def test_two_ranks_train_exactly_as_one_process(reference, two_ranks):
     assert_same_run(reference, out, rtol=1e-9)
     assert "2 processes: 2 micro-batches of 2 each per step, 1 CPU thread(s) each" in proc.stdout
     assert proc.stdout.count("step 20:") == 1  # rank 0 alone prints
-    assert sorted(os.listdir(out)) == ["ckpt.safetensors", "log.jsonl"]  # and the lock is gone
+    assert released(out) == ["ckpt.safetensors", "log.jsonl"]  # and the lock is free
 
 
 @needs_mpi
@@ -366,8 +367,9 @@ def _safe_log(out):
 
 FAILING_RANK_1 = """
 import os, sys
-from tinygrad_gpt import cli, train
-from tinygrad_gpt.data import DataError
+from tinygrad_gpt.commands import cli
+from tinygrad_gpt.run import train
+from tinygrad_gpt.text.data import DataError
 real = train._train_step
 calls = []
 def failing(*args, **kwargs):
@@ -465,11 +467,11 @@ def test_a_refused_resume_ends_every_rank_and_changes_nothing(tmp_path, text_fil
     ok(mpirun(2, flags(text_file, out, max_iters=2, eval_interval=2, dtype="float32"))[0])
     ckpt = out / "ckpt.safetensors"
     _craft(ckpt, craft)
-    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    before = {name: (out / name).read_bytes() for name in released(out)}
     proc, seconds = mpirun(2, flags(text_file, out, max_iters=4, eval_interval=2, dtype="float32",
                                     init_from="resume"), timeout=60)
     errors = error_lines(proc)
     assert proc.returncode == 1 and len(errors) == 1, proc.stderr[-3000:]
     assert errors[0].startswith(f"error: rank 0: {ckpt}: ") and expected in errors[0], errors[0]
     assert seconds < 10 + 15  # the job's own end within 10 s, plus two Python start-ups under load
-    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+    assert {name: (out / name).read_bytes() for name in released(out)} == before

@@ -16,14 +16,14 @@ import tempfile
 import numpy as np
 import pytest
 
-from test_cli import write_text
-from tinygrad_gpt import cli
-from tinygrad_gpt import fileio
-from tinygrad_gpt import train as train_mod
-from tinygrad_gpt.checkpoint import CKPT_NAME, load_checkpoint
-from tinygrad_gpt.fileio import FileError, file_op, write_atomic
-from tinygrad_gpt.lock import LOCK_NAME
-from tinygrad_gpt.runlog import held_by_checkpoint
+from test_cli import released, write_text
+from tinygrad_gpt.commands import cli
+from tinygrad_gpt.storage import fileio
+from tinygrad_gpt.run import train as train_mod
+from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint
+from tinygrad_gpt.storage.fileio import FileError, file_op, write_atomic
+from tinygrad_gpt.run.lock import LOCK_NAME
+from tinygrad_gpt.run.runlog import held_by_checkpoint
 from tinygrad_gpt.tokenizer import CharTokenizer
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"),
@@ -122,8 +122,10 @@ def one_error_line(err, *words):
 
 
 def leftovers(folder):
-    """Temporary files and locks a run must not leave behind."""
-    return [n for n in os.listdir(folder) if n.endswith(".tmp") or n == LOCK_NAME]
+    """Temporary files, and a lock that still names a holder, which a run must not leave behind
+    (the lock file itself is kept, empty)."""
+    return [n for n in os.listdir(folder) if n.endswith(".tmp") or
+            n == LOCK_NAME and open(os.path.join(folder, n), encoding="utf-8").read()]
 
 
 def arm_after_steps(monkeypatch, faults, n):
@@ -195,7 +197,7 @@ def test_an_unreadable_checkpoint_on_resume_is_one_line(tmp_path, monkeypatch, c
         result, _, err = main(argv, capsys)
         assert result == 1, argv
         one_error_line(err, f"input/output error while reading {out / CKPT_NAME}")
-    assert sorted(os.listdir(out)) == [CKPT_NAME, "log.jsonl"]
+    assert released(out) == [CKPT_NAME, "log.jsonl"]
 
 
 # ----------------------------------------------------------------------------- the other commands
@@ -236,7 +238,7 @@ def test_tokenizer_files(tmp_path, monkeypatch, code):
 
 
 def test_bpe_tokenizer_files(tmp_path, monkeypatch):
-    from tinygrad_gpt.bpe import BPETokenizer
+    from tinygrad_gpt.text.bpe import BPETokenizer
     tok = BPETokenizer.train("hello world, hello there " * 20, 260)
     faults = Faults(monkeypatch, "merges.txt", "replace", errno.ENOSPC)
     faults.armed = True
@@ -347,11 +349,11 @@ def test_an_immutable_checkpoint(tmp_path, monkeypatch, capsys):
 
 
 def test_a_lock_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
-    from tinygrad_gpt.lock import LockError, RunLock
+    from tinygrad_gpt.run.lock import LockError, RunLock
 
     def pwrite(*args):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(os, "pwrite", pwrite)
     with pytest.raises(LockError, match=r"cannot write the lock file \(No space left on device\)"):
         RunLock(tmp_path).__enter__()
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == [LOCK_NAME] and (tmp_path / LOCK_NAME).read_text() == ""  # kept, empty

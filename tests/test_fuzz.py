@@ -8,8 +8,9 @@ command through ``cli.main`` as ``python -m tinygrad_gpt`` would, and checks tha
 - a refusal is exactly one ``error:`` line on stderr that names the mutated file (and, for a
   mutated field, the field); a success prints nothing on stderr, not even a warning;
 - the case ends within CASE_SECONDS;
-- a refused resume leaves out_dir byte for byte as it was, and a refused fine-tune or
-  scratch run writes nothing.
+- a refused resume leaves out_dir byte for byte as it was (besides the lock file, which a run
+  that took the lock keeps, empty), a refused fine-tune or scratch run writes nothing, and a
+  scratch run into an out_dir that holds a checkpoint is refused and changes nothing at all.
 
 The mutations are in ``mutations.py``. The default is a few hundred cases;
 ``TINYGRAD_GPT_FUZZ_CASES=5000`` runs more, and ``TINYGRAD_GPT_FUZZ_SEED`` picks other ones.
@@ -36,14 +37,16 @@ import pytest
 from mutations import (data_values, dumps, header_bytes, header_bytes_text, merges_txt, metadata_field,
                        mutate_json, prefer_checkpoint, read_st, st_bytes, tensor_entry, text_data, vocab_json)
 from test_cli import write_text
-from tinygrad_gpt import backend, cli
+from tinygrad_gpt import backend
+from tinygrad_gpt.commands import cli
+from tinygrad_gpt.run.lock import LOCK_NAME
 
 CASES = int(os.environ.get("TINYGRAD_GPT_FUZZ_CASES", "500"))
 SEED = int(os.environ.get("TINYGRAD_GPT_FUZZ_SEED", "0"))
 CASE_SECONDS = 20  # a hang is a failure; the slowest honest case takes well under a second
 # each family's share of the cases
 SHARES = {"ckpt_bytes": 30, "ckpt_entries": 40, "ckpt_meta": 100, "ckpt_bpe": 20, "ckpt_data": 10,
-          "hf_config": 30, "hf_weights": 30, "hf_vocab": 25, "hf_merges": 25, "text": 20}
+          "hf_config": 30, "hf_weights": 30, "hf_vocab": 25, "hf_merges": 25, "text": 20, "overwrite": 20}
 MODEL = ["--n_layer=2", "--n_head=2", "--n_embd=8", "--block_size=8"]
 RUN = ["--batch_size=2", "--eval_iters=1", "--warmup_iters=1", "--sample_tokens=0", "--progress=False",
        "--device=cpu"]
@@ -84,13 +87,16 @@ def run_cli(argv, seconds=CASE_SECONDS):
     return code, stderr
 
 
-def tree_hash(folder):
-    """A digest of every path and file's bytes under ``folder`` (None when it does not exist)."""
+def tree_hash(folder, lock=False):
+    """A digest of every path and file's bytes under ``folder`` (None when it does not exist);
+    an empty lock file (``run/lock.py`` keeps it) counts only with ``lock=True``."""
     folder = Path(folder)
     if not folder.exists():
         return None
     h = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
+        if path.name == LOCK_NAME and not lock and path.is_file() and path.stat().st_size == 0:
+            continue
         h.update(str(path.relative_to(folder)).encode())
         if path.is_file():
             h.update(path.read_bytes())
@@ -224,17 +230,40 @@ def text_case(rng, case_dir, files, family):
     return what, argv, target, words, out, out
 
 
+def overwrite_case(rng, case_dir, files, family):
+    """A new run (from scratch or a GPT-2 folder) into an out_dir that holds a checkpoint, good or
+    damaged, a log and a killed run's leftover: always refused, and nothing in the folder changes."""
+    out = case_dir / "out"
+    out.mkdir(parents=True)
+    target = out / "ckpt.safetensors"
+    shutil.copyfile(files[rng.choice(["char", "bpe"])], target)
+    (out / "log.jsonl").write_text('{"iter": 0, "loss": 3.0}\n', encoding="utf-8")
+    (out / ".ckpt.safetensors.abc.tmp").write_bytes(b"half a checkpoint")
+    what = "intact"
+    if rng.random() < 0.7:
+        mutate = rng.choice([header_bytes, metadata_field, metadata_field, tensor_entry])
+        what = mutate(rng, target)[0]
+    start = rng.choice(["scratch", str(files["hf"])])
+    argv = ["train", f"--data={files['text']}", f"--out_dir={out}", f"--init_from={start}", *MODEL,
+            "--max_iters=1", "--eval_interval=1", *RUN]
+    return f"{what}, --init_from={start}", argv, target, ["--init_from=resume"], out, out
+
+
 def run_case(rng, case_dir, files, family):
     """Make one mutated file, run one command on it; return a list of problems (empty: passed)."""
-    make = (checkpoint_case if family.startswith("ckpt") else text_case if family == "text" else folder_case)
+    make = (checkpoint_case if family.startswith("ckpt") else text_case if family == "text" else
+            overwrite_case if family == "overwrite" else folder_case)
     what, argv, target, words, watched, out = make(rng, case_dir, files, family)
-    before = tree_hash(watched)
+    lock = family == "overwrite"  # refused before the lock: not even a lock file appears
+    before = tree_hash(watched, lock)
     created = tree_hash(out) if out != watched else before
     t0 = time.perf_counter()
     code, stderr = run_cli(argv)
     seconds = time.perf_counter() - t0
     problems = problems_of(code, stderr, target, words)
-    if code in (1, 2) and tree_hash(watched) != before:
+    if family == "overwrite" and not (code == 2 and "--overwrite=True" in stderr):
+        problems.append(f"not refused as an overwrite: exit {code}, {stderr!r}")
+    if code in (1, 2) and tree_hash(watched, lock) != before:
         problems.append(f"the refusal changed {watched}")
     if code in (1, 2) and out != watched and tree_hash(out) != created:
         problems.append(f"the refusal wrote into {out}")
@@ -399,6 +428,25 @@ def test_a_refused_resume_leaves_out_dir_byte_for_byte(files, tmp_path):
     assert tree_hash(out) == before
 
 
+def test_a_new_run_never_replaces_a_checkpoint(files, tmp_path):
+    """A scratch run into an out_dir that holds a checkpoint is refused in one line naming the
+    checkpoint, its iteration, its data and the two ways on; the folder stays byte for byte."""
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copyfile(files["char"], out / "ckpt.safetensors")
+    (out / "log.jsonl").write_text('{"iter": 0, "loss": 3.0}\n', encoding="utf-8")
+    before = tree_hash(out, lock=True)
+    argv = ["train", f"--data={files['text']}", f"--out_dir={out}", *MODEL, "--max_iters=1", *RUN]
+    code, stderr = run_cli(argv)
+    assert code == 2, stderr
+    one_error(1, stderr, out / "ckpt.safetensors", "iteration 2", f"trained on {files['text']}",
+              "--init_from=resume", "--overwrite=True")
+    assert tree_hash(out, lock=True) == before and sorted(os.listdir(out)) == ["ckpt.safetensors", "log.jsonl"]
+    code, stderr = run_cli(argv + ["--overwrite=True"])  # said so: the new run replaces it
+    assert code == 0 and stderr == "", stderr
+    assert (out / "log.old.jsonl").exists() and tree_hash(out) != before
+
+
 def test_a_refused_fine_tune_writes_nothing(files, tmp_path):
     folder = tmp_path / "hf"
     shutil.copytree(files["hf"], folder)
@@ -431,7 +479,7 @@ def test_as_a_process(files, tmp_path, case):
     key, edit, word = SUBPROCESS_CASES[case]
     out = edited(files["char"], tmp_path, key, edit)
     argv = commands_for_checkpoint(out, files["text"])["resume"][1:]
-    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])}  # this tinygrad_gpt
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[2])}  # this tinygrad_gpt
     result = subprocess.run([sys.executable, "-m", "tinygrad_gpt", "train", *argv], capture_output=True,
                             text=True, timeout=120, env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr

@@ -6,9 +6,9 @@ import pytest
 
 from tinygrad_gpt import fast, ops, rules
 from tinygrad_gpt import tensor as tensor_module
-from tinygrad_gpt.cli import main
+from tinygrad_gpt.commands.cli import main
 from tinygrad_gpt.function import Function, sum_to
-from tinygrad_gpt.gradcheck_cli import CASES, GradcheckConfig, check_case, run_all
+from tinygrad_gpt.commands.gradcheck import CASES, GradcheckConfig, check_case, run_all
 
 
 def test_every_op_passes_and_the_table_is_readable():

@@ -3,7 +3,7 @@ node per slot, inputs next to their first use, and fewer crossings than the inpu
 import pytest
 from hypothesis import given, strategies as st
 
-from tinygrad_gpt.layout import layered_layout
+from tinygrad_gpt.commands.layout import layered_layout
 
 import strategies as S
 

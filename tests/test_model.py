@@ -1,15 +1,12 @@
-import ast
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-import tinygrad_gpt
 from tinygrad_gpt import Tensor, manual_seed
 from tinygrad_gpt.backend import to_device, to_numpy
 from tinygrad_gpt.gradcheck import check_grads
-from tinygrad_gpt.model import GPT, GPTConfig, LayerCache, empty_gpt, parameter_shapes
+from tinygrad_gpt.model import GPT, GPTConfig, LayerCache, parameter_shapes
 from tinygrad_gpt.optim import AdamW
 
 V, BLOCK = 11, 8
@@ -575,43 +572,9 @@ def test_generate_rejects_bad_prompts():
         model.generate(np.array([[0.0, 1.0]]), 2)
 
 
-def _package_imports():
-    """Module name -> the package modules it imports (at the top or inside a function)."""
-    folder = Path(tinygrad_gpt.__file__).parent
-    graph = {}
-    for path in folder.glob("*.py"):
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                deps.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
-        graph[path.stem] = deps
-    return graph
-
-
-def test_dependencies_flow_one_way():
-    """No import cycles in the package; model.py builds on the engine only (the Hugging Face
-    layout lives in pretrained.py, which builds on model.py and checkpoint.py)."""
-    graph = _package_imports()
-    assert graph["model"] <= {"backend", "functional", "nn", "tensor", "optim"}, graph["model"]
-    assert "pretrained" not in graph["checkpoint"]
-    done, active = set(), []
-
-    def visit(name):
-        assert name not in active, f"import cycle: {' -> '.join(active[active.index(name):] + [name])}"
-        if name in done or name not in graph:
-            return
-        active.append(name)
-        for dep in sorted(graph[name]):
-            visit(dep)
-        active.pop()
-        done.add(name)
-    for name in sorted(graph):
-        visit(name)
-
-
 def test_parameter_shapes_are_the_models_own():
     config = tiny_config(bias=False)
     shapes = parameter_shapes(config)
     assert shapes == {name: p.shape for name, p in GPT(config).named_parameters()}
     assert shapes["transformer.h.1.mlp.c_proj.weight"] == (64, 16) and "transformer.ln_f.bias" not in shapes
-    assert all(not p.data.flags.writeable for p in empty_gpt(config).parameters())  # placeholders, no memory
+    assert all(not p.data.flags.writeable for p in GPT(config, init=False).parameters())  # placeholders, no memory

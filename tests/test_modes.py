@@ -13,7 +13,7 @@ from tinygrad_gpt import functional as F, manual_seed
 from tinygrad_gpt.backend import to_numpy
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
-from tinygrad_gpt.viz import to_dot
+from tinygrad_gpt.commands.viz import to_dot
 
 FUSED = {"Linear", "Linear+GELU", "Softmax", "LogSoftmax", "LayerNorm", "Attention", "BlockedAttention",
          "CrossEntropy", "Gelu"}
@@ -99,7 +99,7 @@ def test_mode_is_a_context_manager_and_a_decorator():
 
 @pytest.mark.parametrize("command", ["train", "sample", "gradcheck"])
 def test_the_commands_take_ops(command):
-    from tinygrad_gpt.cli import COMMANDS, parse_flags
+    from tinygrad_gpt.commands.cli import COMMANDS, parse_flags
     from tinygrad_gpt.errors import ConfigError
     config_cls = COMMANDS[command][0]
     assert parse_flags(config_cls, ["--ops=rules"]).ops == "rules"
@@ -108,7 +108,7 @@ def test_the_commands_take_ops(command):
 
 
 def test_gradcheck_checks_the_rules_and_the_composed_ops():
-    from tinygrad_gpt.gradcheck_cli import GradcheckConfig, run_all
+    from tinygrad_gpt.commands.gradcheck import GradcheckConfig, run_all
     for mode in ("rules", "composed"):
         lines = []
         rows = run_all(GradcheckConfig(cases="layer_norm,attention_causal,cross_entropy", ops=mode),
@@ -126,11 +126,11 @@ def test_importing_the_package_changes_nothing_outside_it():
                 looked_up.append(name)
                 return super().__getattr__(name)
         ctypes.CDLL = Watched
-        import tinygrad_gpt, tinygrad_gpt.cli, tinygrad_gpt.train, tinygrad_gpt.viz
-        from tinygrad_gpt.fast import allocator
+        import tinygrad_gpt, tinygrad_gpt.commands.cli, tinygrad_gpt.run.train, tinygrad_gpt.commands.viz
+        from tinygrad_gpt.run import settings
         assert 'numba' not in sys.modules, 'numba was imported'
-        assert not allocator.tuned and 'mallopt' not in looked_up, looked_up
-        assert allocator.tune_allocator_for_training() in (True, False) and allocator.tuned
+        assert not settings.tuned and 'mallopt' not in looked_up, looked_up
+        assert settings.tune_allocator_for_training() in (True, False) and settings.tuned
         print('ok')
     """
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -140,7 +140,7 @@ def test_importing_the_package_changes_nothing_outside_it():
 
 
 def test_drawing_a_plot_does_not_import_the_training_loop():
-    code = "import sys, tinygrad_gpt.viz; assert 'tinygrad_gpt.train' not in sys.modules; print('ok')"
+    code = "import sys, tinygrad_gpt.commands.viz; assert 'tinygrad_gpt.run.train' not in sys.modules; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -69,10 +69,9 @@ def test_linear_without_bias_has_no_bias_parameter():
 
 
 def test_modulelist_indexing_and_len():
-    items = [Linear(2, 2), Linear(2, 3)]
+    items = [Linear(2, 2), Linear(2, 3), LayerNorm(3)]
     ml = ModuleList(items)
-    assert len(ml) == 2 and ml[1] is items[1] and list(ml) == items
-    ml.append(LayerNorm(3))
+    assert len(ml) == 3 and ml[1] is items[1] and list(ml) == items
     assert [n for n, _ in ml.named_parameters()] == [
         "0.weight", "0.bias", "1.weight", "1.bias", "2.weight", "2.bias"]
 

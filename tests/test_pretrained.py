@@ -7,11 +7,11 @@ import pytest
 
 from tinygrad_gpt import backend
 from tinygrad_gpt.backend import to_numpy
-from tinygrad_gpt.bpe import BPETokenizer, ENDOFTEXT
+from tinygrad_gpt.text.bpe import BPETokenizer, ENDOFTEXT
 from tinygrad_gpt.model import GPT, GPTConfig
-from tinygrad_gpt.pretrained import (config_from_hf, empty_gpt, from_pretrained, load_hf_tokenizer,
+from tinygrad_gpt.storage.pretrained import (config_from_hf, from_pretrained, load_hf_tokenizer,
                                      save_pretrained)
-from tinygrad_gpt.serialization import CheckpointError
+from tinygrad_gpt.storage.serialization import CheckpointError
 from tinygrad_gpt.tensor import no_grad
 
 torch = pytest.importorskip("torch")
@@ -129,10 +129,13 @@ def test_loading_draws_no_random_numbers_and_keeps_one_copy(hf_dir):
     assert peak < 1.5 * weights, (peak, weights)
 
 
-def test_empty_gpt_has_placeholders():
-    model = empty_gpt(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=8))
+def test_a_gpt_without_init_has_placeholders_and_draws_nothing():
+    from tinygrad_gpt import backend
+    state = backend.rng_state()
+    model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=8), init=False)
+    assert backend.rng_state() == state  # no random number drawn
     assert [n for n, _ in model.named_parameters()] == [n for n, _ in GPT(model.config).named_parameters()]
-    assert all(p.data.strides == (0,) * p.ndim for p in model.parameters())
+    assert all(p.data.strides == (0,) * p.ndim and p.device == "cpu" for p in model.parameters())
 
 
 def test_pickle_only_folder_is_refused(hf_dir, tmp_path):
@@ -226,7 +229,7 @@ def test_kv_cache_sampling_on_loaded_model(hf, hf_dir):
 
 
 def test_crop_block_size(hf_dir, hf):
-    from tinygrad_gpt.pretrained import crop_block_size
+    from tinygrad_gpt.storage.pretrained import crop_block_size
     model = crop_block_size(from_pretrained(hf_dir), 10)
     assert model.config.block_size == 10 and model.transformer.wpe.weight.shape == (10, 32)
     np.testing.assert_allclose(our_logits(model, ids(T_=10)), hf_logits(hf, ids(T_=10)), atol=1e-4, rtol=0)
@@ -235,8 +238,8 @@ def test_crop_block_size(hf_dir, hf):
 
 
 def test_export_training_checkpoint(tmp_path):
-    from tinygrad_gpt.checkpoint import save_checkpoint
-    from tinygrad_gpt.pretrained import export_checkpoint
+    from tinygrad_gpt.storage.checkpoint import save_checkpoint
+    from tinygrad_gpt.storage.pretrained import export_checkpoint
     tok = BPETokenizer.train("to be or not to be, that is the question " * 10, vocab_size=280)
     model = GPT(GPTConfig(block_size=T, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=8))
     save_checkpoint(tmp_path / "ckpt.safetensors", model, extra={"tokenizer": tok.to_dict()})
@@ -248,8 +251,8 @@ def test_export_training_checkpoint(tmp_path):
 
 
 def test_export_command(tmp_path):
-    from tinygrad_gpt.checkpoint import save_checkpoint
-    from tinygrad_gpt.pretrained import ExportConfig, export
+    from tinygrad_gpt.storage.checkpoint import save_checkpoint
+    from tinygrad_gpt.storage.pretrained import ExportConfig, export
     from tinygrad_gpt.tokenizer import CharTokenizer
     model = GPT(GPTConfig(block_size=T, vocab_size=3, n_layer=1, n_head=2, n_embd=8))
     save_checkpoint(tmp_path / "ckpt.safetensors", model, extra={"tokenizer": CharTokenizer.from_text("abc").to_dict()})

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from test_cli import assert_one_error_line, tinygrad_gpt, write_text
-from tinygrad_gpt import cli
-from tinygrad_gpt.checkpoint import load_checkpoint
-from tinygrad_gpt.cli import UsageError, parse_flags
-from tinygrad_gpt.recipe import RECIPE_DIR, shipped_recipes
-from tinygrad_gpt.sample import SampleConfig
-from tinygrad_gpt.train import TrainConfig
+from tinygrad_gpt.commands import cli
+from tinygrad_gpt.storage.checkpoint import load_checkpoint
+from tinygrad_gpt.commands.cli import UsageError, parse_flags
+from tinygrad_gpt.commands.recipe import RECIPE_DIR, shipped_recipes
+from tinygrad_gpt.commands.sample import SampleConfig
+from tinygrad_gpt.run.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def test_the_shipped_recipes_are_valid_training_setups(tmp_path):
 def test_the_recipes_ship_with_the_package():
     setup = configparser.ConfigParser()
     setup.read(REPO / "setup.cfg")
-    assert setup["options.package_data"]["tinygrad_gpt"].strip() == "recipes/*.toml"
+    assert setup["options.package_data"]["tinygrad_gpt"].strip() == "commands/recipes/*.toml"
     assert "tomli" in setup["options"]["install_requires"] and 'python_version < "3.11"' in \
         setup["options"]["install_requires"]
     assert os.path.dirname(RECIPE_DIR) == os.path.dirname(cli.__file__)

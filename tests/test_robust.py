@@ -21,19 +21,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_cli import assert_one_error_line, tinygrad_gpt, write_text
+from test_cli import assert_one_error_line, released, tinygrad_gpt, write_text
 from tinygrad_gpt import backend
 from tinygrad_gpt import functional as F
 from tinygrad_gpt import tensor as tensor_mod
-from tinygrad_gpt import train as train_mod
+from tinygrad_gpt.run import train as train_mod
 from tinygrad_gpt.anomaly import AnomalyError, detect_anomaly
-from tinygrad_gpt.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
-from tinygrad_gpt.lock import LOCK_NAME, LockError, RunLock, pid_alive
+from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
+from tinygrad_gpt.run.lock import LOCK_NAME, LockError, RunLock
 from tinygrad_gpt.model import GPT, GPTConfig
-from tinygrad_gpt.serialization import CheckpointError, save_file
+from tinygrad_gpt.storage.serialization import CheckpointError, save_file
 from tinygrad_gpt.tensor import Tensor
-from tinygrad_gpt.train import TrainConfig, TrainingError, train
+from tinygrad_gpt.errors import TrainingError
+from tinygrad_gpt.run.train import TrainConfig, train
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_size=4", "--eval_iters=2",
         "--warmup_iters=5", "--sample_tokens=0"]
 
@@ -103,7 +105,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path, text_file):
             assert b.poll() is None and time.time() < deadline, "run b ended before it could be stopped"
             time.sleep(0.002)
         os.kill(b.pid, signal.SIGSTOP)  # b holds the lock, frozen mid-run
-        third = tinygrad_gpt("train", *flags, "--out_dir=b", cwd=tmp_path)
+        third = tinygrad_gpt("train", *flags, "--out_dir=b", "--overwrite=True", cwd=tmp_path)
         assert_one_error_line(third, 1, "another run", f"process {b.pid}", "b")
         os.kill(b.pid, signal.SIGKILL)
     finally:
@@ -126,7 +128,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path, text_file):
     final_a, final_b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
     for name, value in final_a.model_state.items():
         np.testing.assert_array_equal(final_b.model_state[name], value, err_msg=name)
-    assert sorted(os.listdir(tmp_path / "b")) == [CKPT_NAME, "log.jsonl", "log.old.jsonl"]  # lock released
+    assert released(tmp_path / "b") == [CKPT_NAME, "log.jsonl", "log.old.jsonl"]
     old = [json.loads(line) for line in (tmp_path / "b" / "log.old.jsonl").read_text().splitlines()]
     assert old[0]["iter"] == start and max(r["iter"] for r in old) == stopped_at  # set aside, not lost
 
@@ -135,7 +137,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path, text_file):
 # and waits to be killed; it tells the parent by creating the file named in argv[1].
 STALLING_WRITER = r"""
 import os, sys, time
-from tinygrad_gpt import cli
+from tinygrad_gpt.commands import cli
 
 marker, real_fdopen, opened = sys.argv[1], os.fdopen, []
 
@@ -198,7 +200,7 @@ def test_kill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, text_fi
     assert resumed.returncode == 0, resumed.stderr
     assert f"(process {child.pid})" in resumed.stdout and "at iteration 0" in resumed.stdout
     # partial file and stale lock gone; the killed run's records past iteration 0 set aside
-    assert sorted(os.listdir(out)) == [CKPT_NAME, "log.jsonl", "log.old.jsonl"]
+    assert released(out) == [CKPT_NAME, "log.jsonl", "log.old.jsonl"]
     assert load_checkpoint(out).extra["iter"] == 20
 
 
@@ -243,7 +245,7 @@ def test_corrupt_checkpoint_is_refused_with_one_line(tmp_path, text_file, good_c
     args = (["sample"] if command == "sample" else
             ["train", f"--data={text_file}", *TINY, "--max_iters=4", "--init_from=resume"])
     assert_one_error_line(tinygrad_gpt(*args, cwd=tmp_path), 1, CKPT_NAME, word)
-    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before  # nothing touched
+    assert {name: (out / name).read_bytes() for name in released(out)} == before  # nothing touched
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -275,6 +277,9 @@ def test_checkpoint_of_another_shape_leaves_the_model_untouched(tmp_path):
 
 # ----------------------------------------------------------------------------- the out_dir lock
 
+HOLDER = f"{os.getpid()}\n{socket.gethostname()}\n"
+
+
 @pytest.mark.host_only('runs the command in a subprocess on the CPU')
 def test_a_second_run_is_refused_by_the_lock(tmp_path, text_file):
     out = tmp_path / "out"
@@ -283,8 +288,8 @@ def test_a_second_run_is_refused_by_the_lock(tmp_path, text_file):
         result = tinygrad_gpt("train", f"--data={text_file}", *TINY, "--max_iters=2", cwd=tmp_path)
         assert_one_error_line(result, 1, "another run", f"process {os.getpid()}", "out")
         assert os.listdir(out) == [LOCK_NAME]
-        assert (out / LOCK_NAME).read_text() == f"{os.getpid()}\n{socket.gethostname()}\n"
-    assert os.listdir(out) == []
+        assert (out / LOCK_NAME).read_text() == HOLDER
+    assert os.listdir(out) == [LOCK_NAME] and (out / LOCK_NAME).read_text() == ""  # kept, emptied
 
 
 @pytest.mark.host_only('runs the command in a subprocess on the CPU')
@@ -296,7 +301,7 @@ def test_a_stale_lock_is_taken_over(tmp_path, text_file):
     result = tinygrad_gpt("train", f"--data={text_file}", *TINY, "--max_iters=2", cwd=tmp_path)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert f"(process {pid})" in result.stdout
-    assert sorted(os.listdir(out)) == [CKPT_NAME, "log.jsonl"]
+    assert sorted(os.listdir(out)) == [LOCK_NAME, CKPT_NAME, "log.jsonl"]
 
 
 def test_lock_is_released_after_an_error(tmp_path, text_file, monkeypatch):
@@ -304,28 +309,40 @@ def test_lock_is_released_after_an_error(tmp_path, text_file, monkeypatch):
     cfg = tiny(tmp_path, text_file)
     with pytest.raises(TrainingError):
         run(cfg)
-    assert not os.path.exists(os.path.join(cfg.out_dir, LOCK_NAME))
+    assert open(os.path.join(cfg.out_dir, LOCK_NAME)).read() == ""
     monkeypatch.undo()
-    run(tiny(tmp_path, text_file, max_iters=1))  # and the folder can be used again
+    run(tiny(tmp_path, text_file, max_iters=1, overwrite=True))  # and the folder can be used again
 
 
 def test_run_lock_in_process(tmp_path):
     with RunLock(tmp_path) as lock:
-        assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n{socket.gethostname()}\n"
-        assert not lock.taken_over
-        with pytest.raises(LockError, match=f"process {os.getpid()}"):
+        assert (tmp_path / LOCK_NAME).read_text() == HOLDER
+        assert lock.stale_pid is None
+        with pytest.raises(LockError, match=f"another run \\(process {os.getpid()}\\)"):
             RunLock(tmp_path).__enter__()
-    assert not (tmp_path / LOCK_NAME).exists()
+    assert (tmp_path / LOCK_NAME).read_text() == ""  # the file is kept, naming nobody
+    with RunLock(tmp_path) as lock:  # a clean exit is not mistaken for a killed run
+        assert lock.stale_pid is None
 
 
-def test_a_lock_left_by_a_dead_run_is_taken_over_in_process(tmp_path):
-    """kill -9 drops the flock; the file it leaves only names the dead run, which is reported."""
-    pid = dead_pid()
-    (tmp_path / LOCK_NAME).write_text(f"{pid}\n{socket.gethostname()}\n")
-    with RunLock(tmp_path) as lock:
-        assert lock.taken_over and lock.stale_pid == pid
-        assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n{socket.gethostname()}\n"
-    assert not (tmp_path / LOCK_NAME).exists()
+def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
+    """kill -9 drops the flock; the pid it leaves in the file is reported."""
+    script = (f"import os, sys; sys.path.insert(0, {ROOT!r}); from tinygrad_gpt.run.lock import RunLock\n"
+              f"RunLock({str(tmp_path)!r}).__enter__(); print('locked', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(LockError, match=f"process {holder.pid}"):
+            RunLock(tmp_path).__enter__()
+        holder.kill()
+        holder.wait()
+        with RunLock(tmp_path) as lock:
+            assert lock.stale_pid == holder.pid
+            assert (tmp_path / LOCK_NAME).read_text() == HOLDER
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_flock_holder_without_a_pid_yet_is_respected(tmp_path):
@@ -333,99 +350,39 @@ def test_a_flock_holder_without_a_pid_yet_is_respected(tmp_path):
     fcntl = pytest.importorskip("fcntl")
     with open(tmp_path / LOCK_NAME, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        with pytest.raises(LockError, match="right now"):
+        with pytest.raises(LockError, match="starting right now"):
             RunLock(tmp_path).__enter__()
-        f.write(f"4242\nsome-other-host\n")
+        f.write("4242\nsome-other-host\n")
         f.flush()
         with pytest.raises(LockError, match="process 4242 on host some-other-host"):
             RunLock(tmp_path).__enter__()
     with RunLock(tmp_path) as lock:  # the holder closed its file: the flock is gone
-        assert lock.taken_over and lock.stale_pid == 4242
+        assert lock.stale_pid == 4242
 
 
-def test_a_lock_file_removed_under_a_waiting_run_is_not_trusted(tmp_path, monkeypatch):
-    """A run that opened the file just before its holder removed it must not lock the removed file."""
-    from tinygrad_gpt import lock as lock_mod
-    tries = []
-    real_flock = lock_mod.RunLock._flock
-
-    def flock_after_the_holder_left(self, fd):
-        tries.append(os.fstat(fd))
-        if len(tries) == 1:  # the first try: the holder removes the file between our open and our flock
-            os.remove(self.path)
-        return real_flock(self, fd)
-    monkeypatch.setattr(lock_mod.RunLock, "_flock", flock_after_the_holder_left)
-    with RunLock(tmp_path):
-        assert len(tries) == 2  # the removed file was let go, and the lock taken on a new one
-        assert os.path.samestat(os.stat(tmp_path / LOCK_NAME), tries[1])
-        assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n{socket.gethostname()}\n"
-
-
-@pytest.fixture
-def without_flock(monkeypatch):
-    """Where flock is missing (Windows) the lock falls back to the pid file."""
-    from tinygrad_gpt import lock as lock_mod
-    monkeypatch.setattr(lock_mod, "fcntl", None)
-
-
-def test_without_flock_a_live_pid_is_respected(tmp_path, without_flock):
-    with RunLock(tmp_path) as lock:
-        assert not lock.taken_over
-        with pytest.raises(LockError, match=f"process {os.getpid()}"):
-            RunLock(tmp_path).__enter__()
-    assert not (tmp_path / LOCK_NAME).exists()
-    pid = dead_pid()
-    (tmp_path / LOCK_NAME).write_text(f"{pid}\n{socket.gethostname()}\n")
-    with RunLock(tmp_path) as lock:
-        assert lock.taken_over and lock.stale_pid == pid
-
-
-def test_without_flock_a_lock_file_without_a_pid(tmp_path, without_flock):
-    """A lock file being written right now (no pid yet) is respected; an old one without a pid is stale."""
-    path = tmp_path / LOCK_NAME
-    path.write_text("")
-    with pytest.raises(LockError, match="right now"):
+def test_without_flock_a_run_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # as on Windows: import fcntl fails
+    with pytest.raises(LockError, match="no fcntl.flock") as e:
         RunLock(tmp_path).__enter__()
-    old = time.time() - 3600
-    os.utime(path, (old, old))
-    with RunLock(tmp_path) as lock:
-        assert lock.taken_over and lock.stale_pid is None
-    assert not path.exists()
+    assert "\n" not in str(e.value) and os.listdir(tmp_path) == []
 
 
-def test_without_flock_a_lock_of_another_host_is_not_judged(tmp_path, without_flock):
-    (tmp_path / LOCK_NAME).write_text(f"{dead_pid()}\nsome-other-host\n")
-    with pytest.raises(LockError, match="on host some-other-host"):
-        RunLock(tmp_path).__enter__()
-
-
-def test_a_file_system_without_flock_falls_back(tmp_path, monkeypatch):
-    """ENOLCK from flock (some network mounts): the pid file decides, and our probe leaves no file."""
+def test_a_file_system_that_refuses_flock_is_named(tmp_path, monkeypatch):
+    """ENOLCK from flock (some network mounts): one line, and the run does not go on unlocked."""
     import errno
-    from tinygrad_gpt import lock as lock_mod
+    import types
 
-    class NoLocks:
-        LOCK_EX, LOCK_NB = 2, 4
-
-        @staticmethod
-        def flock(fd, op):
-            raise OSError(errno.ENOLCK, "No locks available")
-    monkeypatch.setattr(lock_mod, "fcntl", NoLocks)
-    with RunLock(tmp_path):
-        with pytest.raises(LockError, match=f"process {os.getpid()}"):
-            RunLock(tmp_path).__enter__()
-    assert not (tmp_path / LOCK_NAME).exists()
+    def flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setitem(sys.modules, "fcntl", types.SimpleNamespace(LOCK_EX=2, LOCK_NB=4, flock=flock))
+    with pytest.raises(LockError, match="the file system refuses flock \\(No locks available\\)") as e:
+        RunLock(tmp_path).__enter__()
+    assert "\n" not in str(e.value)
 
 
-def test_pid_alive():
-    assert pid_alive(os.getpid())
-    assert not pid_alive(dead_pid())
-    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
-    deadline = time.time() + 30
-    while pid_alive(zombie.pid) and time.time() < deadline:  # exited, not yet reaped: a zombie
-        time.sleep(0.01)
-    assert not pid_alive(zombie.pid)
-    zombie.wait()
+def test_the_lock_is_short():
+    """The lock is flock and a file, nothing more."""
+    assert len(open(os.path.join(ROOT, "tinygrad_gpt", "run", "lock.py")).read().splitlines()) <= 60
 
 
 # ----------------------------------------------------------------------------- non-finite losses and gradients

@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from test_cli import write_text
-from tinygrad_gpt.data import DataError
+from test_cli import released, write_text
+from tinygrad_gpt.text.data import DataError
 from tinygrad_gpt.optim import cosine_lr
-from tinygrad_gpt.runlog import OLD_LOG_NAME, RunLog, held_by_checkpoint
-from tinygrad_gpt.train import TrainConfig, train
+from tinygrad_gpt.run.runlog import OLD_LOG_NAME, RunLog, held_by_checkpoint
+from tinygrad_gpt.run.train import TrainConfig, train
 
 TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, eval_iters=2, warmup_iters=5,
             sample_tokens=0, device="cpu", progress=False, log_interval=5)
@@ -71,7 +71,7 @@ def test_resume_sets_aside_what_the_checkpoint_does_not_hold(folder):
 def test_a_new_run_sets_aside_the_log_of_an_earlier_one(folder):
     run(config(folder, max_iters=3))
     first = records(folder / "out" / "log.jsonl")
-    run(config(folder, max_iters=2, seed=7))
+    run(config(folder, max_iters=2, seed=7, overwrite=True))
     assert records(folder / "out" / OLD_LOG_NAME) == first  # kept, never deleted
     assert max(r["iter"] for r in records(folder / "out" / "log.jsonl")) == 2
 
@@ -128,7 +128,7 @@ def test_a_failed_run_leaves_a_folder_it_found_as_it_was(folder):
     (folder / "empty.txt").write_text("")
     with pytest.raises(DataError):
         train(config(folder, data=str(folder / "empty.txt")))
-    assert os.listdir(folder / "out") == ["notes.txt"]
+    assert released(folder / "out") == ["notes.txt"]  # and an empty lock file, kept
 
 
 def test_without_a_terminal_the_loss_lines_say_the_time_left(folder):

@@ -8,8 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from tinygrad_gpt import serialization
-from tinygrad_gpt.serialization import CheckpointError, load_file, read_metadata, save_file
+from tinygrad_gpt.storage import serialization
+from tinygrad_gpt.storage.serialization import CheckpointError, load_file, read_metadata, save_file
 
 WRITABLE = [np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
             np.uint64, np.uint32, np.uint16, np.uint8, np.bool_]

@@ -16,13 +16,14 @@ import time
 
 import pytest
 
-from test_cli import write_text
-from tinygrad_gpt import cli, fileio
-from tinygrad_gpt import train as train_mod
-from tinygrad_gpt.checkpoint import CKPT_NAME, load_checkpoint
-from tinygrad_gpt.lock import LOCK_NAME
-from tinygrad_gpt.stopping import Abort, StopSignals, Stopped
-from tinygrad_gpt.train import TrainConfig, train
+from test_cli import released, write_text
+from tinygrad_gpt.commands import cli
+from tinygrad_gpt.storage import fileio
+from tinygrad_gpt.run import train as train_mod
+from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint
+from tinygrad_gpt.run.lock import LOCK_NAME
+from tinygrad_gpt.run.stopping import Abort, StopSignals, Stopped
+from tinygrad_gpt.run.train import TrainConfig, train
 
 pytestmark = pytest.mark.skipif(os.name == "nt" or not os.path.isdir("/proc/self/fd"),
                                 reason="POSIX signals, and /proc to see which file a descriptor writes")
@@ -89,7 +90,7 @@ def test_a_signal_saves_the_step_and_resume_is_exact(reference, monkeypatch, cap
     assert f"saved iteration {step + 1} to {out / CKPT_NAME}" in lines[0]
     assert lines[0].endswith(" --init_from=resume") and "python -m tinygrad_gpt train" in lines[0]
     assert load_checkpoint(out).extra["iter"] == step + 1
-    assert sorted(os.listdir(out)) == [CKPT_NAME, "log.jsonl"]  # lock released, no temporary file
+    assert released(out) == [CKPT_NAME, "log.jsonl"]  # lock released, no temporary file
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
     monkeypatch.undo()
     assert main([*argv, "--init_from=resume"], capsys)[0] == 0
@@ -117,17 +118,18 @@ def test_a_second_ctrl_c_aborts_without_writing(reference, monkeypatch):
     assert re.search(r"Ctrl-C again at iteration 14: stopped at once without saving; the previous checkpoint "
                      r"\(iteration 10\) is intact", str(info.value))
     assert load_checkpoint(cfg.out_dir).extra["iter"] == 10
-    assert sorted(os.listdir(cfg.out_dir)) == [CKPT_NAME, "log.jsonl"]
+    assert released(cfg.out_dir) == [CKPT_NAME, "log.jsonl"]
 
 
 def test_a_signal_before_training_starts_aborts_and_leaves_nothing(tmp_path, monkeypatch, capsys):
     write_text(tmp_path / "input.txt")
-    real = train_mod._load_data
+    from tinygrad_gpt.run import inputs
+    real = inputs.load_data
 
     def load(*args):
         os.kill(os.getpid(), signal.SIGTERM)
         return real(*args)
-    monkeypatch.setattr(train_mod, "_load_data", load)
+    monkeypatch.setattr(inputs, "load_data", load)
     result, _, err = main(["train", f"--data={tmp_path / 'input.txt'}", f"--out_dir={tmp_path / 'out'}"], capsys)
     assert result == 143 and err == "error: interrupted by SIGTERM; nothing was saved\n"
     assert os.listdir(tmp_path) == ["input.txt"]
@@ -152,7 +154,7 @@ def test_should_stop_is_the_one_question(reference, monkeypatch):
     folder, _ = reference
     asked = []
     monkeypatch.setattr(train_mod, "should_stop",
-                        lambda run: asked.append(1) or (signal.SIGTERM if len(asked) == 7 else None))
+                        lambda signals, comm: asked.append(1) or (signal.SIGTERM if len(asked) == 7 else None))
     with pytest.raises(Stopped, match="saved iteration 6"):
         train(config(folder, "asked"), print_fn=lambda *a: None)
     assert len(asked) == 7
@@ -197,7 +199,7 @@ def test_sigterm_and_ctrl_c_to_a_real_run_at_random_steps(reference, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: stopped by "), (seed, err)
         saved = int(re.search(r"saved iteration (\d+)", lines[0]).group(1))
         assert saved > step and load_checkpoint(tmp_path / "out").extra["iter"] == saved, seed
-        assert LOCK_NAME not in os.listdir(tmp_path / "out"), seed
+        assert (tmp_path / "out" / LOCK_NAME).read_text() == "", seed  # kept, naming no holder
         assert not [n for n in os.listdir(tmp_path / "out") if n.endswith(".tmp")], seed
     cfg = TrainConfig(**{**TINY, "data": str(folder / "input.txt"), "out_dir": str(tmp_path / "out"),
                          "max_iters": 40, "eval_interval": 10, "init_from": "resume"})

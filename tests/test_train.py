@@ -2,22 +2,24 @@
 gradient accumulation, float64, and stopping on a non-finite loss."""
 import json
 import math
-import os
 import random
 from dataclasses import asdict
 
 import numpy as np
 import pytest
 
+from test_cli import released
 from tinygrad_gpt import backend
-from tinygrad_gpt import train as train_mod
-from tinygrad_gpt.checkpoint import CKPT_NAME, load_checkpoint
-from tinygrad_gpt.data import Dataset, pydoc_text
+from tinygrad_gpt.run import train as train_mod
+from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint
+from tinygrad_gpt.text.data import Dataset, pydoc_text
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import cosine_lr
-from tinygrad_gpt.serialization import CheckpointError, load_file, save_file
+from tinygrad_gpt.storage.serialization import CheckpointError, load_file, save_file
 from tinygrad_gpt.tokenizer import CharTokenizer
-from tinygrad_gpt.train import ConfigError, TrainConfig, TrainingError, stream, train
+from tinygrad_gpt.errors import ConfigError, TrainingError
+from tinygrad_gpt.run.streams import stream
+from tinygrad_gpt.run.train import TrainConfig, train
 
 TRAIN_KEYS = {"iter", "loss", "lr", "ms"}
 EVAL_KEYS = {"iter", "train_loss", "val_loss"}
@@ -98,7 +100,7 @@ def test_printed_progress_and_sample(finished, text_file):
 
 def test_checkpoint_written_and_loads(finished, text_file):
     cfg, _, _ = finished
-    assert sorted(os.listdir(cfg.out_dir)) == [CKPT_NAME, "log.jsonl"]  # no temporary files left
+    assert released(cfg.out_dir) == [CKPT_NAME, "log.jsonl"]  # no temporary files left, the lock free
     ckpt = load_checkpoint(f"{cfg.out_dir}/{CKPT_NAME}")
     text = text_file.read_text(encoding="utf-8")
     assert ckpt.config == GPTConfig(block_size=16, vocab_size=len(set(text)), n_layer=1, n_head=2, n_embd=16)

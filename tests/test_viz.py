@@ -11,13 +11,14 @@ import shutil
 import numpy as np
 import pytest
 
-from tinygrad_gpt import Tensor, functional as F, manual_seed, viz
-from tinygrad_gpt.checkpoint import save_checkpoint
-from tinygrad_gpt.cli import main
+from tinygrad_gpt import Tensor, functional as F, manual_seed
+from tinygrad_gpt.commands import viz
+from tinygrad_gpt.storage.checkpoint import save_checkpoint
+from tinygrad_gpt.commands.cli import main
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.nn import Linear
 from tinygrad_gpt.tokenizer import CharTokenizer
-from tinygrad_gpt.viz import VizError, attention_weights, draw, plot_attention, plot_losses, to_dot
+from tinygrad_gpt.commands.viz import VizError, attention_weights, draw, plot_attention, plot_losses, to_dot
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")
 
@@ -329,6 +330,23 @@ def test_attention_weights_reproduce_the_models_attention_output(tiny):
     y = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
     expected = block.attn(h).numpy()
     np.testing.assert_allclose(block.attn.c_proj(Tensor(y)).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_weights_come_from_the_models_own_forward(tiny, monkeypatch):
+    """One forward of the model, whose attention modules keep their weights while asked, and only then."""
+    model, tok = tiny
+    ids = np.array([tok.encode("hello")])
+    calls = []
+    real = type(model).forward
+    monkeypatch.setattr(type(model), "forward", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    maps = attention_weights(model, ids)
+    assert len(calls) == 1 and len(maps) == len(model.transformer.h)
+    assert all(not b.attn.record_weights and b.attn.weights is None for b in model.transformer.h)
+    model(ids)
+    assert all(b.attn.weights is None for b in model.transformer.h)  # not asked: nothing kept
+    with F.mode("composed"):  # the composed attention gives the same weights
+        for got, want in zip(attention_weights(model, ids), maps):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_plot_attention_one_panel_per_layer_and_head(tiny, tmp_path):

@@ -1,7 +1,7 @@
 import sys
 
 try:
-    from .cli import main
+    from .commands.cli import main
 except KeyboardInterrupt:  # Ctrl-C while the commands are still being imported
     print("error: interrupted", file=sys.stderr)
     sys.exit(130)

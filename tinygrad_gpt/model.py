@@ -5,14 +5,12 @@ embeddings, a tanh-GELU MLP of width 4 * n_embd, and an output head tied to the
 token embedding. Parameter names and shapes are GPT-2's own, so its checkpoints
 map on one to one (Linear weights are stored (in, out), as in GPT-2's Conv1D).
 """
-import contextlib
 import math
-import threading
 from dataclasses import dataclass, asdict
 
 import numpy as np
 
-from . import backend, functional as F, modes, nn
+from . import backend, functional as F, modes
 from .backend import get_array_module, to_numpy
 from .nn import Module, ModuleList, Linear, Embedding, LayerNorm, Dropout
 from .tensor import Tensor, no_grad
@@ -34,8 +32,8 @@ class GPTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ValueError(f"GPTConfig: {name} must be a positive integer, got {value!r}")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if heads_problem(self.n_embd, self.n_head):
+            raise ValueError(f"GPTConfig: {heads_problem(self.n_embd, self.n_head)}")
         if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float, np.floating))
                 or not 0 <= self.dropout < 1):
             raise ValueError(f"GPTConfig: dropout must be a number in [0, 1), got {self.dropout!r}")
@@ -46,13 +44,25 @@ class GPTConfig:
         return asdict(self)
 
 
+def heads_problem(n_embd, n_head, flag=""):
+    """Why ``n_embd`` cannot be split into ``n_head`` heads, or None: the one check, used by
+    GPTConfig and by the train command's flags (``flag="--"``).
+
+        >>> heads_problem(130, 4, flag="--")
+        '--n_embd=130 is not divisible by --n_head=4'
+    """
+    return f"{flag}n_embd={n_embd} is not divisible by {flag}n_head={n_head}" if n_embd % n_head else None
+
+
 class CausalSelfAttention(Module):
-    def __init__(self, config):
+    def __init__(self, config, init=True):
         self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
         # query, key and value projections for all heads, in one matmul
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias, init=init)
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias, init=init)
         self.resid_dropout = Dropout(config.dropout)
+        self.record_weights = False  # True: keep the attention weights of each forward in .weights
+        self.weights = None          # (B, nh, Tq, Tk), for the attention pictures (commands/viz.py)
 
     def forward(self, x, cache=None, newest_only=False):
         B, T, C = x.shape
@@ -64,16 +74,28 @@ class CausalSelfAttention(Module):
             k, v = cache.extend(k, v)      # (B, nh, T_past + T, hs)
         if newest_only:  # generation: only the newest position's output is needed
             q = q[:, :, -1:]               # (B, nh, 1, hs); it still sees every key
+        if self.record_weights:
+            self.weights = self._attention_weights(q, k)
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, causal=True, dropout_p=p)  # (B, nh, Tq, hs)
         y = y.transpose(0, 2, 1, 3).reshape(B, q.shape[2], C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
 
+    @staticmethod
+    def _attention_weights(q, k):
+        """The softmax weights A (B, nh, Tq, Tk) that the attention below applies, as a host array:
+        the same op with the identity as values returns them, softmax(q k^T / sqrt(hs) + mask) @ I = A."""
+        xp = get_array_module(k.data)
+        B, nh, Tk, _ = k.shape
+        eye = Tensor._wrap(xp.broadcast_to(xp.eye(Tk, dtype=k.dtype), (B, nh, Tk, Tk)).copy())
+        with no_grad():
+            return to_numpy(F.scaled_dot_product_attention(q, k, eye, causal=True).data)
+
 
 class MLP(Module):
-    def __init__(self, config):
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+    def __init__(self, config, init=True):
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias, init=init)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias, init=init)
         self.dropout = Dropout(config.dropout)
 
     def forward(self, x):
@@ -84,11 +106,11 @@ class MLP(Module):
 class Block(Module):
     """One transformer block: x + attn(ln(x)), then x + mlp(ln(x)) (pre-norm residuals)."""
 
-    def __init__(self, config):
-        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
-        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+    def __init__(self, config, init=True):
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias, init=init)
+        self.attn = CausalSelfAttention(config, init)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias, init=init)
+        self.mlp = MLP(config, init)
 
     def forward(self, x, cache=None, newest_only=False):
         residual = x[:, -1:] if newest_only else x  # newest_only: (B, 1, C) from here on
@@ -99,12 +121,12 @@ class Block(Module):
 class Transformer(Module):
     """The body of the GPT, named as GPT-2 names it (``transformer.*``)."""
 
-    def __init__(self, config):
-        self.wte = Embedding(config.vocab_size, config.n_embd)  # token embeddings
-        self.wpe = Embedding(config.block_size, config.n_embd)  # position embeddings
+    def __init__(self, config, init=True):
+        self.wte = Embedding(config.vocab_size, config.n_embd, init=init)  # token embeddings
+        self.wpe = Embedding(config.block_size, config.n_embd, init=init)  # position embeddings
         self.drop = Dropout(config.dropout)
-        self.h = ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = LayerNorm(config.n_embd, bias=config.bias)
+        self.h = ModuleList(Block(config, init) for _ in range(config.n_layer))
+        self.ln_f = LayerNorm(config.n_embd, bias=config.bias, init=init)
 
 
 class LayerCache:
@@ -127,11 +149,14 @@ class LayerCache:
 
 
 class GPT(Module):
-    def __init__(self, config):
+    def __init__(self, config, init=True):
+        """``init=False`` builds the shape alone: every parameter is a read-only placeholder on the
+        host (a broadcast zero, no memory, no random numbers drawn), to be assigned before use,
+        as when a checkpoint is loaded into it."""
         self.config = config
-        self.transformer = Transformer(config)
-        # the output head is the token embedding, transposed (weight tying)
-        self._init_weights()
+        self.transformer = Transformer(config, init)
+        if init:
+            self._init_weights()
 
     def _init_weights(self):
         """GPT-2's init: N(0, 0.02), zero biases, and N(0, 0.02 / sqrt(2 n_layer)) for the
@@ -154,7 +179,8 @@ class GPT(Module):
 
     # ------------------------------------------------------------------ forward
     def _check_idx(self, idx, what="idx"):
-        """idx as an integer array of shape (B, T) on the model's device, or ValueError."""
+        """idx as an integer array of shape (B, T), or ValueError; the token embedding checks
+        the ids' range (``F.embedding``), where they are."""
         data = idx.data if isinstance(idx, Tensor) else idx
         if not backend.is_array(data):
             data = np.asarray(data)
@@ -162,12 +188,7 @@ class GPT(Module):
             raise ValueError(f"{what} must hold integer token ids, got dtype {data.dtype}")
         if data.ndim != 2:
             raise ValueError(f"{what} must have shape (B, T), got {tuple(data.shape)}")
-        V = self.config.vocab_size
-        if data.size and (int(data.min()) < 0 or int(data.max()) >= V):
-            raise ValueError(f"{what}: token ids must be in [0, {V}), got values from "
-                             f"{int(data.min())} to {int(data.max())}")
-        device = self.transformer.wte.weight.device
-        return backend.to_device(data, device)
+        return data
 
     def forward(self, idx, targets=None):
         """idx (B, T) integer ids -> (logits (B, T, vocab), mean cross-entropy loss or None)."""
@@ -178,7 +199,8 @@ class GPT(Module):
         if targets is not None:
             targets = self._check_targets(targets, idx.shape)
         x = self._body(idx, start=0, caches=None)
-        logits = x @ self.transformer.wte.weight.T  # (B, T, vocab), tied head
+        # the output head is the token embedding, transposed (weight tying)
+        logits = x @ self.transformer.wte.weight.T  # (B, T, vocab)
         loss = None if targets is None else F.cross_entropy(logits, targets, ignore_index=-1)
         return logits, loss
 
@@ -199,7 +221,7 @@ class GPT(Module):
         """
         tr = self.transformer
         T = idx.shape[1]
-        tok = tr.wte.weight._getitem_checked(idx)  # (B, T, C); ids checked once, by _check_idx or sampling
+        tok = tr.wte(idx)                             # (B, T, C); the ids' range is checked here
         pos = tr.wpe.weight[start:start + T]          # (T, C), positions start .. start+T-1
         x = tr.drop(tok + pos)
         last = len(tr.h) - 1
@@ -272,36 +294,6 @@ class GPT(Module):
 
 # ----------------------------------------------------------------------------- shapes without weights
 
-_building = threading.Lock()
-
-
-@contextlib.contextmanager
-def _no_random_init():
-    """Inside, new layers get placeholder parameters (a read-only broadcast zero, no memory)
-    instead of random values: a model that is about to be overwritten needs no init."""
-    with _building:
-        real = nn._init
-        nn._init = lambda shape, **_: np.broadcast_to(np.zeros((), np.float32), shape)
-        try:
-            yield
-        finally:
-            nn._init = real
-
-
-def empty_gpt(config):
-    """A GPT of this shape whose parameters are placeholders, to be assigned before use.
-
-    Building it draws no random numbers and allocates no weights, so loading a checkpoint
-    into it needs memory for the checkpoint's weights alone.
-    """
-    model = GPT.__new__(GPT)
-    model._init_weights = lambda: None  # shadow the random init for this one construction
-    with _no_random_init(), backend.device("cpu"):  # host placeholders: none is copied anywhere
-        GPT.__init__(model, config)
-    del model._init_weights
-    return model
-
-
 def parameter_shapes(config):
     """Parameter name -> shape of ``GPT(config)``, read off a placeholder model (no weights).
 
@@ -312,7 +304,7 @@ def parameter_shapes(config):
         >>> shapes["transformer.wte.weight"], shapes["transformer.h.0.mlp.c_fc.weight"]
         ((10, 4), (4, 16))
     """
-    return {name: tuple(p.shape) for name, p in empty_gpt(config).named_parameters()}
+    return {name: tuple(p.shape) for name, p in GPT(config, init=False).named_parameters()}
 
 
 def sampling_problem(temperature, top_k, top_p):

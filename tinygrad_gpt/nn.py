@@ -28,13 +28,17 @@ class Parameter(Tensor):
         super().__init__(data, requires_grad=requires_grad, device=device, dtype=dtype)
 
 
-def _init(shape, std=None, bound=None, value=None):
-    """A float32 array drawn from the global generator: normal(0, std), uniform(+-bound), or a constant."""
+def _init(shape, init=True, std=None, bound=None, value=None):
+    """A float32 Parameter drawn from the global generator: normal(0, std), uniform(+-bound), or a
+    constant. With ``init=False`` it is a placeholder on the host instead, a read-only broadcast zero
+    that holds no memory and draws no random numbers, for a module whose values are assigned next."""
+    if not init:
+        return Parameter(np.broadcast_to(np.zeros((), np.float32), shape), device="cpu")
     if value is not None:
-        return np.full(shape, value, dtype=np.float32)
+        return Parameter(np.full(shape, value, dtype=np.float32))
     if std is not None:
-        return (backend.rng().standard_normal(shape) * std).astype(np.float32)
-    return backend.rng().uniform(-bound, bound, shape).astype(np.float32)
+        return Parameter((backend.rng().standard_normal(shape) * std).astype(np.float32))
+    return Parameter(backend.rng().uniform(-bound, bound, shape).astype(np.float32))
 
 
 class Module:
@@ -160,17 +164,16 @@ class ModuleList(Module):
     def __iter__(self):
         return iter(self._modules)
 
-    def append(self, module):
-        self._modules.append(module)
-
 
 class Linear(Module):
-    """y = x @ W + b with W of shape (in, out), the layout of GPT-2's checkpoints."""
+    """y = x @ W + b with W of shape (in, out), the layout of GPT-2's checkpoints.
 
-    def __init__(self, in_features, out_features, bias=True):
+    ``init=False`` (here and in the other layers) makes placeholder parameters (``_init``)."""
+
+    def __init__(self, in_features, out_features, bias=True, init=True):
         bound = 1 / math.sqrt(in_features)  # PyTorch's default init range
-        self.weight = Parameter(_init((in_features, out_features), bound=bound))
-        self.bias = Parameter(_init((out_features,), bound=bound)) if bias else None
+        self.weight = _init((in_features, out_features), init, bound=bound)
+        self.bias = _init((out_features,), init, bound=bound) if bias else None
 
     def forward(self, x, activation=None):
         """``activation="gelu"`` gives gelu(x @ W + b) in one fused op (F.linear)."""
@@ -180,8 +183,8 @@ class Linear(Module):
 class Embedding(Module):
     """A table of ``num`` vectors of size ``dim``, looked up by integer id."""
 
-    def __init__(self, num, dim):
-        self.weight = Parameter(_init((num, dim), std=1.0))
+    def __init__(self, num, dim, init=True):
+        self.weight = _init((num, dim), init, std=1.0)
 
     def forward(self, idx):
         return F.embedding(idx, self.weight)
@@ -190,10 +193,10 @@ class Embedding(Module):
 class LayerNorm(Module):
     """Layer norm over the last axis with a learned scale and (optional) shift."""
 
-    def __init__(self, n, bias=True, eps=1e-5):
+    def __init__(self, n, bias=True, eps=1e-5, init=True):
         self.eps = eps
-        self.weight = Parameter(_init((n,), value=1.0))
-        self.bias = Parameter(_init((n,), value=0.0)) if bias else None
+        self.weight = _init((n,), init, value=1.0)
+        self.bias = _init((n,), init, value=0.0) if bias else None
 
     def forward(self, x):
         return F.layer_norm(x, self.weight, self.bias, self.eps)

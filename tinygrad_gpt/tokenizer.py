@@ -15,8 +15,8 @@ import json
 
 import numpy as np
 
-from .fileio import file_op, write_atomic
-from .bpe import BPETokenizer  # byte-level BPE, as GPT-2 does it (in bpe.py)
+from .storage.fileio import file_op, write_atomic
+from .text.bpe import BPETokenizer  # byte-level BPE, as GPT-2 does it (in bpe.py)
 
 
 class CharTokenizer:

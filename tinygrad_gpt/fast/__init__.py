@@ -13,7 +13,6 @@ changes no process-wide setting.
 """
 from .. import ops, rules
 from .adamw import AdamW
-from .allocator import tune_allocator, tune_allocator_for_training
 from .attention import Attention, BlockedAttention, weights_outgrow_caches
 from .grads import InPlaceGradients, SliceGrad
 from .layers import Gelu, GetItem, LayerNorm, Linear, Softmax, gelu_arrays
@@ -28,5 +27,4 @@ OPS = {
 }
 
 __all__ = ["OPS", "AdamW", "Attention", "BlockedAttention", "Gelu", "GetItem", "InPlaceGradients", "LayerNorm",
-           "Linear", "SliceGrad", "Softmax", "gelu_arrays", "tune_allocator", "tune_allocator_for_training",
-           "weights_outgrow_caches"]
+           "Linear", "SliceGrad", "Softmax", "gelu_arrays", "weights_outgrow_caches"]

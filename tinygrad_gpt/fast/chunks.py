@@ -4,7 +4,7 @@ An op that makes several passes over a large array reads it from memory each tim
 chunks of about 256 KiB, the later passes read it from cache.
 """
 from ..backend import device_of
-from .threads import cpu_threads
+from ..run.settings import cpu_threads
 
 CHUNK = 1 << 16  # elements (256 KiB of float32): a chunk and its temporaries stay in cache
 CHUNKED_MIN = 1 << 20  # below this, a second thread costs more than it saves (measured on 2 cores)

@@ -14,7 +14,7 @@ whole of an earlier run's log there. So ``plot`` draws one consistent run.
 import json
 import os
 
-from .fileio import file_op
+from ..storage.fileio import file_op
 
 LOG_NAME = "log.jsonl"
 OLD_LOG_NAME = "log.old.jsonl"

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import check_rng_state
-from .model import GPT, GPTConfig, parameter_shapes
-from .serialization import CheckpointError, json_problem, load_file, save_file, read_metadata
-from .tokenizer import tokenizer_from_dict
+from ..backend import check_rng_state
+from ..model import GPT, GPTConfig, parameter_shapes
+from .serialization import CheckpointError, is_int, json_problem, load_file, read_metadata, save_file
+from ..tokenizer import tokenizer_from_dict
 
 FORMAT = "tinygrad_gpt.checkpoint"
 VERSION = "1"
@@ -117,6 +117,27 @@ def load_checkpoint(path):
     return Checkpoint(path, config, model_state, optimizer_state, extra)
 
 
+def checkpoint_summary(path):
+    """"iteration N, trained on DATA" from a checkpoint's metadata alone (no tensor is read), or what
+    keeps the file from being read as a checkpoint.
+
+        >>> checkpoint_summary("out/ckpt.safetensors")  # doctest: +SKIP
+        'iteration 1153, trained on input.txt'
+    """
+    try:
+        meta = read_metadata(path)
+        _check_format(meta, path)
+        extra = _json_field(meta, "extra", path)
+    except (CheckpointError, OSError) as e:
+        return f"unreadable as a checkpoint: {str(e).removeprefix(f'{path}: ')}"
+    extra = extra if isinstance(extra, dict) else {}
+    cfg = extra.get("train_config") if isinstance(extra.get("train_config"), dict) else {}
+    data = cfg.get("data") or (f"the {cfg['dataset']} dataset" if cfg.get("dataset") else "unknown data")
+    start = cfg.get("init_from")
+    origin = f", fine-tuned from {start}" if isinstance(start, str) and start not in ("scratch", "resume") else ""
+    return f"iteration {extra.get('iter', 'unknown')}, trained on {data}{origin}"
+
+
 def config_from_dict(d, path, source="model_config"):
     """A GPTConfig from a JSON object, or CheckpointError naming ``path``, ``source`` and the field."""
     if not isinstance(d, dict):
@@ -185,12 +206,6 @@ def _check_floats(x, name, path):
         raise CheckpointError(f"{path}: {name} holds values that are not finite (nan or inf)")
 
 
-def expected_shapes(config):
-    """GPT-2 parameter names and shapes for a config, without building any weights (the model's
-    own ``parameter_shapes``)."""
-    return parameter_shapes(config)
-
-
 MAX_STEP = 2 ** 53  # step counts beyond this are not exact as floats, and no run makes them
 
 
@@ -209,7 +224,7 @@ def _optimizer_state(info, tensors, path):
         raise bad("param_groups must be a list of objects")
     for i, group in enumerate(groups):
         params = group.get("params")
-        if not isinstance(params, list) or not all(_is_int(p) and p >= 0 for p in params):
+        if not isinstance(params, list) or not all(is_int(p) and p >= 0 for p in params):
             raise bad(f"param_groups[{i}] params must be a list of parameter indices")
         for key, value in group.items():
             if key != "params" and not _numbers(value):
@@ -221,7 +236,7 @@ def _optimizer_state(info, tensors, path):
     for i, step in steps.items():
         if not _INDEX.fullmatch(i):
             raise bad(f"steps key {i[:40]!r} is not a parameter index")
-        if not _is_int(step) or not 0 <= step <= MAX_STEP:
+        if not is_int(step) or not 0 <= step <= MAX_STEP:
             raise bad(f"steps[{i!r}] must be an integer in [0, 2**53], got {str(step)[:40]}")
         state[int(i)] = {"step": step}
     for name, array in tensors.items():
@@ -235,10 +250,6 @@ def _optimizer_state(info, tensors, path):
 
 
 _INDEX = re.compile(r"[0-9]{1,9}")
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _numbers(value):
@@ -272,7 +283,7 @@ def check_training_state(ckpt):
         return CheckpointError(f"{ckpt.path}: extra {key!r} must be {want}, got {str(extra[key])[:40]}")
 
     for key in ("iter", "skipped"):
-        if key in extra and not (_is_int(extra[key]) and 0 <= extra[key] <= MAX_STEP):
+        if key in extra and not (is_int(extra[key]) and 0 <= extra[key] <= MAX_STEP):
             raise bad(key, "an integer in [0, 2**53]")
     value = extra.get("best_val_loss", 0.0)
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -25,13 +25,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from . import backend, functional as F
-from .backend import get_array_module, to_numpy
+from .. import backend
+from ..backend import to_numpy
 from .layout import layered_layout
-from .checkpoint import CKPT_NAME, checkpoint_tokenizer, load_checkpoint
-from .errors import ConfigError, VizError
-from .fileio import file_op, write_atomic
-from .tensor import Tensor, no_grad, _RELEASED
+from ..storage.checkpoint import CKPT_NAME, checkpoint_tokenizer, load_checkpoint
+from ..errors import ConfigError, VizError
+from ..storage.fileio import file_op, write_atomic
+from ..tensor import no_grad, _RELEASED
 
 
 # ----------------------------------------------------------------------------- computation graphs
@@ -312,35 +312,22 @@ def save_figure(fig, path):
 def attention_weights(model, idx):
     """The softmax attention weights of every layer: a list of (B, nh, T, T) host arrays.
 
-    The model's own code hands only the attended values onward, so the weights are
-    recomputed here from its parameters, under no_grad and in eval mode, with the
-    same formula as ``rules.Attention``: softmax(q k^T / sqrt(hs) + causal mask).
+    They come from the model's own forward, run once under no_grad and in eval mode: each
+    attention module is asked to keep the weights it applies (``record_weights``).
     """
-    tr = model.transformer
-    idx = model._check_idx(idx)
-    B, T = idx.shape
-    if T > model.config.block_size:
-        raise ValueError(f"attention_weights: {T} tokens is more than block_size={model.config.block_size}")
-    maps = []
+    layers = [block.attn for block in model.transformer.h]
     was_training = model.training
     model.eval()
     try:
+        for attn in layers:
+            attn.record_weights = True
         with no_grad():
-            x = F.embedding(idx, tr.wte.weight) + tr.wpe.weight[0:T]  # (B, T, C)
-            for block in tr.h:
-                attn = block.attn
-                C = x.shape[-1]
-                nh, hs = attn.n_head, C // attn.n_head
-                qkv = attn.c_attn(block.ln_1(x)).reshape(B, T, 3, nh, hs).transpose(2, 0, 3, 1, 4)
-                q, k = qkv[0], qkv[1]                          # (B, nh, T, hs)
-                att = (q @ k.transpose(0, 1, 3, 2)) * (hs ** -0.5)  # (B, nh, T, T)
-                xp = get_array_module(att.data)
-                future = xp.triu(xp.ones((T, T), dtype=bool), k=1)  # key j > query i
-                maps.append(att.masked_fill(future, -np.inf).softmax(-1).numpy())
-                x = block(x)                                   # on to the next layer
+            model(idx)
+        return [attn.weights for attn in layers]
     finally:
+        for attn in layers:
+            attn.record_weights, attn.weights = False, None
         model.train(was_training)
-    return maps
 
 
 def plot_attention(model, tokenizer, text, out_png):

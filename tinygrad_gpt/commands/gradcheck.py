@@ -18,10 +18,10 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from . import backend, functional as F
-from .gradcheck import analytic_jacobian, check_grads, numerical_jacobian
-from .tensor import Tensor
-from .errors import ConfigError, GradcheckFailure
+from .. import backend, functional as F
+from ..gradcheck import analytic_jacobian, check_grads, numerical_jacobian
+from ..tensor import Tensor
+from ..errors import ConfigError, GradcheckFailure
 
 
 @dataclass

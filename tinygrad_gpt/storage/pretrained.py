@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import backend, nn
-from .bpe import BPETokenizer, ENDOFTEXT
+from .. import backend, nn
+from ..text.bpe import BPETokenizer, ENDOFTEXT
 from .checkpoint import CKPT_NAME, check_model_state, checkpoint_tokenizer, load_checkpoint
-from .model import GPTConfig, empty_gpt
+from ..model import GPT, GPTConfig
 from .fileio import file_op, write_atomic
 from .serialization import CheckpointError, json_problem, load_file, save_file
 
@@ -184,7 +184,7 @@ def from_pretrained(folder, dtype="float32", device=None, dropout=0.0):
     config, eps = config_from_hf(_read_config(folder), dropout, config_path)
     dtype = np.dtype(dtype)
     state = _read_weights(_weight_files(folder), config, dtype, config_path)
-    model = empty_gpt(config)
+    model = GPT(config, init=False)  # placeholders: the weights come next, with no copy
     for name, p in model.named_parameters():
         p.data = state.pop(name)  # the loaded array itself: no copy
     for m in model.modules():

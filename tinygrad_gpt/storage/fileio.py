@@ -15,7 +15,7 @@ import errno
 import os
 import tempfile
 
-from .errors import FileError
+from ..errors import FileError
 
 HINTS = {errno.EPERM: " (is the file or its folder immutable? `lsattr` shows the i flag)",
          errno.EROFS: " (the file system is mounted read-only)"}

@@ -5,13 +5,13 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from . import backend, functional as F
-from .checkpoint import checkpoint_tokenizer, load_checkpoint
-from .errors import CheckpointError, ConfigError
-from .fileio import file_op
-from .model import sampling_problem
-from .data import read_text_file
-from .pretrained import from_pretrained, load_hf_tokenizer
+from .. import backend, functional as F
+from ..storage.checkpoint import checkpoint_tokenizer, load_checkpoint
+from ..errors import CheckpointError, ConfigError
+from ..storage.fileio import file_op
+from ..model import sampling_problem
+from ..text.data import read_text_file
+from ..storage.pretrained import from_pretrained, load_hf_tokenizer
 
 
 @dataclass

@@ -24,8 +24,8 @@ import struct
 
 import numpy as np
 
-from .backend import to_device, to_numpy
-from .errors import CheckpointError
+from ..backend import to_device, to_numpy
+from ..errors import CheckpointError
 from .fileio import describe, write_atomic
 
 # safetensors dtype name -> little-endian NumPy dtype. BF16 has no NumPy dtype: it is
@@ -223,7 +223,12 @@ def json_problem(e):
     return str(e)[:100]
 
 
-def _is_int(v):
+def is_int(v):
+    """A JSON integer: an int that is not a bool (``True`` is an int to Python).
+
+        >>> is_int(3), is_int(True), is_int(3.0)
+        (True, False, False)
+    """
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -235,12 +240,12 @@ def _check_entry(name, info, fail):
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise fail(f"tensor {name!r}: unknown dtype {str(dtype)[:40]!r}")
     if (not isinstance(shape, list) or len(shape) > MAX_NDIM
-            or not all(_is_int(d) and d >= 0 for d in shape)):
+            or not all(is_int(d) and d >= 0 for d in shape)):
         raise fail(f"tensor {name!r}: shape must be a list of at most {MAX_NDIM} non-negative integers, "
                    f"got {str(shape)[:60]}")
     if math.prod(d for d in shape if d) >= 2 ** 62 // 8:  # an empty tensor still needs a shape NumPy can hold
         raise fail(f"tensor {name!r}: shape {shape} is too large")
-    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(is_int(o) for o in offsets)
             or not 0 <= offsets[0] <= offsets[1]):
         raise fail(f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end, "
                    f"got {str(offsets)[:60]}")

@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from .fileio import file_op, write_atomic
+from ..storage.fileio import file_op, write_atomic
 
 try:
     import regex

@@ -14,7 +14,8 @@ that arrives before the loop is armed, raises ``Abort`` (a KeyboardInterrupt) at
 import signal
 import threading
 
-from .errors import Stopped  # noqa: F401 (raised by train.py; kept importable from here)
+from ..errors import Stopped  # noqa: F401 (raised by train.py; kept importable from here)
+from .distributed import any_rank
 
 NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal number, as shells report
@@ -57,3 +58,18 @@ class StopSignals:
             self.requested = signum
             return
         raise Abort(signum)
+
+
+def should_stop(signals, comm):
+    """The number of the signal (SIGTERM, SIGINT) that asks the run to stop before its next step,
+    or None to go on.
+
+    The loop asks here, and only here, once per iteration; every process of one run must
+    get the same answer, so they all stop at the same step.
+    """
+    signum = None if signals is None else signals.requested
+    if comm.size == 1:
+        return signum
+    if not any_rank(comm, signum is not None):  # a one-number allreduce: all agree
+        return None
+    return signum or signal.SIGTERM  # the signal this rank got, or the one another rank got

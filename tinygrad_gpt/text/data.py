@@ -21,8 +21,8 @@ import urllib.request
 
 import numpy as np
 
-from .errors import DataError
-from .fileio import file_op, write_atomic
+from ..errors import DataError
+from ..storage.fileio import file_op, write_atomic
 
 DATASETS = ("pydoc", "shakespeare")
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"

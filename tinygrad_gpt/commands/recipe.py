@@ -1,7 +1,7 @@
 """Recipe files: a whole training setup in a TOML file, ``python -m tinygrad_gpt train RECIPE``.
 
 A recipe is a file of ``key = value`` lines, the same keys as the ``--key=value`` flags,
-or the name of a recipe shipped with the package (``tinygrad_gpt/recipes/NAME.toml``).
+or the name of a recipe shipped with the package (``tinygrad_gpt/commands/recipes/NAME.toml``).
 Flags given with it override it. It is read as data (TOML), never run as code, and a key
 the command does not know is an error that names the file and the line. TOML has no
 null: write ``"None"`` for a flag that takes None.
@@ -14,7 +14,7 @@ import difflib
 import os
 import re
 
-from .errors import RecipeError
+from ..errors import RecipeError
 
 RECIPE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
 

@@ -19,16 +19,16 @@ import textwrap
 import tokenize
 import typing
 
-from . import distributed
-from .errors import (CheckpointError, ConfigError, DataError, DeviceError, DistributedError, FileError,
+from ..run import distributed
+from ..errors import (CheckpointError, ConfigError, DataError, DeviceError, DistributedError, FileError,
                      GradcheckFailure, LockError, RecipeError, Stopped, TrainingError, UsageError, VizError)
-from .fileio import describe
+from ..storage.fileio import describe
 from .recipe import read_recipe
-from .stopping import EXIT_CODES, Abort, signal_name
-from .train import TrainConfig, train
+from ..run.stopping import EXIT_CODES, Abort, signal_name
+from ..run.train import TrainConfig, train
 from .sample import SampleConfig, sample
-from .pretrained import ExportConfig, export
-from .gradcheck_cli import GradcheckConfig, gradcheck
+from ..storage.pretrained import ExportConfig, export
+from .gradcheck import GradcheckConfig, gradcheck
 from .viz import AttentionConfig, PlotConfig, attention, plot
 
 COMMANDS = {"train": (TrainConfig, train, "train a GPT (the main job)"),

@@ -26,9 +26,9 @@ import zlib
 
 import numpy as np
 
-from . import backend
-from .errors import DistributedError
-from .fast import threads
+from .. import backend
+from ..errors import DistributedError
+from . import settings
 
 # set by the launchers that start MPI processes: Open MPI, MPICH/Intel MPI (Hydra), PMIx (srun --mpi=pmix)
 LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK")
@@ -203,13 +203,13 @@ def share_cores(comm):
     the environment (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS) is kept. Returns the count.
     """
     if any(name in os.environ for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")):
-        return threads.cpu_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return settings.cpu_threads()
+    cores = settings.cpu_cores()
     total = os.cpu_count() or cores
     n = max(1, min(cores, total // comm.local_size))
     for name in THREAD_VARS:  # for anything that starts threads later (and child processes)
         os.environ.setdefault(name, str(n))
-    threads.set_cpu_threads(n)  # NumPy's OpenBLAS has started its threads already: told at run time
+    settings.set_cpu_threads(n)  # NumPy's OpenBLAS has started its threads already: told at run time
     return n
 
 
@@ -309,7 +309,7 @@ class _Bucket:
 
 
 class GradSync:
-    """Sums the ranks' gradients, the step's loss and a stop flag with MPI allreduce.
+    """Sums the ranks' gradients and the step's loss with MPI allreduce.
 
     Without overlap there is one flat buffer per optimizer parameter group (AdamW's flat
     layout): after the last backward, pack every gradient into it, allreduce it in place,
@@ -322,8 +322,8 @@ class GradSync:
     and unpacking, for benchmarks.
     """
 
-    def __init__(self, comm, optimizer, overlap=False, bucket_size=1 << 18, stop_request=lambda: False):
-        self.comm, self.overlap, self.stop_request = comm, overlap, stop_request
+    def __init__(self, comm, optimizer, overlap=False, bucket_size=1 << 18):
+        self.comm, self.overlap = comm, overlap
         groups = [list(g["params"]) for g in optimizer.param_groups]
         if overlap:
             flat = [p for group in groups for p in group][::-1]
@@ -333,19 +333,17 @@ class GradSync:
                     groups, size = groups + [[]], 0
                 groups[-1].append(p)
                 size += p.data.size
-        self.buckets = [_Bucket(params, extra=2 if i == len(groups) - 1 else 0)
+        self.buckets = [_Bucket(params, extra=1 if i == len(groups) - 1 else 0)
                         for i, params in enumerate(groups) if params]
         self.where = {id(p): (b, s, e) for b in self.buckets for p, s, e in b.slices()}
-        self.armed, self.stop_agreed = False, False
+        self.armed = False
         self.times = {"pack": 0.0, "allreduce": 0.0, "unpack": 0.0}
         self.handles = [p.register_post_accumulate_grad_hook(self._ready)
                         for b in self.buckets for p in b.params] if overlap else []
 
     def arm(self, loss_sum):
-        """Before this rank's last backward of the step: its summed loss and its stop flag
-        (``stop_request()``) go in; after ``finish``, ``stop_agreed`` is True on every rank
-        when any rank asked to stop."""
-        self.buckets[-1].buf[-2:] = (loss_sum, 1.0 if self.stop_request() else 0.0)
+        """Before this rank's last backward of the step: its summed loss goes into the last slot."""
+        self.buckets[-1].buf[-1] = loss_sum
         for b in self.buckets:
             b.ready, b.request = 0, None
         self.armed = self.overlap
@@ -399,9 +397,7 @@ class GradSync:
                 view = bucket.buf[start:end].reshape(p.shape)
                 p.grad = backend.to_device(view, "cuda") if backend.device_of(p.data) == "cuda" else view
         self.times["unpack"] += time.perf_counter() - t0
-        loss_sum, stops = self.buckets[-1].buf[-2:].tolist()
-        self.stop_agreed = stops > 0
-        return loss_sum
+        return float(self.buckets[-1].buf[-1])
 
     def close(self):
         """Take the backward hooks off the parameters."""
