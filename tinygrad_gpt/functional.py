@@ -21,7 +21,8 @@ import numpy as np
 from . import backend, modes, rules
 from .backend import get_array_module, is_array
 from .modes import MODES, get_mode, mode, set_mode  # noqa: F401 (the mode switch, as F.mode)
-from .tensor import Tensor, _axis_arg
+from .engine.methods import _axis_arg
+from .tensor import Tensor
 
 
 def _int_array(ids, like, what, check):
