@@ -182,6 +182,7 @@ def help_text(command):
 def usage():
     lines = ["usage: python -m tinygrad_gpt {" + ",".join(COMMANDS) + "} [RECIPE] [--key=value ...]", ""]
     lines += [f"  {name:10s} {about}" for name, (_, _, about) in COMMANDS.items()]
+    lines += [f"  {'exercise':10s} write a gradient rule yourself and have it graded (exercise -h)"]
     lines += ["", "python -m tinygrad_gpt COMMAND -h explains every flag of a command."]
     return "\n".join(lines)
 
@@ -196,6 +197,9 @@ def main(argv=None):
         print(usage())
         return 0
     command, flags = argv[0], argv[1:]
+    if command == "exercise":  # subcommands of its own: exercise.py
+        from .exercise import main as exercise_main
+        return exercise_main(flags)
     if command not in COMMANDS:
         close = difflib.get_close_matches(command, COMMANDS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
