@@ -37,14 +37,14 @@ def _check(tmp_path, name, text):
     return grade(BY_NAME[name], str(path))
 
 
-def test_the_ten_named_exercises_are_there_in_the_docs_order(capsys):
+def test_the_ten_named_exercises_are_there_in_the_docs_order(capsys, tmp_path):
     assert {"backward", "broadcasting", "matmul", "gelu", "softmax", "cross_entropy", "layer_norm",
             "attention", "embedding", "adamw"} <= set(NAMES)
-    code, out, _ = _run(capsys, "list")
+    code, out, _ = _run(capsys, "list", f"--dir={tmp_path}")
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()] == NAMES
-    pages = [BY_NAME[n].page for n in NAMES]
-    assert pages == sorted(pages)  # the docs' order
+    pages = [BY_NAME[n].page for n in NAMES[1:]]
+    assert NAMES[0] == "tanh" and pages == sorted(pages)  # a warm-up, then the docs' order
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -102,13 +102,13 @@ BUGS = [  # (exercise, workbook, what the report must say)
      ["`x`", "a term of the layer norm backward is missing"]),
     ("layer_norm", LN + "        return gx, g * xhat, gb\n", ["`weight`", "sum over the broadcast axes"]),
     ("layer_norm", LN + "        return gx, gw * xhat.shape[-1], gb\n", ["`weight`", "factor", "equals"]),
-    ("layer_norm", LN + "        return gx, (g * xhat).sum(axis=0), gb\n", ["`weight`", "shape (2, 3, 4)"]),
+    ("layer_norm", LN + "        return gx, (g * xhat).sum(axis=0), gb\n", ["`weight`", "has shape"]),
     ("attention", ATT + "        return gq / self.scale, gk, gv\n", ["`q`", "the scale is missing from q or k"]),
     ("attention", ATT + "        return gq, gk, gv[..., ::-1, :].copy()\n", ["`v`", "worst element"]),
     ("softmax", "from tinygrad_gpt import rules\nclass Softmax(rules.Softmax):\n    def backward(self, g):\n"
      "        return self.saved[0] * g\n", ["`x`", "- sum(g * s) is missing"]),
     ("softmax", "import numpy as np\nfrom tinygrad_gpt import rules\nclass Softmax(rules.Softmax):\n"
-     "    def forward(self, x, axis=-1):\n        e = np.exp(x)\n        self.save_for_backward(e / e.sum(axis, "
+     "    def forward(self, x, axis=-1):\n        self.axis = axis\n        e = np.exp(x)\n        self.save_for_backward(e / e.sum(axis, "
      "keepdims=True))\n        return self.saved[0]\n", ["step 1", "subtract the row maximum"]),
     ("cross_entropy", "from tinygrad_gpt import rules\nclass CrossEntropy(rules.CrossEntropy):\n"
      "    def backward(self, g):\n        return super().backward(g) * self.saved[3]\n",
@@ -125,7 +125,7 @@ BUGS = [  # (exercise, workbook, what the report must say)
      "np.swapaxes(x, -1, -2) @ g\n", ["`y`", "sum over the broadcast axes"]),
     ("broadcasting", "def sum_to(g, shape):\n    lead = g.ndim - len(shape)\n    return g.sum(axis=tuple(range(lead)))"
      ".mean(axis=tuple(i for i, n in enumerate(shape) if n == 1), keepdims=True).reshape(shape)\n",
-     ["step 2", "factor", "broadcast copies"]),
+     ["step 2", "factor", "broadcast axis"]),
     ("broadcasting", "def sum_to(g, shape):\n    return g.sum(axis=tuple(range(g.ndim - len(shape))))\n",
      ["step 1", "has shape"]),
     ("backward", "def backward(root, grads=None):\n    import numpy as np\n    stack = [(root, np.ones(root.shape))]\n"
@@ -169,7 +169,7 @@ def test_a_workbook_that_does_not_import_shows_its_own_traceback(tmp_path):
 
 
 # a layer norm whose weight gradient is right for 1-d and 2-d x, and wrong for 3-d: sum(axis=0)
-ONLY_3D = LN + "        return gx, (g * xhat).sum(axis=0) if g.ndim < 3 else (g * xhat).sum(axis=(0, 1)) * 1.5, gb\n"
+ONLY_3D = LN + "        return gx, (g * xhat).reshape(-1, w.size).sum(0) if g.ndim < 3 else (g * xhat).sum(axis=(0, 1)) * 1.5, gb\n"
 
 
 def test_a_bug_that_shows_only_for_3d_inputs_is_caught(tmp_path):

@@ -69,7 +69,7 @@ def cross_entropy(draw):
     targets[0] = draw.rng.integers(0, V)  # at least one row counts
     count = int((targets != -1).sum())
     return Case([("logits", draw.array((N, V), 2.0)), ("targets", targets)], {"ignore_index": -1},
-                {"N": N, "V": V, "the number of counted rows": count})
+                {"the number of counted rows": count, "N": N, "V": V})
 
 
 def layer_norm(draw):
@@ -100,8 +100,10 @@ def _dims(shape, prefix="d"):
 
 def fixed(builder, ints):
     """An edge case: ``builder`` with its sizes given in order (the last repeats)."""
-    sizes = list(ints)
+    def make(draw):
+        sizes = list(ints)
 
-    def pick(lo, hi):
-        return min(max(sizes.pop(0) if len(sizes) > 1 else sizes[0], lo), hi)
-    return lambda draw: builder(Draw(int(draw.rng.integers(1 << 30)), ints=pick))
+        def pick(lo, hi):
+            return min(max(sizes.pop(0) if len(sizes) > 1 else sizes[0], lo), hi)
+        return builder(Draw(int(draw.rng.integers(1 << 30)), ints=pick))
+    return make

@@ -103,7 +103,7 @@ EXERCISES = [
         ["read docs/06-softmax-cross-entropy.md, \"Softmax\"", "s, g, gx: x's shape; sums keep the axis",
          "gx = s * (g - (g * s).sum(axis, keepdims=True))"],
         lambda L: {rules.Softmax: L, rules.Attention: M.softmax_attention}, build=C.softmax,
-        edges=(lambda d: C.Case([("x", d.array((2, 3, 4)) * 400)], {"axis": -1}, {"d2": 4}),),
+        edges=(lambda d: C.Case([("x", d.array((2, 3, 4)) * 50 + 1000)], {"axis": -1}, {"d2": 4}),),
         candidates=M.softmax_candidates, passed="your softmax trains a GPT (inside its attention)"),
     _fn("cross_entropy", "cross-entropy of logits and targets, p - y", "06-softmax-cross-entropy.md",
         "Cross-entropy: $p - y$", rules.CrossEntropy, "logits, targets, ignore_index=-1", "cross-entropy",

@@ -73,7 +73,8 @@ def attention_candidates(case, name, g):
     gs_wrong = a * (g @ np.swapaxes(v, -1, -2))
     why = "step 3 is missing - sum_j ga_j a_j: the softmax backward is gs = a * (ga - sum(ga * a))"
     return {"q": [(gs_wrong @ k * scale, why)], "k": [(np.swapaxes(gs_wrong, -1, -2) @ q * scale, why)],
-            "v": [(a @ g, "gv = a^T @ g: transpose the attention weights")]}.get(name, [])
+            "v": [(a @ g if a.shape[-1] == g.shape[-2] else None,
+                   "gv = a^T @ g: transpose the attention weights")]}.get(name, [])
 
 
 def embedding_candidates(case, name, g):
