@@ -152,7 +152,8 @@ EXERCISES = [
              "m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  m_hat = m / (1 - b1^t);  v_hat = v / (1 - b2^t)\n"
              "p = p * (1 - lr * weight_decay) - lr * m_hat / (sqrt(v_hat) + eps); t counts the steps from 1.",
              ["read docs/10-adamw.md, \"The update\"", "m, v, g and p.data all have the parameter's shape",
-              "update m and v in place (m[...] = ...), then p.data *= 1 - lr wd; p.data -= lr m_hat / (sqrt(v_hat) + eps)"],
+              "update m and v in place (m[...] = ...), then p.data *= 1 - lr wd; "
+              "p.data -= lr m_hat / (sqrt(v_hat) + eps)"],
              (optim.AdamW,), grade=grade_adamw, template="adamw", passed="your AdamW trains a GPT"),
 ]
 BY_NAME = {e.name: e for e in EXERCISES}
