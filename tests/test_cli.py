@@ -169,9 +169,10 @@ def test_top_level_help(tmp_path, args):
     text = result.stdout if args else result.stderr
     assert (result.stderr if args else result.stdout) == ""
     first, *rest = text.splitlines()
-    assert first == "usage: python -m tinygrad_gpt {" + ",".join(cli.COMMANDS) + "} [RECIPE] [--key=value ...]"
+    names = [*cli.COMMANDS, *cli.SUBCOMMANDS]
+    assert first == "usage: python -m tinygrad_gpt {" + ",".join(names) + "} [RECIPE] [--key=value ...]"
     listed = [line.split()[0] for line in rest if line.startswith("  ")]
-    assert listed == list(cli.COMMANDS) and listed[:2] == ["train", "sample"]
+    assert listed == names and listed[:2] == ["train", "sample"] and "exercise" in names
 
 
 @pytest.mark.parametrize("command, config_cls", [("train", TrainConfig), ("sample", SampleConfig)])

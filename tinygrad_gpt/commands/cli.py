@@ -37,6 +37,8 @@ COMMANDS = {"train": (TrainConfig, train, "train a GPT (the main job)"),
             "gradcheck": (GradcheckConfig, gradcheck, "check every op's backward against central differences"),
             "plot": (PlotConfig, plot, "draw out_dir/loss.png from out_dir/log.jsonl"),
             "attention": (AttentionConfig, attention, "draw out_dir/attention.png: a checkpoint's attention on --text")}
+# commands with subcommands of their own, parsed by their module
+SUBCOMMANDS = {"exercise": "write a gradient rule yourself and have it graded (exercise -h)"}
 OPS_NOTE = ("--ops picks how the ops run: fast (the default), rules (each op's hand-derived rule, plain "
             "array code)\nor composed (primitive ops only); all three give the same numbers.")
 NOTES = {"train": "Training tunes glibc's allocator for this whole process: freed memory is kept for reuse (faster\n"
@@ -180,8 +182,10 @@ def help_text(command):
 
 
 def usage():
-    lines = ["usage: python -m tinygrad_gpt {" + ",".join(COMMANDS) + "} [RECIPE] [--key=value ...]", ""]
+    names = ",".join([*COMMANDS, *SUBCOMMANDS])
+    lines = ["usage: python -m tinygrad_gpt {" + names + "} [RECIPE] [--key=value ...]", ""]
     lines += [f"  {name:10s} {about}" for name, (_, _, about) in COMMANDS.items()]
+    lines += [f"  {name:10s} {about}" for name, about in SUBCOMMANDS.items()]
     lines += ["", "python -m tinygrad_gpt COMMAND -h explains every flag of a command."]
     return "\n".join(lines)
 
@@ -196,6 +200,9 @@ def main(argv=None):
         print(usage())
         return 0
     command, flags = argv[0], argv[1:]
+    if command == "exercise":  # subcommands of its own: exercise.py
+        from .exercise import main as exercise_main
+        return exercise_main(flags)
     if command not in COMMANDS:
         close = difflib.get_close_matches(command, COMMANDS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
