@@ -417,17 +417,40 @@ def test_transpose(xp, data):
     axes = data.draw(S.permutations_of(len(shape)), label="axes")
     negative = tuple(a - len(shape) for a in axes)
     x = data.draw(S.float_arrays(shape), label="x")
-    check_op(xp, lambda x: x.transpose(*axes), [x], lambda x: np.transpose(x, axes))
-    check_op(xp, lambda x: x.transpose(axes), [x], lambda x: np.transpose(x, axes))
+    check_op(xp, lambda x: x.permute(*axes), [x], lambda x: np.transpose(x, axes))
+    check_op(xp, lambda x: x.permute(axes), [x], lambda x: np.transpose(x, axes))
     check_op(xp, lambda x: x.permute(*negative), [x], lambda x: np.transpose(x, axes))
-    check_op(xp, lambda x: x.transpose(), [x], lambda x: np.transpose(x))
     check_op(xp, lambda x: x.T, [x], lambda x: x.T)
+    if shape:  # transpose swaps two dims, as in PyTorch
+        d0 = data.draw(st.integers(-len(shape), len(shape) - 1), label="dim0")
+        d1 = data.draw(st.integers(-len(shape), len(shape) - 1), label="dim1")
+        check_op(xp, lambda x: x.transpose(d0, d1), [x], lambda x: np.swapaxes(x, d0, d1))
+
+
+def test_transpose_swaps_two_dims_as_in_pytorch(xp):
+    """On a 2-D tensor transpose(-2, -1) is the matrix transpose (NumPy's transpose(-2, -1)
+    would give back the same shape)."""
+    x = Tensor(xp.arange(6.0).reshape(2, 3))
+    assert x.transpose(-2, -1).shape == (3, 2) and x.transpose(0, 1).shape == (3, 2)
+    assert Tensor(xp.zeros((2, 3, 4, 5))).transpose(1, 3).shape == (2, 5, 4, 3)
+    assert Tensor(xp.zeros(())).transpose(0, -1).shape == ()
+
+
+@pytest.mark.parametrize("dims", [(), (0,), (0, 1, 2), ((1, 0),)])
+def test_transpose_of_other_than_two_dims_points_to_permute(xp, dims):
+    with pytest.raises(TypeError, match="permute"):
+        Tensor(xp.zeros((2, 3, 4))).transpose(*dims)
+
+
+def test_transpose_rejects_a_dim_out_of_range(xp):
+    with pytest.raises(IndexError, match="out of range"):
+        Tensor(xp.zeros((2, 3))).transpose(0, 2)
 
 
 @pytest.mark.parametrize("axes", [(0,), (0, 0), (0, 2), (0, 1, 2)])
-def test_transpose_rejects_non_permutations(xp, axes):
+def test_permute_rejects_non_permutations(xp, axes):
     with pytest.raises(ValueError, match="permutation"):
-        Tensor(xp.zeros((2, 3))).transpose(*axes)
+        Tensor(xp.zeros((2, 3))).permute(*axes)
 
 
 @st.composite

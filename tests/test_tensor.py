@@ -178,7 +178,7 @@ def test_slice_gradient_takes_the_layout_of_its_input(xp):
     so undoing the transpose gives a C-contiguous array (and a reshape needs no copy)."""
     B, T, n = 2, 5, 3
     a = leaf(xp, np.random.default_rng(0).standard_normal((B, T, 3 * n)))
-    parts = a.reshape(B, T, 3, n).transpose(2, 0, 1, 3)  # (3, B, T, n), as q, k, v are cut
+    parts = a.reshape(B, T, 3, n).permute(2, 0, 1, 3)  # (3, B, T, n), as q, k, v are cut
     seen = []
     original = tg.tensor._propagate
 

@@ -148,7 +148,7 @@ class Tensor(TensorMethods):
     size = property(lambda self: int(self._data.size))
     device = property(lambda self: backend.device_of(self._data))
     is_leaf = property(lambda self: self._ctx is None)
-    T = property(lambda self: self.transpose())
+    T = property(lambda self: self.permute(tuple(reversed(range(self.ndim)))))
 
     def __len__(self):
         return len(self.data)

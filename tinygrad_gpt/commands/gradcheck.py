@@ -114,7 +114,7 @@ def _masked_fill(rng):
 def _transpose(rng):
     shape = _shape(rng, 2, 3, min_side=2)
     axes = tuple(int(a) for a in rng.permutation(len(shape)))
-    return (lambda x: x.transpose(*axes)), [_values(rng, shape)]
+    return (lambda x: x.permute(*axes)), [_values(rng, shape)]
 
 
 def _getitem_ids(rng):

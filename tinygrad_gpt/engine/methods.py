@@ -158,16 +158,29 @@ class TensorMethods:
     def view(self, *shape):
         return self.reshape(*shape)
 
-    def transpose(self, *axes):
-        """Permute the axes; with none given, reverse them (like NumPy)."""
-        axes = _shape_arg(axes) or tuple(reversed(range(self.ndim)))
-        if sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)):
-            raise ValueError(f"transpose: axes {axes} are not a permutation of a "
-                             f"{self.ndim}-dimensional tensor's axes (shape {self.shape})")
-        return self._apply(ops.Transpose, self, axes=tuple(a % self.ndim for a in axes))
+    def transpose(self, *dims):
+        """Swap two dims, as in PyTorch: ``k.transpose(-2, -1)``. ``permute`` takes a full order;
+        ``.T`` reverses every dim."""
+        if len(dims) != 2 or not all(isinstance(d, (int, np.integer)) for d in dims):
+            hint = f" (x.permute{_plain(dims)})" if dims else ""
+            raise TypeError(f"transpose(dim0, dim1) swaps two dims, as in PyTorch; got {dims}. "
+                            f"For a full order of the dims use permute{hint}; to reverse them, .T")
+        n = max(self.ndim, 1)  # a 0-d tensor takes dims 0 and -1, as in PyTorch
+        for d in dims:
+            if not -n <= d < n:
+                raise IndexError(f"transpose: dim {d} is out of range for a tensor of shape {self.shape}")
+        axes = list(range(self.ndim))
+        if axes:
+            axes[dims[0]], axes[dims[1]] = axes[dims[1]], axes[dims[0]]
+        return self.permute(axes)
 
-    def permute(self, *axes):
-        return self.transpose(*axes)
+    def permute(self, *dims):
+        """Put the dims in the given order: ``x.permute(2, 0, 1)`` (NumPy's ``transpose(axes)``)."""
+        axes = _shape_arg(dims)
+        if sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)):
+            raise ValueError(f"permute: dims {axes} are not a permutation of a "
+                             f"{self.ndim}-dimensional tensor's dims (shape {self.shape})")
+        return self._apply(ops.Transpose, self, axes=tuple(a % self.ndim for a in axes))
 
     def __getitem__(self, index):
         return self._apply(ops.GetItem, self, index=indexing.index_arg(_unwrap(index), self.data))
@@ -253,6 +266,12 @@ def _one_dtype(x, y):
     if x.dtype != y.dtype and x.dtype.kind == "f" and y.dtype.kind == "f":
         raise TypeError(f"matmul: operands need one dtype, got {x.dtype} and {y.dtype}")
     return x, y
+
+
+def _plain(dims):
+    """Dims as the call that takes them: (2, 0, 1), whatever form they came in."""
+    flat = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+    return "(" + ", ".join(str(d) for d in flat) + ")"
 
 
 def _shape_arg(shape):
