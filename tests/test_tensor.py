@@ -62,7 +62,7 @@ def test_attributes(xp, device):
     assert t.device == device
     assert t.requires_grad is True
     assert Tensor(xp.asarray(a)).requires_grad is False
-    assert t.ndim == 2 and t.size == 6 and len(t) == 2
+    assert t.ndim == 2 and t.numel() == 6 and len(t) == 2
     assert t.is_leaf
     assert "Tensor(" in repr(t) and "requires_grad=True" in repr(t)
     assert t.tolist() == a.tolist()

@@ -175,7 +175,7 @@ class GPT(Module):
     def num_parameters(self, non_embedding=True):
         """Parameter count; by default without the position embeddings (as nanoGPT reports it)."""
         n = super().num_parameters()
-        return n - self.transformer.wpe.weight.size if non_embedding else n
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
     # ------------------------------------------------------------------ forward
     def _check_idx(self, idx, what="idx"):

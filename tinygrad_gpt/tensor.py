@@ -145,7 +145,6 @@ class Tensor(TensorMethods):
     shape = property(lambda self: tuple(self._data.shape))
     dtype = property(lambda self: self._data.dtype)
     ndim = property(lambda self: self._data.ndim)
-    size = property(lambda self: int(self._data.size))
     device = property(lambda self: backend.device_of(self._data))
     is_leaf = property(lambda self: self._ctx is None)
     T = property(lambda self: self.permute(tuple(reversed(range(self.ndim)))))
@@ -337,8 +336,11 @@ class Tensor(TensorMethods):
             for hook in list(self._hooks):  # this pass's whole gradient is in
                 hook(self)
 
-    def zero_grad(self):
-        self.grad = None
+    def zero_grad(self, set_to_none=True):
+        if set_to_none or self.grad is None:
+            self.grad = None
+        else:
+            self.grad[...] = 0
 
     # ------------------------------------------------------------------ in place
     def __iadd__(self, other): return self._inplace(ops.Add, operator.iadd, other)

@@ -93,6 +93,25 @@ class TensorMethods:
     def __rpow__(self, other):
         return self._apply(ops.Pow, self._lift(other), self)
 
+    def pow(self, exponent): return self ** exponent
+
+    # ------------------------------------------------------------------ copies and casts
+    def clone(self):
+        """A copy with its own memory; gradients flow back through it (unlike ``detach``)."""
+        return self._apply(ops.Cast, self, dtype=self.dtype)
+
+    def contiguous(self):
+        """This tensor when its array is C-ordered already, else a C-ordered copy (differentiable)."""
+        return self if self._data.flags.c_contiguous else self.clone()
+
+    def float(self): return self._cast(np.float32)
+    def double(self): return self._cast(np.float64)
+    def half(self): return self._cast(np.float16)
+
+    def _cast(self, dtype):
+        """This tensor in ``dtype``: itself when it has that dtype, else a differentiable copy."""
+        return self if self.dtype == dtype else self._apply(ops.Cast, self, dtype=np.dtype(dtype))
+
     # ------------------------------------------------------------------ elementwise
     def abs(self): return self._apply(ops.Abs, self)
     def __abs__(self): return self.abs()
@@ -151,6 +170,24 @@ class TensorMethods:
             return self.reshape(1).log_softmax(0).reshape(())
         return self._apply(rules.LogSoftmax, self, axis=axis)
 
+    # ------------------------------------------------------------------ sizes, as in PyTorch
+    def size(self, dim=None):
+        """The shape, as PyTorch's ``x.size()``; ``x.size(0)`` is the length of one dim.
+        NumPy's ``size`` (the element count) is ``numel()``."""
+        if dim is None:
+            return self.shape
+        if not -self.ndim <= dim < self.ndim:
+            raise IndexError(f"size: dim {dim} is out of range for a tensor of shape {self.shape}")
+        return self.shape[dim]
+
+    def numel(self):
+        """The number of elements (NumPy's ``size``)."""
+        return int(self._data.size)
+
+    def dim(self):
+        """The number of dims (NumPy's ``ndim``)."""
+        return self.ndim
+
     # ------------------------------------------------------------------ movement
     def reshape(self, *shape):
         return self._apply(ops.Reshape, self, shape=_shape_arg(shape))
@@ -181,6 +218,25 @@ class TensorMethods:
             raise ValueError(f"permute: dims {axes} are not a permutation of a "
                              f"{self.ndim}-dimensional tensor's dims (shape {self.shape})")
         return self._apply(ops.Transpose, self, axes=tuple(a % self.ndim for a in axes))
+
+    def unsqueeze(self, dim):
+        """A new dim of length 1 at ``dim`` (which may be ``ndim``, or negative from the end)."""
+        if not -self.ndim - 1 <= dim <= self.ndim:
+            raise IndexError(f"unsqueeze: dim {dim} is out of range for a tensor of shape {self.shape} "
+                             f"(from {-self.ndim - 1} to {self.ndim})")
+        dim = dim % (self.ndim + 1)
+        return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
+
+    def squeeze(self, dim=None):
+        """Without ``dim``, drop every dim of length 1; with it (an int or a tuple), drop those of
+        them that have length 1 and keep the others, as in PyTorch."""
+        dims = range(self.ndim) if dim is None else dim if isinstance(dim, (tuple, list)) else (dim,)
+        n = max(self.ndim, 1)
+        for d in dims:
+            if not -n <= d < n:
+                raise IndexError(f"squeeze: dim {d} is out of range for a tensor of shape {self.shape}")
+        drop = {d % n for d in dims if self.ndim and self.shape[d] == 1}
+        return self.reshape(tuple(s for i, s in enumerate(self.shape) if i not in drop))
 
     def __getitem__(self, index):
         return self._apply(ops.GetItem, self, index=indexing.index_arg(_unwrap(index), self.data))
