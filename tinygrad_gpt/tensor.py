@@ -81,6 +81,9 @@ def add_op_hook(hook):
     return _Handle(_op_hooks, hook)
 
 
+_DEFAULT = {"b": np.bool_, "i": np.int64, "u": np.int64}  # any other kind becomes float32
+
+
 def _as_array(data, device, dtype):
     """Turn constructor input into a backend array on the right device."""
     if isinstance(data, Tensor):
@@ -91,8 +94,11 @@ def _as_array(data, device, dtype):
         return backend.to_device(array, device or home)
     if isinstance(data, (np.generic,)) and dtype is None:
         array = np.asarray(data)
-    else:  # Python numbers and (nested) lists: float32 unless told otherwise
-        array = np.asarray(data, dtype=np.float32 if dtype is None else dtype)
+    elif dtype is not None:
+        array = np.asarray(data, dtype=dtype)
+    else:  # Python numbers and (nested) lists, as in PyTorch: floats float32, ints int64, bools bool
+        array = np.asarray(data)
+        array = array.astype(_DEFAULT.get(array.dtype.kind, np.float32), copy=False)
     return backend.to_device(array, device or backend.default_device())
 
 
