@@ -472,6 +472,15 @@ def test_squeeze_and_unsqueeze_as_in_pytorch(xp):
             bad()
 
 
+def test_matmul_of_two_float_dtypes_says_how_to_cast(xp):
+    x, y = Tensor(xp.ones((2, 3), dtype=np.float32)), Tensor(xp.ones((3, 2)))
+    for bad in (lambda: x @ y, lambda: y.T @ x.T):
+        with pytest.raises(TypeError, match=r"float32 @ float64|float64 @ float32") as e:
+            bad()
+        assert ".double()" in str(e.value) and ".float()" in str(e.value)
+    assert (x.double() @ y).dtype == np.float64 and (x @ y.float()).dtype == np.float32
+
+
 def test_size_is_the_shape_and_numel_the_count(xp):
     """As in PyTorch: size() is the shape, size(dim) one length; NumPy's size is numel()."""
     x = Tensor(xp.zeros((2, 3, 4)))

@@ -320,7 +320,9 @@ def _keepdims_arg(keepdims, keepdim):
 def _one_dtype(x, y):
     """Matrix-product operands, which must share a float dtype (PyTorch refuses float32 @ float64)."""
     if x.dtype != y.dtype and x.dtype.kind == "f" and y.dtype.kind == "f":
-        raise TypeError(f"matmul: operands need one dtype, got {x.dtype} and {y.dtype}")
+        raise TypeError(f"matmul: operands need one dtype, got {x.dtype} @ {y.dtype}; cast one of "
+                        f"them, as in PyTorch: .double() for float64 on both sides, or .float() for "
+                        f"float32 on both")
     return x, y
 
 
