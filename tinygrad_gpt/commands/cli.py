@@ -220,9 +220,11 @@ def main(argv=None):
     except (DataError, CheckpointError, DeviceError, LockError, TrainingError, GradcheckFailure, VizError,
             FileError, DistributedError) as e:
         return _fail(str(e), 1, getattr(e, "every_rank", False))
-    except Stopped as e:  # every rank stops at the same step
-        return _fail(f"{e.what}; resume with: {_resume_command(command, flags)}" if e.saved else str(e),
-                     e.exit_code, every_rank=True)
+    except Stopped as e:  # every rank stops at the same step; a stop that saved is no error
+        if e.saved:
+            return distributed.fail(f"{e.what}; resume with: {_resume_command(command, flags)}",
+                                    e.exit_code, every_rank=True, label="")
+        return _fail(str(e), e.exit_code, every_rank=True)
     except Abort as e:
         return _fail(f"interrupted by {signal_name(e.signum)}; nothing was saved", EXIT_CODES[e.signum])
     except KeyboardInterrupt:
