@@ -28,7 +28,8 @@ from .errors import AnomalyError
 WRITES_INF = {"MaskedFill"}
 # frames in these files are the engine's own; an op's site is the first frame outside them
 _ENGINE_FILES = {os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
-                 for name in ("tensor.py", "functional.py", "nn.py", "anomaly.py", "modes.py", "function.py")}
+                 for name in ("tensor.py", "functional.py", "nn.py", "anomaly.py", "modes.py", "function.py",
+                              os.path.join("engine", "methods.py"))}
 
 
 def _is_float(array):
