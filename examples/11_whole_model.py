@@ -58,8 +58,8 @@ def walk_shapes(B, T, V, L, nh, C):
         h = blk.ln_1(x)
         qkv = blk.attn.c_attn(h)
         rows += [("ln_1(x)", "block 0: normalised stream", h.shape), ("c_attn", "q, k, v of all heads", qkv.shape)]
-        q = qkv.reshape(B, T, 3, nh, C // nh).transpose(2, 0, 3, 1, 4)[0]
-        att = F.softmax(q @ q.transpose(0, 1, 3, 2))  # only the shape matters here
+        q = qkv.reshape(B, T, 3, nh, C // nh).permute(2, 0, 3, 1, 4)[0]
+        att = F.softmax(q @ q.transpose(-2, -1))  # only the shape matters here
         rows += [("q (and k, v)", "split into heads", q.shape), ("attention weights", "one T x T per head", att.shape)]
         x = x + blk.attn(h)
         hid = blk.mlp.c_fc(blk.ln_2(x), activation="gelu")

@@ -185,7 +185,7 @@ def test_slices_and_in_place_gradient_sums(data):
     ids = data.draw(S.index_arrays(T), label="ids")
 
     def fn(x):
-        parts = x.reshape(B, T, 3, n).transpose(2, 0, 1, 3)  # (3, B, T, n), as q, k, v are cut
+        parts = x.reshape(B, T, 3, n).permute(2, 0, 1, 3)  # (3, B, T, n), as q, k, v are cut
         out = parts[0] * 1.5 + parts[1] * parts[2] + parts[2]
         return out.sum(axis=-1) + x[:, ids].sum(axis=(1, 2))[:, None]
     same_as_rule(fn, [x], ops.GetItem, fast.GetItem)

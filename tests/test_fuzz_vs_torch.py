@@ -372,9 +372,13 @@ def fam_movement(data, prog):
     if kind == "T":
         perm = tuple(reversed(range(v.ndim)))
         return try_step(prog, "T", [x], lambda a: a.T, lambda a: a.permute(perm))
+    if kind == "transpose" and v.ndim:  # two dims swapped, as in PyTorch
+        d0, d1 = (data.draw(st.integers(-v.ndim, v.ndim - 1), label=f"dim{i}") for i in range(2))
+        return try_step(prog, f"transpose({d0}, {d1})", [x], lambda a: a.transpose(d0, d1),
+                        lambda a: a.transpose(d0, d1))
     perm = tuple(data.draw(st.permutations(range(v.ndim)), label="perm"))
     perm = tuple(p - v.ndim if data.draw(st.booleans(), label="negative") else p for p in perm)
-    return try_step(prog, f"{kind}{perm}", [x], lambda a: getattr(a, kind)(*perm),
+    return try_step(prog, f"permute{perm}", [x], lambda a: a.permute(*perm),
                     lambda a: a.permute(tuple(p % v.ndim for p in perm)))
 
 
@@ -915,7 +919,8 @@ REFUSALS = {
                                                                torch.tensor([0, 1])),
                                       ["floating-point"]),
     "matmul, float32 @ float64": ([], lambda: Tensor(np.ones((2, 3), np.float32)) @ Tensor(np.ones((3, 2))),
-                                  lambda: torch.ones(2, 3) @ torch.ones(3, 2, dtype=torch.float64), ["dtype"]),
+                                  lambda: torch.ones(2, 3) @ torch.ones(3, 2, dtype=torch.float64),
+                                  ["dtype", ".double()", ".float()"]),
     "dropout, p above 1": ([(2, 3)], lambda x: F.dropout(x, 1.5), lambda x: TF.dropout(x, 1.5), ["dropout"]),
     "backward of a non-scalar": ([(2, 3)], lambda x: (x * 2).backward(), lambda x: (x * 2).backward(),
                                  ["one-element"]),

@@ -417,17 +417,123 @@ def test_transpose(xp, data):
     axes = data.draw(S.permutations_of(len(shape)), label="axes")
     negative = tuple(a - len(shape) for a in axes)
     x = data.draw(S.float_arrays(shape), label="x")
-    check_op(xp, lambda x: x.transpose(*axes), [x], lambda x: np.transpose(x, axes))
-    check_op(xp, lambda x: x.transpose(axes), [x], lambda x: np.transpose(x, axes))
+    check_op(xp, lambda x: x.permute(*axes), [x], lambda x: np.transpose(x, axes))
+    check_op(xp, lambda x: x.permute(axes), [x], lambda x: np.transpose(x, axes))
     check_op(xp, lambda x: x.permute(*negative), [x], lambda x: np.transpose(x, axes))
-    check_op(xp, lambda x: x.transpose(), [x], lambda x: np.transpose(x))
     check_op(xp, lambda x: x.T, [x], lambda x: x.T)
+    if shape:  # transpose swaps two dims, as in PyTorch
+        d0 = data.draw(st.integers(-len(shape), len(shape) - 1), label="dim0")
+        d1 = data.draw(st.integers(-len(shape), len(shape) - 1), label="dim1")
+        check_op(xp, lambda x: x.transpose(d0, d1), [x], lambda x: np.swapaxes(x, d0, d1))
+
+
+def test_transpose_swaps_two_dims_as_in_pytorch(xp):
+    """On a 2-D tensor transpose(-2, -1) is the matrix transpose (NumPy's transpose(-2, -1)
+    would give back the same shape)."""
+    x = Tensor(xp.arange(6.0).reshape(2, 3))
+    assert x.transpose(-2, -1).shape == (3, 2) and x.transpose(0, 1).shape == (3, 2)
+    assert Tensor(xp.zeros((2, 3, 4, 5))).transpose(1, 3).shape == (2, 5, 4, 3)
+    assert Tensor(xp.zeros(())).transpose(0, -1).shape == ()
+
+
+@pytest.mark.parametrize("dims", [(), (0,), (0, 1, 2), ((1, 0),)])
+def test_transpose_of_other_than_two_dims_points_to_permute(xp, dims):
+    with pytest.raises(TypeError, match="permute"):
+        Tensor(xp.zeros((2, 3, 4))).transpose(*dims)
+
+
+def test_transpose_rejects_a_dim_out_of_range(xp):
+    with pytest.raises(IndexError, match="out of range"):
+        Tensor(xp.zeros((2, 3))).transpose(0, 2)
+
+
+@S.SETTINGS
+@given(data=st.data())
+def test_unsqueeze_and_squeeze(xp, data):
+    shape = data.draw(S.shapes(max_dims=3), label="shape")
+    x = data.draw(S.float_arrays(shape), label="x")
+    dim = data.draw(st.integers(-len(shape) - 1, len(shape)), label="dim")
+    check_op(xp, lambda x: x.unsqueeze(dim), [x], lambda x: np.expand_dims(x, dim))
+    check_op(xp, lambda x: x.squeeze(), [x], lambda x: np.squeeze(x))
+    if shape:
+        d = data.draw(st.integers(-len(shape), len(shape) - 1), label="squeeze dim")
+        keep = lambda x: np.squeeze(x, d) if x.shape[d] == 1 else x  # a dim longer than 1 stays
+        check_op(xp, lambda x: x.squeeze(d), [x], keep)
+    check_op(xp, lambda x: x.unsqueeze(dim).squeeze(dim), [x], lambda x: x)
+
+
+def test_squeeze_and_unsqueeze_as_in_pytorch(xp):
+    x = Tensor(xp.zeros((2, 1, 3, 1)))
+    assert x.squeeze().shape == (2, 3) and x.squeeze(1).shape == (2, 3, 1)
+    assert x.squeeze(0).shape == (2, 1, 3, 1) and x.squeeze((1, -1)).shape == (2, 3)
+    assert x.unsqueeze(4).shape == (2, 1, 3, 1, 1) and x.unsqueeze(-5).shape == (1, 2, 1, 3, 1)
+    for bad in (lambda: x.unsqueeze(5), lambda: x.squeeze(4), lambda: x.size(4)):
+        with pytest.raises(IndexError, match="out of range"):
+            bad()
+
+
+def test_matmul_of_two_float_dtypes_says_how_to_cast(xp):
+    x, y = Tensor(xp.ones((2, 3), dtype=np.float32)), Tensor(xp.ones((3, 2)))
+    for bad in (lambda: x @ y, lambda: y.T @ x.T):
+        with pytest.raises(TypeError, match=r"float32 @ float64|float64 @ float32") as e:
+            bad()
+        assert ".double()" in str(e.value) and ".float()" in str(e.value)
+    assert (x.double() @ y).dtype == np.float64 and (x @ y.float()).dtype == np.float32
+
+
+def test_size_is_the_shape_and_numel_the_count(xp):
+    """As in PyTorch: size() is the shape, size(dim) one length; NumPy's size is numel()."""
+    x = Tensor(xp.zeros((2, 3, 4)))
+    assert x.size() == (2, 3, 4) and x.size(0) == 2 and x.size(-1) == 4
+    assert x.numel() == 24 and x.dim() == 3 and Tensor(xp.zeros(())).numel() == 1
+
+
+@S.SETTINGS
+@given(data=st.data())
+def test_pow_and_clone(xp, data):
+    x = np.abs(data.draw(S.float_arrays(data.draw(S.shapes(max_dims=3), label="shape")), label="x")) + 0.5
+    check_op(xp, lambda x: x.pow(3), [x], lambda x: x ** 3)
+    check_op(xp, lambda x: x.pow(x), [x], lambda x: x ** x)
+    check_op(xp, lambda x: x.clone() * x, [x], lambda x: x * x)
+    check_op(xp, lambda x: x.T.contiguous(), [x], lambda x: x.T)
+
+
+def test_clone_and_contiguous_copy(xp):
+    """clone() has its own memory; contiguous() copies only an array that is not C-ordered."""
+    x = Tensor(xp.arange(6.0).reshape(2, 3), requires_grad=True)
+    y = x.clone()
+    y.data[0, 0] = 7.0
+    assert float(x.data[0, 0]) == 0.0 and y.requires_grad
+    assert x.contiguous() is x and x.T.contiguous().data.flags.c_contiguous
+
+
+@pytest.mark.parametrize("method,dtype", [("float", np.float32), ("double", np.float64), ("half", np.float16)])
+def test_casts_change_the_dtype_and_pass_the_gradient_back(xp, method, dtype):
+    """float(), double() and half() as in PyTorch: a copy in the new dtype, or the tensor
+    itself when it has that dtype already; the gradient comes back in the input's dtype."""
+    for source in (np.float64, np.float32):
+        x = Tensor(xp.asarray([0.5, -1.25, 2.0], dtype=source), requires_grad=True)
+        y = getattr(x, method)()
+        assert y.dtype == dtype and (y is x) == (source == dtype)
+        (y * Tensor(xp.asarray([1.0, 2.0, 3.0], dtype=dtype))).sum().backward()
+        assert x.grad.dtype == source
+        np.testing.assert_array_equal(to_numpy(x.grad), [1.0, 2.0, 3.0])
+
+
+def test_cast_gradients_against_central_differences(xp):
+    """Through a float32 and a float16 round trip; the steps are large enough that the
+    rounding of the narrow dtype stays far below the bounds."""
+    x = Tensor(xp.asarray(np.random.default_rng(0).uniform(0.5, 2.0, (3, 4))), requires_grad=True)
+    assert check_grads(lambda x: (x.float() * x.float()).double(), [x], eps=1e-2, atol=1e-4, rtol=1e-3,
+                       mode="full")
+    assert check_grads(lambda x: x.half().double() * 3.0, [x], eps=0.25, atol=1e-2, rtol=1e-2,
+                       mode="full")
 
 
 @pytest.mark.parametrize("axes", [(0,), (0, 0), (0, 2), (0, 1, 2)])
-def test_transpose_rejects_non_permutations(xp, axes):
+def test_permute_rejects_non_permutations(xp, axes):
     with pytest.raises(ValueError, match="permutation"):
-        Tensor(xp.zeros((2, 3))).transpose(*axes)
+        Tensor(xp.zeros((2, 3))).permute(*axes)
 
 
 @st.composite

@@ -180,6 +180,12 @@ def test_optimizer_zero_grad():
     (w * w).sum().backward()
     opt.zero_grad()
     assert w.grad is None
+    (w * w).sum().backward()
+    grad = w.grad
+    opt.zero_grad(set_to_none=False)  # as in PyTorch: zeros written into the same array
+    assert w.grad is grad and not grad.any()
+    opt.zero_grad(set_to_none=True)
+    assert w.grad is None
 
 
 # ----------------------------------------------------------------------------- clipping

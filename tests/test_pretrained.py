@@ -263,6 +263,37 @@ def test_export_command(tmp_path):
     assert not (tmp_path / "hf" / "vocab.json").exists()  # a character tokenizer has no GPT-2 files
 
 
+def test_a_character_level_export_samples_and_transformers_loads_it(tmp_path, capsys):
+    """export writes the character tokenizer beside the weights; sample --init_from=FOLDER reads
+    it, and transformers still loads the weights (it ignores the extra file)."""
+    from tinygrad_gpt.commands.cli import main
+    from tinygrad_gpt.storage.checkpoint import save_checkpoint
+    from tinygrad_gpt.tokenizer import CharTokenizer
+    tok = CharTokenizer.from_text("abc ")
+    model = GPT(GPTConfig(block_size=T, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=8))
+    save_checkpoint(tmp_path / "ckpt.safetensors", model, extra={"tokenizer": tok.to_dict()})
+    assert main(["export", f"--out_dir={tmp_path}", f"--hf_dir={tmp_path / 'hf'}"]) == 0
+    assert load_hf_tokenizer(tmp_path / "hf").to_dict() == tok.to_dict()
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    x = tok.encode_array("ab ca")[None]
+    np.testing.assert_allclose(hf_logits(hf, x), our_logits(model, x), atol=1e-4, rtol=0)
+    capsys.readouterr()
+    assert main(["sample", f"--init_from={tmp_path / 'hf'}", "--start=ab", "--num_samples=1",
+                 "--max_new_tokens=4"]) == 0
+    text = capsys.readouterr().out.splitlines()[0]
+    assert text.startswith("ab") and len(text) == 6 and set(text) <= set("abc ")
+
+
+@pytest.mark.parametrize("command", ["train", "sample"])
+def test_init_from_a_missing_folder_says_how_to_get_gpt2(tmp_path, monkeypatch, capsys, command):
+    from tinygrad_gpt.commands.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main([command, "--init_from=gpt2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --init_from=gpt2: no folder 'gpt2'") and len(err.splitlines()) == 1
+    assert "save_pretrained('gpt2')" in err and "model.safetensors" in err
+
+
 def test_save_and_load_round_trip_a_folder(tmp_path):
     backend.manual_seed(3)
     model = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=16))

@@ -86,7 +86,7 @@ def test_a_signal_saves_the_step_and_resume_is_exact(reference, monkeypatch, cap
     result, _, err = main(argv, capsys)
     assert result == code
     lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: stopped by "), err
+    assert len(lines) == 1 and lines[0].startswith("stopped by "), err
     assert f"saved iteration {step + 1} to {out / CKPT_NAME}" in lines[0]
     assert lines[0].endswith(" --init_from=resume") and "python -m tinygrad_gpt train" in lines[0]
     assert load_checkpoint(out).extra["iter"] == step + 1
@@ -196,7 +196,7 @@ def test_sigterm_and_ctrl_c_to_a_real_run_at_random_steps(reference, tmp_path):
             child.wait()
         assert child.returncode == code, (seed, err)
         lines = err.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: stopped by "), (seed, err)
+        assert len(lines) == 1 and lines[0].startswith("stopped by "), (seed, err)
         saved = int(re.search(r"saved iteration (\d+)", lines[0]).group(1))
         assert saved > step and load_checkpoint(tmp_path / "out").extra["iter"] == saved, seed
         assert (tmp_path / "out" / LOCK_NAME).read_text() == "", seed  # kept, naming no holder

@@ -32,16 +32,26 @@ def test_array_keeps_its_dtype(xp, dtype):
     np.testing.assert_array_equal(t.numpy(), a)
 
 
-@pytest.mark.parametrize("data,shape", [
-    (1.5, ()), (3, ()), ([1, 2, 3], (3,)), ([1.0, 2.0], (2,)), ([[1, 2], [3, 4]], (2, 2)),
-    ([[0.5], [1.5]], (2, 1)), (True, ()),
+@pytest.mark.parametrize("data,shape,dtype", [
+    (1.5, (), np.float32), (3, (), np.int64), ([1, 2, 3], (3,), np.int64), ([1.0, 2.0], (2,), np.float32),
+    ([[1, 2], [3, 4]], (2, 2), np.int64), ([[0.5], [1.5]], (2, 1), np.float32), ([1, 2.5], (2,), np.float32),
+    (True, (), np.bool_), ([True, False], (2,), np.bool_), ([], (0,), np.float32),
 ])
-def test_python_numbers_and_lists_become_float32(device, data, shape):
+def test_python_numbers_and_lists_take_pytorchs_dtypes(device, data, shape, dtype):
+    """As torch.tensor: floats become float32, ints int64 and bools bool."""
     t = Tensor(data)
-    assert t.dtype == np.float32
+    assert t.dtype == dtype
     assert t.shape == shape
     assert t.device == device
-    np.testing.assert_array_equal(t.numpy(), np.asarray(data, dtype=np.float32))
+    np.testing.assert_array_equal(t.numpy(), np.asarray(data, dtype=dtype))
+
+
+def test_a_model_takes_a_list_of_token_ids():
+    """model(Tensor([[1, 2]])) works: the ids are int64, as in PyTorch."""
+    from tinygrad_gpt.model import GPT, GPTConfig
+    model = GPT(GPTConfig(block_size=4, vocab_size=5, n_layer=1, n_head=1, n_embd=4))
+    logits, loss = model(Tensor([[1, 2]]), Tensor([[2, 3]]))
+    assert logits.shape == (1, 2, 5) and np.isfinite(loss.item())
 
 
 def test_dtype_argument_and_numpy_scalars(xp):
@@ -62,7 +72,7 @@ def test_attributes(xp, device):
     assert t.device == device
     assert t.requires_grad is True
     assert Tensor(xp.asarray(a)).requires_grad is False
-    assert t.ndim == 2 and t.size == 6 and len(t) == 2
+    assert t.ndim == 2 and t.numel() == 6 and len(t) == 2
     assert t.is_leaf
     assert "Tensor(" in repr(t) and "requires_grad=True" in repr(t)
     assert t.tolist() == a.tolist()
@@ -178,7 +188,7 @@ def test_slice_gradient_takes_the_layout_of_its_input(xp):
     so undoing the transpose gives a C-contiguous array (and a reshape needs no copy)."""
     B, T, n = 2, 5, 3
     a = leaf(xp, np.random.default_rng(0).standard_normal((B, T, 3 * n)))
-    parts = a.reshape(B, T, 3, n).transpose(2, 0, 1, 3)  # (3, B, T, n), as q, k, v are cut
+    parts = a.reshape(B, T, 3, n).permute(2, 0, 1, 3)  # (3, B, T, n), as q, k, v are cut
     seen = []
     original = tg.tensor._propagate
 

@@ -258,9 +258,7 @@ def scaled_dot_product_attention_composed(q, k, v, causal=True, scale=None, drop
     _check_qkv(q, k, v, causal)
     Tq, Tk = q.shape[-2], k.shape[-2]
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    axes = list(range(k.ndim))
-    axes[-1], axes[-2] = axes[-2], axes[-1]
-    att = (q @ k.transpose(*axes)) * scale  # (..., Tq, Tk)
+    att = (q @ k.transpose(-2, -1)) * scale  # (..., Tq, Tk)
     if causal:
         xp = get_array_module(q.data)
         att = att.masked_fill(xp.triu(xp.ones((Tq, Tk), dtype=bool), k=1 + Tk - Tq), -math.inf)

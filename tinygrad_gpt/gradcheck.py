@@ -98,10 +98,10 @@ def analytic_jacobian(fn, arrays, requires, index):
     xp = get_array_module(*arrays)
     inputs, out = _evaluate(fn, arrays, requires)
     rows = []
-    for i in range(out.size):
+    for i in range(out.numel()):
         if i:  # a fresh graph for each output element (backward frees the last one)
             inputs, out = _evaluate(fn, arrays, requires)
-        onehot = np.zeros(out.size)
+        onehot = np.zeros(out.numel())
         onehot[i] = 1
         out.backward(xp.asarray(onehot.reshape(out.shape), dtype=out.dtype))
         grad = inputs[index].grad

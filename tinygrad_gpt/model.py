@@ -68,7 +68,7 @@ class CausalSelfAttention(Module):
         B, T, C = x.shape
         nh, hs = self.n_head, C // self.n_head
         # (B, T, 3C) -> (3, B, nh, T, hs): q, k, v for every head
-        qkv = self.c_attn(x).reshape(B, T, 3, nh, hs).transpose(2, 0, 3, 1, 4)
+        qkv = self.c_attn(x).reshape(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # each (B, nh, T, hs)
         if cache is not None:  # generation: prepend the keys and values of earlier tokens
             k, v = cache.extend(k, v)      # (B, nh, T_past + T, hs)
@@ -78,7 +78,7 @@ class CausalSelfAttention(Module):
             self.weights = self._attention_weights(q, k)
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, causal=True, dropout_p=p)  # (B, nh, Tq, hs)
-        y = y.transpose(0, 2, 1, 3).reshape(B, q.shape[2], C)  # re-assemble the heads side by side
+        y = y.permute(0, 2, 1, 3).reshape(B, q.shape[2], C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
 
     @staticmethod
@@ -175,7 +175,7 @@ class GPT(Module):
     def num_parameters(self, non_embedding=True):
         """Parameter count; by default without the position embeddings (as nanoGPT reports it)."""
         n = super().num_parameters()
-        return n - self.transformer.wpe.weight.size if non_embedding else n
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
     # ------------------------------------------------------------------ forward
     def _check_idx(self, idx, what="idx"):

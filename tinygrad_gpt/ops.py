@@ -298,6 +298,19 @@ class Reshape(Function):
         return g.reshape(self.shape)
 
 
+class Cast(Function):
+    """A new C-ordered array in ``dtype``: ``float()``, ``double()``, ``half()``, ``clone()``
+    and ``contiguous()``."""
+
+    def forward(self, x, dtype):
+        self.dtype = x.dtype
+        return x.astype(dtype, order="C", copy=True)
+
+    def backward(self, g):
+        # d/dx cast(x) = 1: the gradient goes back unchanged, in x's dtype
+        return g.astype(self.dtype, copy=False)
+
+
 class Transpose(Function):
     def forward(self, x, axes):
         self.axes = axes

@@ -81,6 +81,9 @@ def add_op_hook(hook):
     return _Handle(_op_hooks, hook)
 
 
+_DEFAULT = {"b": np.bool_, "i": np.int64, "u": np.int64}  # any other kind becomes float32
+
+
 def _as_array(data, device, dtype):
     """Turn constructor input into a backend array on the right device."""
     if isinstance(data, Tensor):
@@ -91,8 +94,11 @@ def _as_array(data, device, dtype):
         return backend.to_device(array, device or home)
     if isinstance(data, (np.generic,)) and dtype is None:
         array = np.asarray(data)
-    else:  # Python numbers and (nested) lists: float32 unless told otherwise
-        array = np.asarray(data, dtype=np.float32 if dtype is None else dtype)
+    elif dtype is not None:
+        array = np.asarray(data, dtype=dtype)
+    else:  # Python numbers and (nested) lists, as in PyTorch: floats float32, ints int64, bools bool
+        array = np.asarray(data)
+        array = array.astype(_DEFAULT.get(array.dtype.kind, np.float32), copy=False)
     return backend.to_device(array, device or backend.default_device())
 
 
@@ -145,10 +151,9 @@ class Tensor(TensorMethods):
     shape = property(lambda self: tuple(self._data.shape))
     dtype = property(lambda self: self._data.dtype)
     ndim = property(lambda self: self._data.ndim)
-    size = property(lambda self: int(self._data.size))
     device = property(lambda self: backend.device_of(self._data))
     is_leaf = property(lambda self: self._ctx is None)
-    T = property(lambda self: self.transpose())
+    T = property(lambda self: self.permute(tuple(reversed(range(self.ndim)))))
 
     def __len__(self):
         return len(self.data)
@@ -337,8 +342,11 @@ class Tensor(TensorMethods):
             for hook in list(self._hooks):  # this pass's whole gradient is in
                 hook(self)
 
-    def zero_grad(self):
-        self.grad = None
+    def zero_grad(self, set_to_none=True):
+        if set_to_none or self.grad is None:
+            self.grad = None
+        else:
+            self.grad[...] = 0
 
     # ------------------------------------------------------------------ in place
     def __iadd__(self, other): return self._inplace(ops.Add, operator.iadd, other)

@@ -23,7 +23,7 @@ from ..run import distributed
 from ..errors import (CheckpointError, ConfigError, DataError, DeviceError, DistributedError, FileError,
                      GradcheckFailure, LockError, RecipeError, Stopped, TrainingError, UsageError, VizError)
 from ..storage.fileio import describe
-from .recipe import read_recipe
+from .recipe import read_recipe, suggestion
 from ..run.stopping import EXIT_CODES, Abort, signal_name
 from ..run.train import TrainConfig, train
 from .sample import SampleConfig, sample
@@ -96,8 +96,22 @@ def recipe_value(key, value, field):
     if type(value) is not kind:
         words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
         also = ' or "None"' if optional else ""
-        raise ValueError(f"{key} takes {words[kind]}{also}, got {value!r}")
+        got = f"the string {value!r}" if isinstance(value, str) else repr(value)
+        raise ValueError(f"{key} takes {words[kind]}{also}, got {got}{_unquoted(key, value, kind)}")
     return value
+
+
+def _unquoted(key, value, kind):
+    """For a number or boolean written in quotes (``max_iters = "10"``): how to write it."""
+    if not isinstance(value, str):
+        return ""
+    literal = {"true": "true", "false": "false"}.get(value.strip().lower()) if kind is bool else None
+    if kind in (int, float):
+        try:
+            literal = repr(kind(value.strip()))
+        except ValueError:
+            literal = None
+    return f"; without the quotes it is one: {key} = {literal}" if literal else ""
 
 
 def recipe_values(config_cls, name):
@@ -130,8 +144,8 @@ def parse_flags(config_cls, argv):
             raise UsageError(f"unexpected argument {arg!r}: flags look like --key=value")
         key, text = arg[2:].split("=", 1)
         if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f" (did you mean --{close[0]}?)" if close else ""
+            close = suggestion(key, list(fields))
+            hint = f" (did you mean --{close}?)" if close else ""
             raise UsageError(f"unknown flag {'--' + key!r}{hint}")
         values[key] = parse_value(key, text, fields[key])
     return config_cls(**values)
@@ -227,9 +241,11 @@ def main(argv=None):
     except (DataError, CheckpointError, DeviceError, LockError, TrainingError, GradcheckFailure, VizError,
             FileError, DistributedError) as e:
         return _fail(str(e), 1, getattr(e, "every_rank", False))
-    except Stopped as e:  # every rank stops at the same step
-        return _fail(f"{e.what}; resume with: {_resume_command(command, flags)}" if e.saved else str(e),
-                     e.exit_code, every_rank=True)
+    except Stopped as e:  # every rank stops at the same step; a stop that saved is no error
+        if e.saved:
+            return distributed.fail(f"{e.what}; resume with: {_resume_command(command, flags)}",
+                                    e.exit_code, every_rank=True, label="")
+        return _fail(str(e), e.exit_code, every_rank=True)
     except Abort as e:
         return _fail(f"interrupted by {signal_name(e.signum)}; nothing was saved", EXIT_CODES[e.signum])
     except KeyboardInterrupt:

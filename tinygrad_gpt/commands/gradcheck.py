@@ -114,7 +114,7 @@ def _masked_fill(rng):
 def _transpose(rng):
     shape = _shape(rng, 2, 3, min_side=2)
     axes = tuple(int(a) for a in rng.permutation(len(shape)))
-    return (lambda x: x.transpose(*axes)), [_values(rng, shape)]
+    return (lambda x: x.permute(*axes)), [_values(rng, shape)]
 
 
 def _getitem_ids(rng):
@@ -219,6 +219,7 @@ CASES = {
     "max": _reduce("max", _distinct),
     "reshape": lambda rng: ((lambda x: x.reshape(-1)), [_values(rng, _shape(rng, 2, 3, min_side=2))]),
     "transpose": _transpose,
+    "clone": lambda rng: ((lambda x: x.clone() * x), [_values(rng, _shape(rng))]),
     "getitem_slice": lambda rng: ((lambda x: x[..., ::2]), [_values(rng, _shape(rng))]),
     "getitem_ids": _getitem_ids,
     "cat": _cat,

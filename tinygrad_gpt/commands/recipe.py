@@ -19,6 +19,33 @@ from ..errors import RecipeError
 RECIPE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
 
 
+# the short names of nanoGPT, PyTorch and Hugging Face scripts -> the flag that means the same here
+HABITS = {
+    "lr": "learning_rate", "bs": "batch_size", "batch": "batch_size", "wd": "weight_decay",
+    "iters": "max_iters", "steps": "max_iters", "max_steps": "max_iters", "num_iters": "max_iters",
+    "n_layers": "n_layer", "num_layers": "n_layer", "num_hidden_layers": "n_layer",
+    "n_heads": "n_head", "num_heads": "n_head", "num_attention_heads": "n_head",
+    "d_model": "n_embd", "hidden_size": "n_embd", "n_embed": "n_embd", "embed_dim": "n_embd",
+    "context_length": "block_size", "seq_len": "block_size", "n_ctx": "block_size",
+    "n_positions": "block_size", "max_seq_len": "block_size",
+    "grad_accum": "gradient_accumulation_steps", "gradient_accumulation": "gradient_accumulation_steps",
+    "warmup": "warmup_iters", "warmup_steps": "warmup_iters", "lr_decay_steps": "lr_decay_iters",
+    "max_grad_norm": "grad_clip", "clip_grad_norm": "grad_clip", "min_learning_rate": "min_lr",
+    "eval_every": "eval_interval", "log_every": "log_interval", "output_dir": "out_dir",
+    "temp": "temperature", "n_samples": "num_samples", "max_tokens": "max_new_tokens",
+    "prompt": "start", "topk": "top_k", "topp": "top_p",
+}
+
+
+def suggestion(key, names):
+    """The name among ``names`` that ``key`` most likely meant: a habit from another project
+    (``lr``: ``learning_rate``), else the closest spelling; None when nothing is close."""
+    if HABITS.get(key) in names:
+        return HABITS[key]
+    close = difflib.get_close_matches(key, names, n=1)
+    return close[0] if close else None
+
+
 def shipped_recipes():
     """The names of the recipes that come with the package."""
     return sorted(name[:-len(".toml")] for name in os.listdir(RECIPE_DIR) if name.endswith(".toml"))
@@ -62,7 +89,7 @@ def read_recipe(name, keys):
     except UnicodeDecodeError as e:
         raise RecipeError(f"{path}: not UTF-8 text (byte offset {e.start})") from None
     except tomllib.TOMLDecodeError as e:
-        raise RecipeError(f"{path}: not a valid TOML recipe: {e}") from None
+        raise RecipeError(_no_null(path, text) or f"{path}: not a valid TOML recipe: {e}") from None
     lines = text.splitlines()
     values = {}
     for key, value in table.items():
@@ -71,8 +98,8 @@ def read_recipe(name, keys):
             raise RecipeError(f"{path}, line {line}: [{key}] sections are not used in a recipe; "
                               f"write one key = value line per flag")
         if key not in keys:
-            close = difflib.get_close_matches(key, keys, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            close = suggestion(key, keys)
+            hint = f" (did you mean {close}?)" if close else ""
             raise RecipeError(f"{path}, line {line}: unknown key {key!r}{hint}")
         values[key] = (value, line)
     return path, values
@@ -83,3 +110,18 @@ def _line_of(lines, key):
     quoted = re.escape(key)
     pattern = re.compile(rf"""^\s*(\[\s*)?(?:{quoted}|"{quoted}"|'{quoted}')\s*(=|\])""")
     return next((n for n, line in enumerate(lines, 1) if pattern.match(line)), "?")
+
+
+_NULL = re.compile(r"""^\s*([\w.-]+|"[^"]*"|'[^']*')\s*=\s*(None|none|null|NULL|Null|nil)\s*(#.*)?$""")
+
+
+def _no_null(path, text):
+    """The message for ``key = None``, which TOML cannot read: it has no None (or null)."""
+    for n, line in enumerate(text.splitlines(), 1):
+        found = _NULL.match(line)
+        if found:
+            key, word = found.group(1).strip("\"'"), found.group(2)
+            return (f"{path}, line {n}: {key} = {word}: TOML has no None (or null); leave the key out "
+                    f"to keep its default, or write the value you mean (for a flag that takes None, "
+                    f"{key} = \"None\" in quotes)")
+    return None

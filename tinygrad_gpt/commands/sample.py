@@ -11,7 +11,7 @@ from ..errors import CheckpointError, ConfigError
 from ..storage.fileio import file_op
 from ..model import sampling_problem
 from ..text.data import read_text_file
-from ..storage.pretrained import from_pretrained, load_hf_tokenizer
+from ..storage.pretrained import from_pretrained, load_hf_tokenizer, missing_folder
 
 
 @dataclass
@@ -39,7 +39,7 @@ class SampleConfig:
         if problem is not None:
             raise ConfigError(f"--{problem}")
         if self.init_from != "resume" and not os.path.isdir(self.init_from):
-            raise ConfigError(f"--init_from must be resume or a Hugging Face GPT-2 folder, got {self.init_from!r}")
+            raise ConfigError(missing_folder(self.init_from, "resume"))
         for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

@@ -93,7 +93,7 @@ def _graph(tensor, names):
             kind = "leaf" if t.requires_grad else "const"
             head = label_of.get(id(t), kind)
         parts = [head, str(t.shape)]
-        if kind == "const" and t.size == 1 and id(t) not in label_of:
+        if kind == "const" and t.numel() == 1 and id(t) not in label_of:
             parts[0] = f"const {to_numpy(t.data).item():.4g}"  # a lifted Python number
         norm = _grad_norm(t)
         if norm is not None:

@@ -93,6 +93,25 @@ class TensorMethods:
     def __rpow__(self, other):
         return self._apply(ops.Pow, self._lift(other), self)
 
+    def pow(self, exponent): return self ** exponent
+
+    # ------------------------------------------------------------------ copies and casts
+    def clone(self):
+        """A copy with its own memory; gradients flow back through it (unlike ``detach``)."""
+        return self._apply(ops.Cast, self, dtype=self.dtype)
+
+    def contiguous(self):
+        """This tensor when its array is C-ordered already, else a C-ordered copy (differentiable)."""
+        return self if self._data.flags.c_contiguous else self.clone()
+
+    def float(self): return self._cast(np.float32)
+    def double(self): return self._cast(np.float64)
+    def half(self): return self._cast(np.float16)
+
+    def _cast(self, dtype):
+        """This tensor in ``dtype``: itself when it has that dtype, else a differentiable copy."""
+        return self if self.dtype == dtype else self._apply(ops.Cast, self, dtype=np.dtype(dtype))
+
     # ------------------------------------------------------------------ elementwise
     def abs(self): return self._apply(ops.Abs, self)
     def __abs__(self): return self.abs()
@@ -151,6 +170,24 @@ class TensorMethods:
             return self.reshape(1).log_softmax(0).reshape(())
         return self._apply(rules.LogSoftmax, self, axis=axis)
 
+    # ------------------------------------------------------------------ sizes, as in PyTorch
+    def size(self, dim=None):
+        """The shape, as PyTorch's ``x.size()``; ``x.size(0)`` is the length of one dim.
+        NumPy's ``size`` (the element count) is ``numel()``."""
+        if dim is None:
+            return self.shape
+        if not -self.ndim <= dim < self.ndim:
+            raise IndexError(f"size: dim {dim} is out of range for a tensor of shape {self.shape}")
+        return self.shape[dim]
+
+    def numel(self):
+        """The number of elements (NumPy's ``size``)."""
+        return int(self._data.size)
+
+    def dim(self):
+        """The number of dims (NumPy's ``ndim``)."""
+        return self.ndim
+
     # ------------------------------------------------------------------ movement
     def reshape(self, *shape):
         return self._apply(ops.Reshape, self, shape=_shape_arg(shape))
@@ -158,16 +195,48 @@ class TensorMethods:
     def view(self, *shape):
         return self.reshape(*shape)
 
-    def transpose(self, *axes):
-        """Permute the axes; with none given, reverse them (like NumPy)."""
-        axes = _shape_arg(axes) or tuple(reversed(range(self.ndim)))
+    def transpose(self, *dims):
+        """Swap two dims, as in PyTorch: ``k.transpose(-2, -1)``. ``permute`` takes a full order;
+        ``.T`` reverses every dim."""
+        if len(dims) != 2 or not all(isinstance(d, (int, np.integer)) for d in dims):
+            hint = f" (x.permute{_plain(dims)})" if dims else ""
+            raise TypeError(f"transpose(dim0, dim1) swaps two dims, as in PyTorch; got {dims}. "
+                            f"For a full order of the dims use permute{hint}; to reverse them, .T")
+        n = max(self.ndim, 1)  # a 0-d tensor takes dims 0 and -1, as in PyTorch
+        for d in dims:
+            if not -n <= d < n:
+                raise IndexError(f"transpose: dim {d} is out of range for a tensor of shape {self.shape}")
+        axes = list(range(self.ndim))
+        if axes:
+            axes[dims[0]], axes[dims[1]] = axes[dims[1]], axes[dims[0]]
+        return self.permute(axes)
+
+    def permute(self, *dims):
+        """Put the dims in the given order: ``x.permute(2, 0, 1)`` (NumPy's ``transpose(axes)``)."""
+        axes = _shape_arg(dims)
         if sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)):
-            raise ValueError(f"transpose: axes {axes} are not a permutation of a "
-                             f"{self.ndim}-dimensional tensor's axes (shape {self.shape})")
+            raise ValueError(f"permute: dims {axes} are not a permutation of a "
+                             f"{self.ndim}-dimensional tensor's dims (shape {self.shape})")
         return self._apply(ops.Transpose, self, axes=tuple(a % self.ndim for a in axes))
 
-    def permute(self, *axes):
-        return self.transpose(*axes)
+    def unsqueeze(self, dim):
+        """A new dim of length 1 at ``dim`` (which may be ``ndim``, or negative from the end)."""
+        if not -self.ndim - 1 <= dim <= self.ndim:
+            raise IndexError(f"unsqueeze: dim {dim} is out of range for a tensor of shape {self.shape} "
+                             f"(from {-self.ndim - 1} to {self.ndim})")
+        dim = dim % (self.ndim + 1)
+        return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
+
+    def squeeze(self, dim=None):
+        """Without ``dim``, drop every dim of length 1; with it (an int or a tuple), drop those of
+        them that have length 1 and keep the others, as in PyTorch."""
+        dims = range(self.ndim) if dim is None else dim if isinstance(dim, (tuple, list)) else (dim,)
+        n = max(self.ndim, 1)
+        for d in dims:
+            if not -n <= d < n:
+                raise IndexError(f"squeeze: dim {d} is out of range for a tensor of shape {self.shape}")
+        drop = {d % n for d in dims if self.ndim and self.shape[d] == 1}
+        return self.reshape(tuple(s for i, s in enumerate(self.shape) if i not in drop))
 
     def __getitem__(self, index):
         return self._apply(ops.GetItem, self, index=indexing.index_arg(_unwrap(index), self.data))
@@ -251,8 +320,16 @@ def _keepdims_arg(keepdims, keepdim):
 def _one_dtype(x, y):
     """Matrix-product operands, which must share a float dtype (PyTorch refuses float32 @ float64)."""
     if x.dtype != y.dtype and x.dtype.kind == "f" and y.dtype.kind == "f":
-        raise TypeError(f"matmul: operands need one dtype, got {x.dtype} and {y.dtype}")
+        raise TypeError(f"matmul: operands need one dtype, got {x.dtype} @ {y.dtype}; cast one of "
+                        f"them, as in PyTorch: .double() for float64 on both sides, or .float() for "
+                        f"float32 on both")
     return x, y
+
+
+def _plain(dims):
+    """Dims as the call that takes them: (2, 0, 1), whatever form they came in."""
+    flat = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+    return "(" + ", ".join(str(d) for d in flat) + ")"
 
 
 def _shape_arg(shape):

@@ -8,6 +8,7 @@ import os
 
 from ..errors import ConfigError
 from ..model import heads_problem
+from ..storage.pretrained import missing_folder
 
 POSITIVE = ("batch_size", "block_size", "n_layer", "n_head", "n_embd", "max_iters",
             "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval")
@@ -36,8 +37,7 @@ def check(cfg):
     if problem:
         raise ConfigError(problem)
     if cfg.init_from not in ("scratch", "resume") and not os.path.isdir(cfg.init_from):
-        raise ConfigError(f"--init_from must be scratch, resume or a Hugging Face GPT-2 folder, "
-                          f"got {cfg.init_from!r}")
+        raise ConfigError(missing_folder(cfg.init_from, "scratch, resume"))
     if cfg.tokenizer == "bpe" and cfg.vocab_size < 257:
         raise ConfigError(f"--vocab_size must be at least 257 for --tokenizer=bpe, got {cfg.vocab_size}")
     for name, allowed in cfg.CHOICES.items():

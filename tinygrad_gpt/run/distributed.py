@@ -172,10 +172,11 @@ def _abort_on_uncaught(kind, value, tb):
     _world.abort(1)
 
 
-def fail(message, code, every_rank=False):
+def fail(message, code, every_rank=False, label="error: "):
     """Report an error and end the job with exit ``code``; returns ``code`` when running alone.
 
-    Alone: one ``error:`` line on stderr. Under MPI the failing rank prints the line and
+    Alone: one ``error:`` line on stderr (``label=""``: the plain line, for a stop that is no
+    error). Under MPI the failing rank prints the line and
     calls MPI_Abort, which ends every rank within seconds whatever the launcher. An error
     that ``every_rank`` meets at the same point (a bad flag, a NaN loss after the allreduce)
     is printed by rank 0 alone, and rank 0's abort ends the others.
@@ -183,11 +184,11 @@ def fail(message, code, every_rank=False):
     message = " ".join(str(message).splitlines())  # one line, whatever a file's names hold
     comm = _world if _world is not None else Single()
     if comm.size == 1:
-        print(f"error: {message}", file=sys.stderr)
+        print(f"{label}{message}", file=sys.stderr)
         return code
     if comm.rank == 0 or not every_rank:
         where = "" if every_rank else f"rank {comm.rank}: "
-        print(f"error: {where}{message}", file=sys.stderr, flush=True)
+        print(f"{label}{where}{message}", file=sys.stderr, flush=True)
         time.sleep(0.5)  # the launcher forwards the line before its own report of the abort
     else:
         time.sleep(10)  # rank 0 prints the line and aborts; this is only a fallback

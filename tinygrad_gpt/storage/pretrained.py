@@ -2,7 +2,8 @@
 
 A Hugging Face GPT-2 folder holds ``config.json`` (sizes), ``model.safetensors``
 (weights; big models split it into shards listed in ``model.safetensors.index.json``)
-and the tokenizer's ``vocab.json`` and ``merges.txt``. GPT-2 stores its linear
+and the tokenizer's ``vocab.json`` and ``merges.txt`` (a character-level model that ``export``
+wrote holds ``char_tokenizer.json`` instead, which ``transformers`` ignores). GPT-2 stores its linear
 weights as (in, out), as ours are, and its names are ours, so loading is a renaming
 (``h.0.attn.c_attn.weight`` -> ``transformer.h.0.attn.c_attn.weight``) and no transpose.
 
@@ -22,16 +23,31 @@ import numpy as np
 
 from .. import backend, nn
 from ..text.bpe import BPETokenizer, ENDOFTEXT
+from ..tokenizer import CharTokenizer
 from .checkpoint import CKPT_NAME, check_model_state, checkpoint_tokenizer, load_checkpoint
 from ..model import GPT, GPTConfig
 from .fileio import file_op, write_atomic
 from .serialization import CheckpointError, json_problem, load_file, save_file
 
 CONFIG_NAME, WEIGHTS_NAME, INDEX_NAME = "config.json", "model.safetensors", "model.safetensors.index.json"
+CHAR_TOKENIZER_NAME = "char_tokenizer.json"  # beside an exported character-level model's weights
 PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # all tanh-approximate GELU, as ours is
 # buffers that older exports store beside the weights: the causal mask, not parameters
 _BUFFER = re.compile(r"(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)")
+
+GET_GPT2 = (
+    "to get GPT-2's files into a folder, run once where the internet is reachable: python -c \"from "
+    "transformers import GPT2LMHeadModel as M, GPT2TokenizerFast as T; M.from_pretrained('gpt2')"
+    ".save_pretrained('gpt2'); T.from_pretrained('gpt2').save_pretrained('gpt2')\" (the save_pretrained "
+    "layout: config.json, model.safetensors, vocab.json, merges.txt), then copy the folder here")
+
+
+def missing_folder(value, others):
+    """The message for ``--init_from=value`` that is none of ``others`` and no folder either."""
+    return (f"--init_from={value}: no folder {value!r} here; --init_from takes {others} or a Hugging Face "
+            f"GPT-2 folder; {GET_GPT2}")
+
 
 PICKLE_MESSAGE = (
     "{folder} has no model.safetensors, only {found}. That is a pickle file, and loading a pickle "
@@ -208,19 +224,27 @@ def crop_block_size(model, block_size):
 
 
 def load_hf_tokenizer(folder, vocab_size=None):
-    """The BPE tokenizer of a Hugging Face GPT-2 folder (its ``vocab.json`` and ``merges.txt``).
+    """The BPE tokenizer of a Hugging Face GPT-2 folder (its ``vocab.json`` and ``merges.txt``),
+    or the character tokenizer that ``export`` writes beside a character-level model.
 
     With ``vocab_size`` (the model's), a vocabulary of another size is refused: the model
     would make ids the tokenizer cannot decode, or the tokenizer ids the model cannot embed.
     """
     folder = os.fspath(folder)
     vocab, merges = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
-    if not (os.path.isfile(vocab) and os.path.isfile(merges)):
+    if os.path.isfile(os.path.join(folder, CHAR_TOKENIZER_NAME)):
+        vocab = os.path.join(folder, CHAR_TOKENIZER_NAME)
+        try:
+            tokenizer = CharTokenizer.load(vocab)
+        except ValueError as e:
+            raise CheckpointError(f"{vocab}: {e}") from None
+    elif not (os.path.isfile(vocab) and os.path.isfile(merges)):
         raise CheckpointError(f"{folder}: no vocab.json and merges.txt there (GPT-2's tokenizer files)")
-    try:
-        tokenizer = BPETokenizer.from_files(vocab, merges)
-    except ValueError as e:  # the message names the file at fault
-        raise CheckpointError(str(e)) from None
+    else:
+        try:
+            tokenizer = BPETokenizer.from_files(vocab, merges)
+        except ValueError as e:  # the message names the file at fault
+            raise CheckpointError(str(e)) from None
     if vocab_size is not None and tokenizer.vocab_size != vocab_size:
         raise CheckpointError(f"{vocab}: the vocabulary has {tokenizer.vocab_size} tokens, but "
                               f"{os.path.join(folder, CONFIG_NAME)} says vocab_size={vocab_size}")
@@ -255,12 +279,15 @@ def save_pretrained(model, folder, tokenizer=None):
 
 def export_checkpoint(path, folder):
     """Write a training checkpoint (file or out_dir) as a Hugging Face GPT-2 folder, with its
-    tokenizer when that is a BPE one (a character tokenizer has no GPT-2 file format)."""
+    tokenizer: GPT-2's files for a BPE one, ``char_tokenizer.json`` for a character one (GPT-2
+    has no file format for it; ``load_hf_tokenizer`` and ``sample --init_from=folder`` read it)."""
     with file_op("reading", os.path.join(path, CKPT_NAME) if os.path.isdir(path) else path):
         ckpt = load_checkpoint(path)
     tokenizer = checkpoint_tokenizer(ckpt) if "tokenizer" in ckpt.extra else None
     model = ckpt.build_model()
     save_pretrained(model, folder, tokenizer if isinstance(tokenizer, BPETokenizer) else None)
+    if isinstance(tokenizer, CharTokenizer):
+        tokenizer.save(os.path.join(folder, CHAR_TOKENIZER_NAME))
     return folder
 
 
