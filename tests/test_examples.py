@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from test_docs import broken_links
 from test_viz import check_png
 
 pytestmark = pytest.mark.host_only(
@@ -262,14 +263,7 @@ def _docs():
 def test_docs_links_resolve():
     docs = _docs()
     assert "README.md" in docs and len(docs) > 5
-    broken = []
-    for name, text in docs.items():
-        for target in re.findall(r"\]\(([^)\s]+)\)", text):
-            if re.match(r"[a-z]+:", target) or target.startswith("#"):
-                continue
-            path = os.path.normpath(os.path.join(DOCS, target.split("#")[0]))
-            if not os.path.exists(path):
-                broken.append(f"{name}: {target}")
+    broken = broken_links(DOCS)  # a file for every link, a heading for every #anchor
     assert not broken, broken
 
 
