@@ -1,8 +1,9 @@
 """The Spanish edition (docs/es/) keeps step with the English pages (docs/).
 
 Every English page has a Spanish page of the same name, and the two share what must not be
-translated: the fenced code blocks (verbatim and in order), the worked numbers of the prose,
-the pictures (referenced from docs/images/, never copied) and the targets of their links.
+translated: the fenced code blocks (verbatim and in order), the inline code (the same set of
+names, commands and tests), the worked numbers, the pictures (referenced from docs/images/,
+never copied) and the targets of their links.
 Every relative link of the Spanish pages resolves, its #anchor included.
 
 A worked number is a numeric literal outside code blocks and link targets (in prose, inline
@@ -62,6 +63,10 @@ def worked_numbers(text):
     return found
 
 
+def inline_code(text):
+    return set(re.findall(r"`([^`\n]+)`", FENCE.sub("", text)))
+
+
 def images(text):
     return [a or b for a, b in IMAGE.findall(text)]
 
@@ -93,6 +98,14 @@ def test_the_code_blocks_are_the_same_and_in_order(name):
     assert len(es) == len(english), f"docs/es/{name}: {len(es)} code blocks, docs/{name}: {len(english)}"
     for i, (a, b) in enumerate(zip(english, es)):
         assert a == b, f"docs/es/{name}: code block {i + 1} differs from docs/{name}:\n{b[1]}\n---\n{a[1]}"
+
+
+@pytest.mark.parametrize("name", ENGLISH)
+def test_the_inline_code_is_the_same(name):
+    """Names of functions, tests, flags and commands are never translated (nor mistyped)."""
+    english, es = inline_code(read(os.path.join(DOCS, name))), inline_code(spanish(name))
+    assert es == english, (f"docs/es/{name}: inline code only in the English page {sorted(english - es)}, "
+                           f"only in the Spanish page {sorted(es - english)}")
 
 
 @pytest.mark.parametrize("name", ENGLISH)
@@ -146,3 +159,4 @@ def test_the_checks_can_fail():
     assert images(page) == ["../images/loss.png"]
     assert link_targets(page, ES) == {"docs/06-a.md", "docs/images/loss.png"}
     assert fences("```python\nx = 1\n```\ntexto\n```\n$ ls\n```\n") == [("python", "x = 1\n"), ("", "$ ls\n")]
+    assert inline_code(page + "```\n`x`\n```\n") == {"lr=3e-4"}
