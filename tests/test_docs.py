@@ -1,9 +1,10 @@
-"""The docs quote the code, and cannot drift from it.
+"""The docs quote the code, and cannot drift from it, and their links resolve.
 
 A fenced python block in docs/ that quotes the package starts with a comment naming its file,
 ``# tinygrad_gpt/ops.py``. Its lines must appear in that file in the same order, consecutive
 and at one indentation (the block may be dedented as a whole); a line ``...`` stands for any
 number of skipped lines. Blocks without such a first line (usage examples) are not quotes.
+The English pages (docs/) and the Spanish edition (docs/es/) are both checked.
 """
 import glob
 import os
@@ -13,21 +14,62 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
+PAGES = os.path.join(DOCS, "*.md"), os.path.join(DOCS, "es", "*.md")
 HEADER = re.compile(r"#\s*(tinygrad_gpt/[\w/]+\.py)\s*$")
 
 
 def quoted_blocks():
     """(page, line, path, block lines) for every fenced python block that names a file."""
     found = []
-    for page in sorted(glob.glob(os.path.join(DOCS, "*.md"))):
+    for page in sorted(p for pattern in PAGES for p in glob.glob(pattern)):
         text = open(page, encoding="utf-8").read()
         for m in re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M):
             lines = m.group(1).rstrip("\n").split("\n")
             header = HEADER.match(lines[0])
             if header:
                 line = text[:m.start()].count("\n") + 1
-                found.append((os.path.basename(page), line, header.group(1), lines[1:]))
+                found.append((os.path.relpath(page, DOCS), line, header.group(1), lines[1:]))
     return found
+
+
+def heading_anchors(text):
+    """The #anchors GitHub gives a page's headings: the text lower-cased, without punctuation
+    (accented letters stay), spaces made hyphens; a repeated one gets -1, -2, ..."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    anchors = []
+    for title in re.findall(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", text, re.M):
+        title = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", title)  # a link's text only
+        slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        n, base = 0, slug
+        while slug in anchors:
+            n += 1
+            slug = f"{base}-{n}"
+        anchors.append(slug)
+    return anchors
+
+
+def broken_links(folder):
+    """'page: target' for every relative link of the pages in ``folder`` that names no file, or
+    an #anchor that no heading of the page it points at has."""
+    broken = []
+    for page in sorted(glob.glob(os.path.join(folder, "*.md"))):
+        text = open(page, encoding="utf-8").read()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            file, _, anchor = target.partition("#")
+            path = os.path.normpath(os.path.join(folder, file)) if file else page
+            if not os.path.exists(path):
+                broken.append(f"{os.path.basename(page)}: {target}")
+            elif anchor and path.endswith(".md") and \
+                    anchor not in heading_anchors(open(path, encoding="utf-8").read()):
+                broken.append(f"{os.path.basename(page)}: {target} (no such heading)")
+    return broken
+
+
+def test_anchors_are_the_ones_github_makes():
+    assert heading_anchors("# A, b\n## The engine: `sum_to` in place\n```\n# x\n```\n## A, b\n## Atención\n") \
+        == ["a-b", "the-engine-sum_to-in-place", "a-b-1", "atención"]
 
 
 def _indent(line):
