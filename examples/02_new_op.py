@@ -3,7 +3,9 @@
 An op is a Function: ``forward`` on raw arrays (NumPy or CuPy, whichever ``xp``
 the input belongs to), saving what ``backward`` needs, and ``backward(g)``
 returning the gradient of the loss with respect to the input, given ``g``,
-the gradient with respect to the output. ``Tensor._apply`` links it into the graph.
+the gradient with respect to the output. ``Softplus.apply(x)`` runs it on a Tensor and links
+it into the graph, as ``torch.autograd.Function.apply`` does; an error raised in your forward or
+backward reaches you as it was raised.
 
     d/dx log(1 + e^x) = e^x / (1 + e^x) = sigmoid(x)
 
@@ -42,7 +44,7 @@ class SoftplusWithASlip(Softplus):
 
 
 def softplus(x):
-    return Tensor._apply(Softplus, x)
+    return Softplus.apply(x)
 
 
 def softplus_composed(x):
@@ -69,7 +71,7 @@ def main(argv=None):
     ok = check_grads(softplus, [Tensor(x_np, requires_grad=True)])
     print(f"\ncheck_grads(softplus): {'PASS' if ok else 'FAIL'}")
     try:
-        check_grads(lambda t: Tensor._apply(SoftplusWithASlip, t), [Tensor(x_np, requires_grad=True)])
+        check_grads(SoftplusWithASlip.apply, [Tensor(x_np, requires_grad=True)])
         print("check_grads(softplus with a slip): PASS (it should not!)")
         return 1
     except GradcheckError as e:

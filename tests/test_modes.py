@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tinygrad_gpt import functional as F, manual_seed
+from tinygrad_gpt import Tensor, functional as F, manual_seed
 from tinygrad_gpt.backend import to_numpy
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import AdamW, clip_grad_norm_
@@ -170,3 +170,62 @@ def test_numba_is_imported_on_first_use_and_never_with_tinygrad_gpt_numba_0():
         if flag == "1" and result.stdout.strip() == "False False":
             pytest.skip("numba is not installed")
         assert result.stdout.strip() == expected
+
+
+def _op_names(t):
+    return {node._ctx.name for node in t._topo() if node._ctx is not None}
+
+
+def test_the_tensor_methods_honour_the_composed_mode():
+    """x.softmax, x.log_softmax and x.gelu build only primitive nodes under "composed", and
+    their fused ones otherwise."""
+    x = Tensor(np.array([[0.5, -1.0, 2.0]]), requires_grad=True)
+    fused = {"Softmax", "LogSoftmax", "Gelu"}
+    with F.mode("composed"):
+        composed = _op_names(x.softmax(-1)) | _op_names(x.log_softmax(-1)) | _op_names(x.gelu())
+    assert composed and not composed & fused, composed
+    with F.mode("rules"):
+        assert {"Softmax"} <= _op_names(x.softmax(-1)) and {"Gelu"} <= _op_names(x.gelu())
+
+
+def test_set_mode_switches_until_switched_back_and_works_as_a_context_manager():
+    from tinygrad_gpt import modes
+    assert F.get_mode() == "fast"
+    try:
+        F.set_mode("rules")
+        assert F.get_mode() == "rules" and modes.current() is modes.RULES
+        with F.set_mode("composed"):
+            assert F.get_mode() == "composed"
+        assert F.get_mode() == "rules"
+    finally:
+        F.set_mode("fast")
+    with pytest.raises(ValueError, match="unknown mode 'quick'"):
+        F.set_mode("quick")
+    assert F.get_mode() == "fast"
+
+
+def test_a_mode_never_entered_changes_nothing_and_says_so():
+    import gc
+    with pytest.warns(RuntimeWarning, match=r"never entered.*set_mode\('rules'\)"):
+        m = F.mode("rules")
+        assert "not active" in repr(m) and F.get_mode() == "fast"
+        del m
+        gc.collect()
+    with F.mode("rules") as m:
+        assert "active" in repr(m) and "not active" not in repr(m)
+
+
+def test_a_mode_with_a_rule_replaced_runs_it_everywhere_the_rule_would():
+    from tinygrad_gpt import modes, rules
+    calls = []
+
+    class MySoftmax(rules.Softmax):
+        def forward(self, x, axis=-1):
+            calls.append(x.shape)
+            return super().forward(x, axis)
+
+    x = Tensor(np.array([[1.0, 2.0]]))
+    with F.mode(modes.RULES.replacing({rules.Softmax: MySoftmax}, name="mine")):
+        y = F.softmax(x)
+        assert F.get_mode() == "mine"
+    assert calls == [(1, 2)] and np.allclose(y.numpy().sum(), 1.0)

@@ -797,3 +797,47 @@ def test_data_can_be_set_to_an_array_or_a_tensor(xp):
     np.testing.assert_array_equal(w.numpy(), [1.0, 3.0])
     with pytest.raises(TypeError, match=r"\.data must be a NumPy or CuPy array"):
         w.data = [1.0, 2.0]
+
+
+# ============================================================================ a user's own op
+
+def test_function_apply_runs_a_users_op_and_its_backward():
+    class Cube(Function):
+        def forward(self, x):
+            self.save_for_backward(x)
+            return x ** 3
+
+        def backward(self, g):
+            (x,) = self.saved
+            return g * 3 * x ** 2  # d/dx x^3 = 3 x^2
+
+    x = Tensor(np.array([1.0, -2.0]), requires_grad=True)
+    y = Cube.apply(x)
+    y.sum().backward()
+    np.testing.assert_allclose(y.numpy(), [1.0, -8.0])
+    np.testing.assert_allclose(x.grad, [3.0, 12.0])
+    np.testing.assert_allclose(Cube.apply(np.array([2.0])).numpy(), [8.0])  # an array becomes a constant
+
+
+def test_a_users_op_raises_its_own_errors_with_their_tracebacks():
+    class BadForward(Function):
+        def forward(self, x):
+            raise ValueError("my forward's own message")
+
+    class BadBackward(Function):
+        def forward(self, x):
+            return 2 * x
+
+        def backward(self, g):
+            raise KeyError("my backward's own message")
+
+    with pytest.raises(ValueError) as info:
+        BadForward.apply(Tensor([1.0]))
+    assert str(info.value) == "my forward's own message"
+    assert any(entry.name == "forward" and "test_tensor" in str(entry.path) for entry in info.traceback)
+    y = BadBackward.apply(Tensor([1.0], requires_grad=True))
+    with pytest.raises(KeyError, match="my backward's own message"):
+        y.sum().backward()
+    # the engine's own ops still name themselves and the shapes
+    with pytest.raises(ValueError, match=r"^Add: bad input shapes \(2,\) and \(3,\)"):
+        Tensor(np.ones(2)) + Tensor(np.ones(3))
