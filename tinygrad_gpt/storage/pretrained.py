@@ -45,7 +45,8 @@ GET_GPT2 = (
 
 def missing_folder(value, others):
     """The message for ``--init_from=value`` that is none of ``others`` and no folder either."""
-    return (f"--init_from={value}: no folder {value!r} here; --init_from takes {others} or a Hugging Face "
+    shown = value if value.isprintable() else repr(value)  # one line, whatever the value holds
+    return (f"--init_from={shown}: no folder {value!r} here; --init_from takes {others} or a Hugging Face "
             f"GPT-2 folder; {GET_GPT2}")
 
 

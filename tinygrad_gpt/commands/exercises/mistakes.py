@@ -13,7 +13,7 @@ from ... import functional as F, ops, rules
 def softmax_attention(q, k, v, causal=True, scale=None, dropout_p=0.0):
     """Attention built on the Softmax op, so that a GPT runs the learner's softmax."""
     Tq, Tk = q.shape[-2], k.shape[-2]
-    att = (q @ k.transpose(0, 1, 3, 2)) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    att = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5 if scale is None else scale)
     if causal and Tq > 1:
         att = att.masked_fill(np.triu(np.ones((Tq, Tk), dtype=bool), k=1 + Tk - Tq), -math.inf)
     return F.dropout(att.softmax(-1), dropout_p) @ v
