@@ -167,25 +167,9 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0, n_directio
     arrays, requires = [t.data for t in inputs], [t.requires_grad for t in inputs]
     if not any(requires):
         raise ValueError("gradgradcheck: no input has requires_grad=True")
-    xp, rng = get_array_module(*arrays), np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)
     for _ in range(n_directions):
-        shape = fn(*[Tensor(a) for a in arrays]).shape
-        w, vw = (xp.asarray(rng.standard_normal(shape)) for _ in range(2))
-        us, vs = ([xp.asarray(rng.standard_normal(a.shape)) if r else None for a, r in zip(arrays, requires)]
-                  for _ in range(2))
-        tensors, wt, total = _first_gradient(fn, arrays, requires, w, us, create_graph=True)
-        analytic = 0.0
-        if isinstance(total, Tensor) and total.requires_grad:
-            wanted = [t for t in tensors if t.requires_grad] + [wt]
-            ds = grad(total, wanted, allow_unused=True)
-            analytic = sum(float((to_numpy(d.data) * to_numpy(v)).sum()) for d, v in
-                           zip(ds, [v for v in vs if v is not None] + [vw]) if d is not None)
-        shifted = []
-        for sign in (1, -1):
-            moved = [a + sign * eps * v if v is not None else a for a, v in zip(arrays, vs)]
-            g = _first_gradient(fn, moved, requires, w + sign * eps * vw, us, create_graph=False)[2]
-            shifted.append(float(g.item()) if isinstance(g, Tensor) else float(g))
-        numeric = (shifted[0] - shifted[1]) / (2 * eps)
+        analytic, numeric = second_directional(fn, arrays, requires, eps, rng)
         err = abs(analytic - numeric)
         if not err <= atol + rtol * abs(numeric):
             msg = (f"second-derivative mismatch: backward of backward gives {analytic:.12g}, central "
@@ -194,3 +178,25 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0, n_directio
                 raise GradcheckError(msg)
             return False
     return True
+
+
+def second_directional(fn, arrays, requires, eps, rng):
+    """(backward of backward, central differences of backward) along one random direction:
+    the two numbers ``gradgradcheck`` compares."""
+    xp = get_array_module(*arrays)
+    shape = fn(*[Tensor(a) for a in arrays]).shape
+    w, vw = (xp.asarray(rng.standard_normal(shape)) for _ in range(2))
+    us, vs = ([xp.asarray(rng.standard_normal(a.shape)) if r else None for a, r in zip(arrays, requires)]
+              for _ in range(2))
+    tensors, wt, total = _first_gradient(fn, arrays, requires, w, us, create_graph=True)
+    analytic = 0.0
+    if isinstance(total, Tensor) and total.requires_grad:
+        ds = grad(total, [t for t in tensors if t.requires_grad] + [wt], allow_unused=True)
+        analytic = sum(float((to_numpy(d.data) * to_numpy(v)).sum()) for d, v in
+                       zip(ds, [v for v in vs if v is not None] + [vw]) if d is not None)
+    shifted = []
+    for sign in (1, -1):
+        moved = [a + sign * eps * v if v is not None else a for a, v in zip(arrays, vs)]
+        g = _first_gradient(fn, moved, requires, w + sign * eps * vw, us, create_graph=False)[2]
+        shifted.append(float(g.item()) if isinstance(g, Tensor) else float(g))
+    return analytic, (shifted[0] - shifted[1]) / (2 * eps)
