@@ -232,3 +232,40 @@ def test_first_order_backward_is_unchanged_after_a_create_graph_pass():
         (TF.gelu(TF.layer_norm(xt, (4,)), approximate="tanh") ** 2).sum().backward()
         assert isinstance(x.grad, np.ndarray)
         np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_gpt_hessian_vector_product_equals_hugging_faces(mode, tmp_path):
+    """A float64 GPT and transformers' GPT2LMHeadModel (eager attention: torch's fused CPU
+    attention has no double backward) with the same weights: H v over every parameter."""
+    transformers = pytest.importorskip("transformers")
+    from tinygrad_gpt import manual_seed
+    from tinygrad_gpt.model import GPT, GPTConfig
+    from tinygrad_gpt.storage.pretrained import save_pretrained
+    manual_seed(0)
+    ours = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=16, dropout=0.0,
+                         bias=True)).to(dtype=np.float64)
+    rng = np.random.default_rng(0)
+    ours.load_state_dict({n: (1.0 if ".ln_" in n and n.endswith("weight") else 0.0)
+                          + (1.0 if "wte" in n or "wpe" in n else 0.3) * rng.standard_normal(v.shape)
+                          for n, v in ours.state_dict().items()})
+    save_pretrained(ours, tmp_path)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation="eager",
+                                                      torch_dtype=torch.float64).eval()
+    x, y = rng.integers(0, 11, (2, 8)), rng.integers(0, 11, (2, 8))
+    names = [n for n, _ in ours.named_parameters()]
+    params, theirs = dict(ours.named_parameters()), dict(hf.named_parameters())
+    vs = [rng.standard_normal(params[n].shape) for n in names]
+    with F.mode(mode):
+        loss = ours(x, y)[1]
+        gs = tg.grad(loss, [params[n] for n in names], create_graph=True)
+        hv = tg.grad(sum((g * t64(v, False)).sum() for g, v in zip(gs, vs)), [params[n] for n in names])
+    logits = hf(torch.tensor(x)).logits
+    ref_loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 11), torch.tensor(y).reshape(-1))
+    ref_g = torch.autograd.grad(ref_loss, [theirs[n] for n in names], create_graph=True)
+    ref_hv = torch.autograd.grad(sum((g * torch.tensor(v)).sum() for g, v in zip(ref_g, vs)),
+                                 [theirs[n] for n in names])
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-12)
+    for name, ours_hv, ref in zip(names, hv, ref_hv):
+        assert np.abs(ref.numpy()).max() > 1e-3, name
+        np.testing.assert_allclose(ours_hv.numpy(), ref.numpy(), rtol=1e-8, atol=1e-8, err_msg=name)
