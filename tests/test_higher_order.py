@@ -35,6 +35,7 @@ def test_grad_returns_a_tuple_and_leaves_dot_grad_alone():
     assert not ggx.requires_grad and x.grad is None
 
 
+@pytest.mark.host_only("compares .grad with host NumPy arrays")
 def test_backward_create_graph_leaves_differentiable_gradients_with_first_order_values():
     x0 = np.random.default_rng(0).standard_normal((3, 4))
     for mode in MODES:
@@ -75,6 +76,7 @@ class NumpyOnly(Function):
         return g * np.cos(self.saved[0])
 
 
+@pytest.mark.host_only("compares .grad with host NumPy arrays")
 def test_an_op_that_cannot_be_differentiated_twice_says_so():
     x = t64([0.3, 0.4])
     NumpyOnly.apply(x).sum().backward()  # first order works
@@ -87,6 +89,7 @@ def test_an_op_that_cannot_be_differentiated_twice_says_so():
             tg.grad(F.scaled_dot_product_attention(q, q, q, dropout_p=0.5).sum(), [q], create_graph=True)
 
 
+@pytest.mark.host_only("compares .grad with host NumPy arrays")
 def test_the_cross_entropy_rule_gives_the_textbook_gradient_bit_for_bit():
     """The rule's backward became a comparison (to run on Tensors): the values did not move."""
     rng = np.random.default_rng(0)
@@ -220,6 +223,7 @@ def test_the_helpers_equal_torch_func():
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-12)
 
 
+@pytest.mark.host_only("compares .grad with host NumPy arrays")
 def test_first_order_backward_is_unchanged_after_a_create_graph_pass():
     x0 = np.random.default_rng(5).standard_normal((2, 3, 4))
     for mode in MODES:
