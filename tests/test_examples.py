@@ -121,6 +121,16 @@ def test_07_attention_maps(tmp_path, ckpt_dir):
         assert "tinygrad_gpt[plot]" in out
 
 
+def test_13_newton(tmp_path):
+    out = run_example("13_newton.py", "--steps=7", "--gd_steps=1000", cwd=tmp_path)
+    assert "backward of backward -0.726862, formula -2 t (1 - t^2) = -0.726862" in out
+    newton = [float(v) for v in re.findall(r"Newton: step \d+: f = (\S+)", out)]
+    gd = [float(v) for v in re.findall(r"gradient descent \(lr=0.001\): step \d+: f = (\S+)", out)]
+    assert len(newton) == 8 and newton[-1] < 1e-15 < gd[-1] < gd[0]  # Newton lands; descent crawls
+    assert "[[802.0, -400.0], [-400.0, 200.0]]" in out
+    check_page_against("11a-higher-order.md", [out])
+
+
 def check_page_against(page, outputs, allowed=()):
     """Every worked number on a docs page is one the examples printed.
 

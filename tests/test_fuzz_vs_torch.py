@@ -738,8 +738,9 @@ def _leaf_ours(step, xp, dtype):
     return Tensor(data, requires_grad=step.requires_grad)
 
 
-def run(prog, engine, xp=np, mode=None):
-    """Replay ``prog`` on our engine ("ours") or PyTorch; return the loss and the leaves."""
+def run(prog, engine, xp=np, mode=None, backward=True):
+    """Replay ``prog`` on our engine ("ours") or PyTorch; return the loss and the leaves
+    (after ``loss.backward()`` unless ``backward=False``)."""
     vals, leaves = [], []
     for step in prog.steps:
         if step.leaf is not None:
@@ -761,7 +762,7 @@ def run(prog, engine, xp=np, mode=None):
         else:
             term = getattr(v, r)()
         loss = term if loss is None else loss + term
-    if loss.requires_grad:
+    if backward and loss.requires_grad:
         loss.backward()
     return loss, leaves
 
@@ -809,6 +810,48 @@ def test_random_programs_match_torch(prog, xp):
     for mode in modes():
         note(f"mode: {mode}")
         compare(prog, xp, mode)
+
+
+def _hvp(loss, leaves, vs, grad):
+    """H v of ``loss`` over the leaves that require grad, by two backward passes (``grad`` is
+    torch.autograd.grad or tinygrad_gpt.grad); zeros where a leaf is unused."""
+    wanted = [(t, v) for t, v in zip(leaves, vs) if t.requires_grad]
+    if not loss.requires_grad or not wanted:
+        return None
+    gs = grad(loss, [t for t, _ in wanted], create_graph=True, allow_unused=True)
+    terms = [(g * v).sum() for g, (_, v) in zip(gs, wanted) if g is not None and g.requires_grad]
+    if not terms:
+        return [np.zeros(t.shape) for t, _ in wanted]
+    hv = grad(sum(terms[1:], terms[0]), [t for t, _ in wanted], allow_unused=True)
+    return [np.zeros(t.shape) if h is None else (h.numpy() if isinstance(h, Tensor) else h.detach().numpy())
+            for h, (t, _) in zip(hv, wanted)]
+
+
+@settings(FUZZ, max_examples=max(10, PROGRAMS // 5))
+@given(prog=programs(dtypes=(np.float64,)), seed=st.integers(0, 2 ** 32 - 1))
+def test_random_programs_second_order_match_torch(prog, seed, xp):
+    """Hessian-vector products (a backward through a recorded backward) of random float64
+    programs agree with torch.autograd.grad(create_graph=True), in every op mode."""
+    import tinygrad_gpt as tg
+    note(prog.describe())
+    ref, ref_leaves = run(prog, "torch", backward=False)
+    rng = np.random.default_rng(seed)
+    vs = [rng.standard_normal(tuple(t.shape)) for t in ref_leaves]
+    try:
+        expected = _hvp(ref, ref_leaves, [torch.tensor(v) for v in vs], torch.autograd.grad)
+    except RuntimeError as e:  # an op torch cannot differentiate twice
+        event(f"torch refused: {str(e)[:40]}")
+        return
+    for mode in modes():
+        note(f"mode: {mode}")
+        with F.mode(mode):
+            loss, leaves = run(prog, "ours", xp, backward=False)
+            got = _hvp(loss, leaves, [Tensor(xp.asarray(v)) for v in vs], tg.grad)
+        if expected is None:
+            continue
+        for i, (a, r) in enumerate(zip(got, expected)):
+            scale = max(1.0, float(np.abs(r).max(initial=0.0)))
+            np.testing.assert_allclose(to_numpy(a), r, rtol=1e-7, atol=1e-9 * scale, err_msg=f"H v, leaf {i}")
 
 
 # ============================================================================ what PyTorch refuses

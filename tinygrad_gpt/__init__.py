@@ -2,7 +2,9 @@
 from .backend import DeviceError, default_device, device, manual_seed
 from .tensor import Tensor, no_grad, is_grad_enabled
 from . import functional
+from .engine import autograd
+from .engine.higher import grad
 
-__all__ = ["Tensor", "no_grad", "is_grad_enabled", "functional", "device", "default_device",
-           "manual_seed", "DeviceError"]
+__all__ = ["Tensor", "no_grad", "is_grad_enabled", "functional", "autograd", "grad", "device",
+           "default_device", "manual_seed", "DeviceError"]
 __version__ = "0.1.0"

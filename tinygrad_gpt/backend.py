@@ -74,7 +74,14 @@ def device(name):
 
 
 def get_array_module(*arrays):
-    """NumPy or CuPy, whichever owns the arrays. Mixing the two is a DeviceError."""
+    """NumPy or CuPy, whichever owns the arrays. Mixing the two is a DeviceError.
+
+    Given a Tensor (a rule's backward run on Tensors, for gradients of gradients), the Tensor's
+    ``__array_namespace__()``: the same functions, differentiable (engine/namespace.py)."""
+    for a in arrays:
+        if type(a) is not np.ndarray and hasattr(a, "__array_namespace__") and not is_array(a) \
+                and not isinstance(a, np.generic):
+            return a.__array_namespace__()
     if _cupy is None:  # without CuPy every array is NumPy's (this runs for every op)
         return np
     modules = {_module_of(a) for a in arrays if a is not None}

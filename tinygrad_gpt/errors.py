@@ -46,6 +46,10 @@ class GradcheckError(AssertionError):
     """Backward disagrees with the numerical derivative."""
 
 
+class DoubleBackwardError(RuntimeError):
+    """An op's backward cannot be run on Tensors, so its gradient cannot be differentiated."""
+
+
 class GradcheckFailure(RuntimeError):
     """At least one op's backward disagrees with central differences."""
 

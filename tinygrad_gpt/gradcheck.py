@@ -5,6 +5,8 @@ the numerical directional derivative of ``<w, f(x)>`` (``w`` a random output
 weighting) with the one backward gives, ``sum_i <grad_i, v_i>``. That needs two
 forward passes whatever the input size. ``mode="full"`` builds the whole
 Jacobian instead, element by element, and prints a readable report on failure.
+``gradgradcheck`` does the same one order up: the gradient of a gradient (a backward
+through a recorded backward) against central differences of the first gradient.
 
     >>> import numpy as np
     >>> from tinygrad_gpt import Tensor
@@ -17,6 +19,7 @@ import numpy as np
 from .backend import to_numpy, get_array_module
 from .errors import GradcheckError
 from .tensor import Tensor
+from .engine.higher import grad
 
 
 def _evaluate(fn, arrays, requires):
@@ -127,3 +130,73 @@ def _check_full(fn, arrays, requires, eps, atol, rtol, raise_on_failure):
         print(msg)
         return False
     return True
+
+
+def _first_gradient(fn, arrays, requires, w, us, create_graph):
+    """(inputs, w, G): G = sum_i <d<w, fn(inputs)>/d input_i, u_i>, recorded when create_graph."""
+    inputs = [Tensor(a, requires_grad=r) for a, r in zip(arrays, requires)]
+    w = Tensor(w, requires_grad=create_graph)
+    out = fn(*inputs)
+    wanted = [t for t in inputs if t.requires_grad]
+    gs = grad(out, wanted, grad_outputs=w, create_graph=create_graph, allow_unused=True)
+    total = 0.0
+    for g, u in zip(gs, [u for u in us if u is not None]):
+        if g is not None:
+            total = (g * Tensor(u)).sum() + total
+    return inputs, w, total
+
+
+def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5, seed=0, n_directions=2, raise_on_failure=True):
+    """Check the second derivatives of ``fn(*inputs)``, float64 inputs, in random directions.
+
+    For a random output weighting ``w`` and input directions ``u``, the first gradient gives the
+    number G(x, w) = sum_i <d<w, fn(x)>/dx_i, u_i>. Its derivative along random directions
+    (v, v_w) of the inputs and of w, from backward through the recorded backward
+    (``create_graph=True``), must match (G(x + eps v, w + eps v_w) - G(x - eps v, w - eps v_w)) / 2 eps,
+    where each G is a first-order backward. The derivative along w checks that the backward is
+    recorded as a function of its incoming gradient too (the double-vjp trick relies on it).
+
+        >>> import numpy as np
+        >>> x = Tensor(np.random.rand(3), requires_grad=True)
+        >>> gradgradcheck(lambda x: x.tanh() * x.exp(), [x])
+        True
+    """
+    for t in inputs:
+        if t.requires_grad and t.dtype != np.float64:
+            raise TypeError(f"gradgradcheck needs float64 inputs for precision, got {t.dtype}")
+    arrays, requires = [t.data for t in inputs], [t.requires_grad for t in inputs]
+    if not any(requires):
+        raise ValueError("gradgradcheck: no input has requires_grad=True")
+    rng = np.random.default_rng(seed)
+    for _ in range(n_directions):
+        analytic, numeric = second_directional(fn, arrays, requires, eps, rng)
+        err = abs(analytic - numeric)
+        if not err <= atol + rtol * abs(numeric):
+            msg = (f"second-derivative mismatch: backward of backward gives {analytic:.12g}, central "
+                   f"differences of backward give {numeric:.12g} (abs error {err:.3g})")
+            if raise_on_failure:
+                raise GradcheckError(msg)
+            return False
+    return True
+
+
+def second_directional(fn, arrays, requires, eps, rng):
+    """(backward of backward, central differences of backward) along one random direction:
+    the two numbers ``gradgradcheck`` compares."""
+    xp = get_array_module(*arrays)
+    shape = fn(*[Tensor(a) for a in arrays]).shape
+    w, vw = (xp.asarray(rng.standard_normal(shape)) for _ in range(2))
+    us, vs = ([xp.asarray(rng.standard_normal(a.shape)) if r else None for a, r in zip(arrays, requires)]
+              for _ in range(2))
+    tensors, wt, total = _first_gradient(fn, arrays, requires, w, us, create_graph=True)
+    analytic = 0.0
+    if isinstance(total, Tensor) and total.requires_grad:
+        ds = grad(total, [t for t in tensors if t.requires_grad] + [wt], allow_unused=True)
+        analytic = sum(float((to_numpy(d.data) * to_numpy(v)).sum()) for d, v in
+                       zip(ds, [v for v in vs if v is not None] + [vw]) if d is not None)
+    shifted = []
+    for sign in (1, -1):
+        moved = [a + sign * eps * v if v is not None else a for a, v in zip(arrays, vs)]
+        g = _first_gradient(fn, moved, requires, w + sign * eps * vw, us, create_graph=False)[2]
+        shifted.append(float(g.item()) if isinstance(g, Tensor) else float(g))
+    return analytic, (shifted[0] - shifted[1]) / (2 * eps)

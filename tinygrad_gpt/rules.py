@@ -97,7 +97,7 @@ class CrossEntropy(Function):
         shifted = logits - logits.max(axis=-1, keepdims=True)
         probs = xp.exp(shifted)
         total = probs.sum(axis=-1)
-        probs /= total[:, None]
+        probs = probs / total[:, None]
         # log p[target] = shifted[target] - log(sum(exp(shifted)))
         logp = shifted[rows, safe] - xp.log(total)
         count = valid.sum()
@@ -108,11 +108,8 @@ class CrossEntropy(Function):
         xp = get_array_module(g)
         probs, safe, valid, count = self.saved
         # d loss / d logits = (softmax - onehot(target)) / count, zero on ignored rows
-        gx = probs.copy()
-        gx[xp.arange(gx.shape[0]), safe] -= 1
-        gx *= (valid / count).astype(gx.dtype)[:, None]
-        gx *= g
-        return gx
+        onehot = xp.arange(probs.shape[1]) == safe[:, None]      # (N, V), True at the target
+        return (probs - onehot) * (valid / count).astype(probs.dtype)[:, None] * g
 
 
 class LayerNorm(Function):

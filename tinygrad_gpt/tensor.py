@@ -250,7 +250,7 @@ class Tensor(TensorMethods):
         if out.base is not None:  # maybe a view of an input: share its version box
             versions.share(t, inputs)
         if requires:
-            fn.parents = inputs
+            fn.parents, fn.kwargs = inputs, kwargs  # kwargs: to run the op again on Tensors (engine/higher.py)
             fn.recorded_at = versions.now()  # for the in-place check in backward
             t._ctx = fn
         return t
@@ -277,13 +277,18 @@ class Tensor(TensorMethods):
                         stack.append((p, False))
         return order
 
-    def backward(self, grad=None, retain_graph=False):
+    def backward(self, grad=None, retain_graph=None, create_graph=False):
         """Compute d self / d leaf for every leaf that requires grad, adding into ``.grad``.
 
         ``grad`` is the gradient flowing into ``self``; it may be left out only
         for a one-element tensor. The graph is freed afterwards unless
         ``retain_graph=True``, which also keeps ``.grad`` on intermediate tensors.
+        With ``create_graph=True`` the backward is itself recorded: ``.grad`` becomes a Tensor
+        that can be differentiated again (engine/higher.py), and the graph is kept.
         """
+        if create_graph:
+            from .engine import higher  # it builds on this module
+            return higher.backward(self, grad, retain_graph)
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
                                "(no input had requires_grad=True, or it was made under no_grad)")

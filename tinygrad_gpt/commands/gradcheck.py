@@ -6,6 +6,8 @@ backward (``gradcheck.analytic_jacobian``) and from central differences
 (``gradcheck.numerical_jacobian``), and every entry must satisfy
 ``|backward - numerical| <= atol + rtol * |numerical|``; the random-direction
 check ``gradcheck.check_grads`` must pass too. A table shows the worst errors.
+``--order=2`` checks second derivatives instead: in random directions, the backward of the
+recorded backward against central differences of the backward (``gradcheck.second_directional``).
 
     >>> rows = run_all(GradcheckConfig(cases="tanh,matmul"), print_fn=lambda *a: None)
     >>> [(r.name, r.ok) for r in rows]
@@ -19,7 +21,7 @@ from typing import ClassVar, Optional
 import numpy as np
 
 from .. import backend, functional as F
-from ..gradcheck import analytic_jacobian, check_grads, numerical_jacobian
+from ..gradcheck import analytic_jacobian, check_grads, numerical_jacobian, second_directional
 from ..tensor import Tensor
 from ..errors import ConfigError, GradcheckFailure
 
@@ -33,6 +35,7 @@ class GradcheckConfig:
     atol: float = 1e-7              # absolute tolerance between backward and the differences
     rtol: float = 1e-5              # relative tolerance
     device: str = backend.default_device()  # where the ops run (default: $TINYGRAD_GPT_DEVICE or cpu)
+    order: int = 1                  # 1: backward; 2: the backward of the backward (create_graph)
 
     CHOICES: ClassVar[dict] = {"device": backend.DEVICES, "ops": F.MODES}
 
@@ -40,6 +43,8 @@ class GradcheckConfig:
         for name in ("eps", "atol", "rtol"):
             if not getattr(self, name) > 0 or not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"--{name} must be a positive number, got {getattr(self, name)}")
+        if self.order not in (1, 2):
+            raise ConfigError(f"--order must be 1 or 2, got {self.order}")
         if self.device not in backend.DEVICES:
             raise ConfigError(f"--device must be one of {', '.join(backend.DEVICES)}, got {self.device!r}")
         if self.ops not in F.MODES:
@@ -240,6 +245,11 @@ CASES = {
     "attention_full": _attention(causal=False),
     "attention_blocked": _attention(causal=True, Tq_less=True, blocked=True),
     "embedding": _embedding,
+    "where": lambda rng: ((lambda x, y: backend.get_array_module(x).where(x.data > 0, x, y)),
+                          [_values(rng, s) for s in _broadcast_pair(rng)]),
+    "broadcast_to": lambda rng: ((lambda x: backend.get_array_module(x).broadcast_to(x, (2,) + x.shape)),
+                                 [_values(rng, _shape(rng))]),
+    "astype": _unary(lambda x: x.astype("float64") * x.copy()),
     "residual_mlp": _residual_mlp,
 }
 
@@ -262,6 +272,8 @@ def check_case(name, cfg):
     xp = backend.xp_for(cfg.device)
     arrays = [xp.asarray(np.asarray(a, dtype=np.float64)) for a in arrays]
     requires = [True] * len(arrays)
+    if cfg.order == 2:
+        return _check_second(name, fn, arrays, cfg, rng)
     max_abs, scale, ok = 0.0, 0.0, True
     for i in range(len(arrays)):
         num = numerical_jacobian(fn, arrays, i, cfg.eps)
@@ -276,12 +288,24 @@ def check_case(name, cfg):
     return CheckResult(name, [tuple(a.shape) for a in arrays], max_abs, max_abs / max(scale, 1e-300), ok)
 
 
+def _check_second(name, fn, arrays, cfg, rng, n_directions=3):
+    """Second derivatives of case ``name`` along random directions (``--order=2``)."""
+    max_abs, scale, ok = 0.0, 0.0, True
+    for _ in range(n_directions):
+        analytic, numeric = second_directional(fn, arrays, [True] * len(arrays), cfg.eps, rng)
+        err = abs(analytic - numeric)
+        ok &= err <= cfg.atol + cfg.rtol * abs(numeric)
+        max_abs, scale = max(max_abs, err), max(scale, abs(numeric))
+    return CheckResult(name, [tuple(a.shape) for a in arrays], max_abs, max_abs / max(scale, 1e-300), bool(ok))
+
+
 def run_all(cfg=None, print_fn=print):
     """Check every selected case and print the table; returns the list of CheckResult rows."""
     cfg = (cfg or GradcheckConfig()).validate()
     backend.require_device(cfg.device)
-    print_fn(f"gradient check: float64 on {cfg.device}, the {cfg.ops} ops, central differences with eps={cfg.eps:g}; "
-             f"an entry passes when |backward - numerical| <= {cfg.atol:g} + {cfg.rtol:g} * |numerical|")
+    what = "" if cfg.order == 1 else " of second derivatives (3 random directions)"
+    print_fn(f"gradient check{what}: float64 on {cfg.device}, the {cfg.ops} ops, central differences with "
+             f"eps={cfg.eps:g}; an entry passes when |backward - numerical| <= {cfg.atol:g} + {cfg.rtol:g} * |numerical|")
     print_fn(f"{'op':<20}{'shapes':<44}{'max abs err':>12}{'max rel err':>12}  result")
     rows = []
     for name in cfg.selected():

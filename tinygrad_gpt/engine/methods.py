@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import backend, ops, rules
 from ..backend import get_array_module, is_array
-from . import indexing
+from . import indexing, namespace
 
 
 class TensorMethods:
@@ -154,6 +154,13 @@ class TensorMethods:
         axes = ops._axes(axis, self.ndim)
         n = int(np.prod([self.shape[a] for a in axes])) if axes else 1
         return self.sum(axis=axis, keepdims=keepdims) * (1.0 / n if n else float("nan"))  # empty: NaN
+
+    def astype(self, dtype, copy=True):
+        """A copy in ``dtype`` (gradients flow back in this tensor's dtype)."""
+        return self._apply(namespace.AsType, self, dtype=np.dtype(dtype))
+
+    def copy(self): return self.astype(self.dtype)
+    def __array_namespace__(self, api_version=None): return namespace.namespace_of(self.data)
 
     # ------------------------------------------------------------------ softmax family
     def softmax(self, axis=-1, *, dim=None):
