@@ -314,14 +314,14 @@ class Cast(Function):
 class Transpose(Function):
     def forward(self, x, axes):
         self.axes = axes
-        return x.transpose(axes)
+        return get_array_module(x).transpose(x, axes)
 
     def backward(self, g):
         # the gradient is permuted back by the inverse permutation
         inverse = [0] * len(self.axes)
         for i, a in enumerate(self.axes):
             inverse[a] = i
-        return g.transpose(inverse)
+        return get_array_module(g).transpose(g, inverse)
 
 
 def _is_advanced(index):

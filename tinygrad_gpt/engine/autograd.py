@@ -80,8 +80,8 @@ def jacobian(f, x):
     xs, single = _point(x)
     out = f(*xs)
     rows = [[] for _ in xs]
-    for i in range(out.size):
-        onehot = np.zeros(out.size)
+    for i in range(out.numel()):
+        onehot = np.zeros(out.numel())
         onehot[i] = 1
         seed = Tensor(onehot.reshape(out.shape), dtype=out.dtype, device=out.device)
         gs = _zeros_for_none(grad(out, xs, grad_outputs=seed, retain_graph=True, allow_unused=True), xs)

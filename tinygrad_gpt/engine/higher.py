@@ -145,7 +145,7 @@ def topo(roots):
 def _seed(t, g, create_graph):
     """The gradient flowing into output ``t``: ones for a one-element tensor when ``g`` is None."""
     if g is None:
-        if t.size != 1:
+        if t.numel() != 1:
             raise RuntimeError(f"grad can be implicitly created only for a one-element output, got "
                                f"shape {t.shape}; pass grad_outputs= (backward: grad=) of that shape")
         g = get_array_module(t.data).ones_like(t.data)

@@ -155,9 +155,9 @@ class TensorMethods:
         n = int(np.prod([self.shape[a] for a in axes])) if axes else 1
         return self.sum(axis=axis, keepdims=keepdims) * (1.0 / n if n else float("nan"))  # empty: NaN
 
-    def astype(self, dtype, copy=True):
-        """A copy in ``dtype`` (gradients flow back in this tensor's dtype)."""
-        return self._apply(namespace.AsType, self, dtype=np.dtype(dtype))
+    def astype(self, dtype, order="C", copy=True):
+        """A copy in ``dtype``, as NumPy's (gradients flow back in this tensor's dtype)."""
+        return self._apply(ops.Cast, self, dtype=np.dtype(dtype))
 
     def copy(self): return self.astype(self.dtype)
     def __array_namespace__(self, api_version=None): return namespace.namespace_of(self.data)

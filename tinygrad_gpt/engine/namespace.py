@@ -13,7 +13,7 @@ same names, each a Tensor op, so that the backward is itself recorded and can be
     True
 
 The three ops that NumPy has and the Tensor methods lacked are here, each with its rule:
-``Where``, ``BroadcastTo`` and ``AsType``.
+``Where`` and ``BroadcastTo`` (and ``ops.Cast`` for ``astype``).
 """
 import numpy as np
 
@@ -45,18 +45,6 @@ class BroadcastTo(Function):
     def backward(self, g):
         # each value was copied to many places: their gradients add up
         return sum_to(g, self.shape)
-
-
-class AsType(Function):
-    """A copy in another dtype."""
-
-    def forward(self, x, dtype):
-        self.dtype = x.dtype
-        return x.astype(dtype, copy=True)
-
-    def backward(self, g):
-        # the values are unchanged: d/dx = 1, in x's dtype
-        return g.astype(self.dtype)
 
 
 class TensorNamespace:
@@ -103,9 +91,10 @@ class TensorNamespace:
 
     # shapes and products
     def swapaxes(self, x, a, b):
-        axes = list(range(x.ndim))
-        axes[a], axes[b] = axes[b], axes[a]
-        return x.transpose(*axes)
+        return x.transpose(a, b)
+
+    def transpose(self, x, axes):
+        return x.permute(*axes)
 
     def broadcast_to(self, x, shape):
         return x._apply(BroadcastTo, x, shape=tuple(shape))
