@@ -203,6 +203,30 @@ def test_matplotlib_picture_of_a_gpt_loss_and_svg(tmp_path):
     assert "<svg" in text
 
 
+@pytest.mark.parametrize("rankdir, n_layer", [("LR", 1), ("LR", 2), ("TB", 1)])
+def test_a_long_graph_is_folded_into_bands_a_person_can_read(tmp_path, rankdir, n_layer):
+    pytest.importorskip("matplotlib")
+    manual_seed(0)
+    model = GPT(GPTConfig(block_size=4, vocab_size=6, n_layer=n_layer, n_head=2, n_embd=8))
+    _, loss = model(np.array([[0, 1, 2, 3]]), np.array([[1, 2, 3, 4]]))
+    loss.backward(retain_graph=True)
+    picture = viz.draw_with_matplotlib(loss, tmp_path / "gpt.png", dict(model.named_parameters()), rankdir)
+    image = check_png(tmp_path / "gpt.png")
+    width, height = picture.size
+    assert image.shape[1::-1] == picture.size
+    assert 0.5 <= width / height <= 3, picture.size  # not a strip thousands of pixels long
+    assert len(picture.boxes) == len(parse_dot(to_dot(loss))[0])
+    # the text is drawn at full size: every box keeps its height in pixels
+    assert {b[3] - b[1] for b in picture.boxes} == {round(viz._BOX_H * 100)}
+    assert _box_colours(image, picture) == [viz.COLORS[k] for k in picture.kinds]
+    for i, (a0, b0, a1, b1) in enumerate(picture.boxes):  # inside the picture, no two overlap
+        assert 0 <= a0 < a1 <= width and 0 <= b0 < b1 <= height
+        for x0, y0, x1, y1 in picture.boxes[:i]:
+            assert a1 <= x0 or x1 <= a0 or b1 <= y0 or y1 <= b0
+    for i, j in picture.edges:  # every edge runs on in reading order: along its band, or to a later one
+        assert picture.boxes[i][2] < picture.boxes[j][0] or picture.boxes[i][3] < picture.boxes[j][1]
+
+
 def test_draw_goes_to_an_ignored_folder_by_default(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     monkeypatch.setattr(viz.shutil, "which", lambda name: None)

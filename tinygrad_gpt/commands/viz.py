@@ -156,20 +156,21 @@ class GraphPicture:
 
 
 # box and gap sizes in inches; a box is as wide as its graph's longest label needs
-_BOX_H, _GAP_LAYER, _GAP_SLOT, _MARGIN, _MAX_PIXELS = 0.62, 0.55, 0.22, 0.25, 16000
+_BOX_H, _GAP_LAYER, _GAP_SLOT, _GAP_BAND, _MARGIN, _MAX_PIXELS = 0.62, 0.55, 0.22, 0.6, 0.25, 16000
+_FOLD_ABOVE, _ASPECT = 16.0, 1.6  # a picture longer than 16 inches is folded to about 1.6 : 1
 
 
 def draw_with_matplotlib(tensor, path, names=None, rankdir="LR"):
     """Lay the graph out in layers (layout.py) and draw it with matplotlib; returns a GraphPicture.
 
     No system program is needed, only ``pip install 'tinygrad_gpt[plot]'``. Layers run left
-    to right (``rankdir="LR"``) or top to bottom (``"TB"``).
+    to right (``rankdir="LR"``) or top to bottom (``"TB"``); a long graph is folded into bands.
     """
     if rankdir not in ("LR", "TB"):
         raise ValueError(f"draw: rankdir must be 'LR' or 'TB' without Graphviz, got {rankdir!r}")
     nodes, edges = _graph(tensor, names)
     box = (max(1.1, 0.2 + 0.062 * max(len(line) for _, parts in nodes for line in parts)), _BOX_H)
-    (W, H), centres = _box_centres(layered_layout(len(nodes), edges), box, rankdir)
+    (W, H), centres, band = _box_centres(layered_layout(len(nodes), edges), box, rankdir)
     dpi = min(100.0, _MAX_PIXELS / max(W, H))  # a huge graph gets a smaller scale, not a huge file
 
     fig = _figure(W, H)  # first: without matplotlib it raises VizError naming the extra
@@ -179,10 +180,10 @@ def draw_with_matplotlib(tensor, path, names=None, rankdir="LR"):
     ax.set_ylim(0, H)
     ax.axis("off")
     half_w, half_h = box[0] / 2, box[1] / 2
-    for i, j in edges:  # from the side of the input's box to the side of the output's box
+    for i, j in edges:  # from the input's box to the output's: its far side, or on to a later band
         (xi, yi), (xj, yj) = centres[i], centres[j]
-        start, end = ((xi + half_w, yi), (xj - half_w, yj)) if rankdir == "LR" else \
-            ((xi, yi - half_h), (xj, yj + half_h))
+        start, end = ((xi + half_w, yi), (xj - half_w, yj)) if (rankdir == "LR") == (band[i] == band[j]) \
+            else ((xi, yi - half_h), (xj, yj + half_h))
         ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=8,
                                      color="#777777", linewidth=0.7, shrinkA=0, shrinkB=1))
     boxes = []
@@ -198,27 +199,48 @@ def draw_with_matplotlib(tensor, path, names=None, rankdir="LR"):
     fig.set_dpi(dpi)  # savefig's resolution is the figure's
     save_figure(fig, path)
     return GraphPicture([p for _, p in nodes], [k for k, _ in nodes], edges, boxes,
-                        (round(W * dpi), round(H * dpi)))
+                        fig.canvas.get_width_height())  # as Agg sizes the image: whole pixels, cut
 
 
 def _box_centres(places, box, rankdir):
-    """((width, height), [(x, y)] box centres) in inches from the bottom left, for the
-    (layer, slot) places of the layout; each layer is centred across the picture."""
+    """((width, height), [(x, y)] box centres in inches from the bottom left, [band] of each box)
+    for the (layer, slot) places of the layout; each layer is centred across its band.
+
+    A long graph is folded so it can be read like a page: its layers are cut into bands of
+    equal length, stacked top to bottom (LR) or set side by side (TB), as many as bring the
+    picture closest to _ASPECT (width:height). A graph that fits in _FOLD_ABOVE inches (a
+    screen's width) stays in one band.
+    """
     n_layers = 1 + max(layer for layer, _ in places)
     widths = [0] * n_layers
     for layer, slot in places:
         widths[layer] = max(widths[layer], slot + 1)
     along, across = box if rankdir == "LR" else box[::-1]  # a box's size along the layers, and across
     step_layer, step_slot = along + _GAP_LAYER, across + _GAP_SLOT
-    length = 2 * _MARGIN + n_layers * step_layer - _GAP_LAYER
-    breadth = 2 * _MARGIN + max(widths) * step_slot - _GAP_SLOT
+
+    def fold(per_band):  # (per_band, [slots across each band], length, breadth)
+        bands = [max(widths[b:b + per_band]) for b in range(0, n_layers, per_band)]
+        breadth = 2 * _MARGIN + sum(bands) * step_slot - _GAP_SLOT + (len(bands) - 1) * _GAP_BAND
+        return per_band, bands, 2 * _MARGIN + per_band * step_layer - _GAP_LAYER, breadth
+
+    def misfit(f):  # how far the picture's width:height is from _ASPECT, as a ratio
+        ratio = f[2] / f[3] if rankdir == "LR" else f[3] / f[2]
+        return max(ratio / _ASPECT, _ASPECT / ratio)
+
+    per_band, bands, length, breadth = folded = fold(n_layers)
+    if length > _FOLD_ABOVE:
+        per_band, bands, length, breadth = min(
+            (fold(-(-n_layers // k)) for k in range(1, n_layers + 1)), key=misfit, default=folded)
     W, H = (length, breadth) if rankdir == "LR" else (breadth, length)
-    centres = []
+    start = [_MARGIN + sum(bands[:b]) * step_slot + b * _GAP_BAND for b in range(len(bands))]
+    centres, band_of = [], []
     for layer, slot in places:
-        a = _MARGIN + layer * step_layer + along / 2
-        c = _MARGIN + (max(widths) - widths[layer]) * step_slot / 2 + slot * step_slot + across / 2
+        band, at = divmod(layer, per_band)
+        a = _MARGIN + at * step_layer + along / 2
+        c = start[band] + (bands[band] - widths[layer]) * step_slot / 2 + slot * step_slot + across / 2
         centres.append((a, H - c) if rankdir == "LR" else (c, H - a))
-    return (W, H), centres
+        band_of.append(band)
+    return (W, H), centres, band_of
 
 
 def _make_folder(path):
