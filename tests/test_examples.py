@@ -131,6 +131,34 @@ def test_13_newton(tmp_path):
     check_page_against("11a-higher-order.md", [out])
 
 
+def test_15_sharpness(tmp_path):
+    out = run_example("15_sharpness.py", "--lrs=0.1,1", "--steps=20", "--every=10", "--power_iters=5",
+                      "--batch_size=4", "--block_size=8", "--n_embd=8", cwd=tmp_path)
+    assert "lr 0.1 (2/lr = 20.000)" in out and "lr 1 (2/lr = 2.000)" in out
+    rows = [[float(v) for v in m] for m in re.findall(r"^\s+(\d+)\s+(\d+\.\d+)\s+(-?\d+\.\d+)\s+(-?\d+\.\d+)$",
+                                                      out, re.M)]
+    assert [int(r[0]) for r in rows] == [0, 10, 20] * 2
+    assert rows[0][1:3] == rows[3][1:3]  # the same initial weights, loss and sharpness at both rates
+    for i, (_, _, top, ratio) in enumerate(rows):
+        assert top > 0 and abs(ratio - top * (0.1 if i < 3 else 1) / 2) < 0.01  # ratio = top / (2 / lr)
+    assert rows[2][1] < rows[0][1]  # lr 0.1 lowers the loss
+    assert len(re.findall(r"^lr [\d.]+: second half median sharpness .* x 2/lr \((near|above|below) 2/lr\)",
+                          out, re.M)) == 2
+    result = subprocess.run([sys.executable, os.path.join(EXAMPLES, "15_sharpness.py"), "--lrs=0.1,-1"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "error:" in result.stderr and "--lrs" in result.stderr
+
+
+def test_16_gradient_penalty(tmp_path):
+    out = run_example("16_gradient_penalty.py", "--lam=1", "--steps=20", "--report=10", "--n=32", cwd=tmp_path)
+    assert re.search(r"against (torch.autograd|central differences).*: PASS$|\(no torch here\): PASS$", out, re.M)
+    assert "FAIL" not in out
+    ends = {float(lam): (float(p0), float(p1)) for lam, p0, p1 in
+            re.findall(r"^lam ([\d.]+): penalty (\d+\.\d+) -> (\d+\.\d+)", out, re.M)}
+    assert set(ends) == {1.0, 0.0} and ends[1.0][0] == ends[0.0][0]  # the same start
+    assert ends[1.0][1] < ends[1.0][0] and ends[1.0][1] < ends[0.0][1]  # the penalty goes down, and only when trained on
+
+
 def check_page_against(page, outputs, allowed=()):
     """Every worked number on a docs page is one the examples printed.
 
