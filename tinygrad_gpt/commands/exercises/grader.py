@@ -15,6 +15,7 @@ import traceback
 
 import numpy as np
 
+from ... import backend
 from .cases import Draw
 from .diagnose import close, compare
 
@@ -66,13 +67,15 @@ def call(label, path, fn, *args, **kwargs):
 
 
 def grade(exercise, path):
-    """Grade the workbook at ``path`` for ``exercise`` (a catalog.Exercise); returns a Report."""
+    """Grade the workbook at ``path`` for ``exercise`` (a catalog.Exercise); returns a Report.
+    Grading runs on the CPU, in float64 NumPy, whatever the default device."""
     try:
         module = load(path, exercise.name)
         learner = getattr(module, exercise.attr, None)
         if learner is None:
             raise Mistake([f"{path} defines no {exercise.attr}: keep the name the workbook gave"])
-        exercise.grade(exercise, learner, path)
+        with backend.device("cpu"):
+            exercise.grade(exercise, learner, path)
     except Mistake as m:
         return Report(False, m.lines)
     return Report(True, [f"passed: {exercise.passed}"])
