@@ -235,7 +235,7 @@ def test_10_warmup_full_runs(tmp_path):
             tol = 0.15 if (collapsed and run == "no warmup") else 0.05
             assert abs(got[0] - page[0]) < tol and abs(got[1] - page[1]) < tol, (run, step, got, page)
         evals = {key: v[0] for key, v in rows.items()}  # this build's evaluations
-        finals[args[-2]] = {run: v[0] for (run, step), v in evals.items() if step == 300}
+        finals[args[-2]] = {run: v for (run, step), v in evals.items() if step == 300}
         medians = dict(re.findall(r"^(\S.*):\n(?:.*\n)*?\s+gradient norm: .*?median of the first \d+ steps "
                                   r"(\d+\.\d+)", out, re.M))
         if collapsed:  # what the page says of the collapse, as bounds that hold on every build
