@@ -4,7 +4,9 @@ The docs are checked too: every relative link resolves, every ``Class.method``
 they name exists in the package, every function linked to a file is defined in
 that file, and every test they cite exists.
 """
+import glob
 import importlib
+import importlib.util
 import math
 import os
 import re
@@ -42,6 +44,12 @@ def run_example(name, *args, cwd):
 def ckpt_dir(tmp_path_factory):
     """One folder shared by the sampling and attention examples: the first trains, the second loads."""
     return tmp_path_factory.mktemp("ckpt")
+
+
+@pytest.fixture(scope="module")
+def diagrams(tmp_path_factory):
+    """What examples/13_diagrams.py prints (no pictures): several pages quote its numbers."""
+    return run_example("13_diagrams.py", cwd=tmp_path_factory.mktemp("diagrams"))
 
 
 def test_every_example_has_a_test():
@@ -147,10 +155,10 @@ def check_page_against(page, outputs, allowed=()):
     return numbers
 
 
-def test_08_worked_numbers(tmp_path):
+def test_08_worked_numbers(tmp_path, diagrams):
     out = run_example("08_worked_numbers.py", f"--plots={tmp_path}", cwd=tmp_path)
     assert "the engine agrees with every formula" in out and "MISMATCH" not in out
-    numbers = check_page_against("08a-worked-numbers.md", [out])
+    numbers = check_page_against("08a-worked-numbers.md", [out, diagrams])
     assert {"0.6590", "0.4170", "0.2482", "0.4011", "1.2033", "0.937"} <= numbers
     if HAVE_MATPLOTLIB:
         check_png(tmp_path / "causal_average.png")
@@ -255,19 +263,77 @@ def test_10_warmup_full_runs(tmp_path):
         quoted_numbers | constants | derived
 
 
-def test_11_whole_model(tmp_path):
+def test_11_whole_model(tmp_path, diagrams):
     out = run_example("11_whole_model.py", cwd=tmp_path)
     assert "every formula matches the model" in out and "MISMATCH" not in out
     assert "the model counts 814,720" in out and "124,439,808" in out
-    check_page_against("09a-the-whole-model.md", [out])
+    # 40,478 and 50,257: GPT-1's and GPT-2's vocabularies, the constants the ladder compares
+    check_page_against("09a-the-whole-model.md", [out, diagrams], allowed=("40,478", "50,257"))
 
 
-def test_12_tokens_and_sampling(tmp_path):
+def test_12_tokens_and_sampling(tmp_path, diagrams):
     out = run_example("12_tokens_and_sampling.py", cwd=tmp_path)
     assert "the sampler draws the distributions above" in out and "decodes back: True" in out
     assert "BPETokenizer.encode('lowest') = [259, 257]" in out
     cache = run_example("11_whole_model.py", "--no_build", "--batches=1", cwd=tmp_path)
-    check_page_against("12a-tokens-and-sampling.md", [out, cache], allowed=("50,000",))  # GPT-2's merges
+    check_page_against("12a-tokens-and-sampling.md", [out, cache, diagrams], allowed=("50,000",))  # GPT-2's merges
+
+
+DIAGRAMS = ("connectivity.png", "timeline.png", "attention_pipeline.png", "residual_stream.png",
+            "architecture.png", "kv_cache.png")
+
+
+def test_13_diagrams(tmp_path, diagrams):
+    out = run_example("13_diagrams.py", f"--plots={tmp_path}", cwd=tmp_path)
+    assert "every check holds" in out and "MISMATCH" not in out
+    assert out.replace(f"\nwrote {', '.join(str(tmp_path / n) for n in DIAGRAMS)}\n", "") == diagrams
+    if HAVE_MATPLOTLIB:
+        for name in DIAGRAMS:
+            check_png(tmp_path / name)
+            check_png(os.path.join(DOCS, "images", name))  # the committed pictures
+    # pages 1 and 9 quote the script (page 8 only names its checks, pages 8a, 9a and 12a are checked above)
+    check_page_against("01-why-transformers.md", [diagrams])
+    check_page_against("09-embedding-and-residuals.md", [diagrams])
+    # the attention pipeline and the online softmax agree with the library's attention
+    assert "O equals F.scaled_dot_product_attention: largest difference below 1e-12" in diagrams
+    assert "online softmax over blocks of 2 keys gives every row of O and its log-sum-exp: largest " \
+           "difference below 1e-12" in diagrams
+
+
+def test_13_diagrams_gpt2_ladder_is_the_papers_with_gpt1s_vocabulary(diagrams):
+    """Page 9a: the GPT-2 paper's printed sizes are the formula with a 40,478-token vocabulary."""
+    rows = re.findall(r"^\s+(small|medium|large|XL)\s+\d+\s+\d+\s+([\d,]+)\s+([\d.]+)M\s+(\d+)M\s+([\d.]+)M$",
+                      diagrams, re.M)
+    assert [r[0] for r in rows] == ["small", "medium", "large", "XL"]
+    for size, count, millions, paper, old in rows:
+        assert f"{int(count.replace(',', '')) / 1e6:.1f}" == millions
+        assert round(float(old)) == int(paper), (size, old, paper)  # the printed figure, to the million
+        assert float(millions) - float(old) > 5  # and the released model is larger by the embedding
+
+
+def test_13_diagrams_recipes_are_the_shipped_ones():
+    """The training-compute figures of page 9a use the recipes that ship with the package."""
+    tomllib = pytest.importorskip("tomllib")
+    spec = importlib.util.spec_from_file_location("diagrams13", os.path.join(EXAMPLES, "13_diagrams.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, values in module.RECIPES.items():
+        found = glob.glob(os.path.join(ROOT, "tinygrad_gpt", "**", f"{name}.toml"), recursive=True)
+        assert len(found) == 1, (name, found)
+        with open(found[0], "rb") as f:
+            recipe = tomllib.load(f)
+        assert {k: recipe[k] for k in values} == values, name
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare.txt")),
+                    reason="tiny Shakespeare is not at ../shared/data")
+def test_13_diagrams_passes_over_shakespeare(tmp_path):
+    """Page 9a: the GPU recipe reads the train split 82 times; 20 tokens per parameter would be 213."""
+    out = run_example("13_diagrams.py", f"--data={os.path.join(ROOT, '..', 'shared', 'data', 'tinyshakespeare.txt')}",
+                      cwd=tmp_path)
+    assert "passes over the train split: 82; at 20 tokens per parameter 213" in out
+    text = open(os.path.join(DOCS, "09a-the-whole-model.md"), encoding="utf-8").read()
+    assert "82 passes" in text and "213 passes" in text
 
 
 # ----------------------------------------------------------------------------- the docs
