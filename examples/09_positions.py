@@ -22,6 +22,8 @@ import tinygrad_gpt.functional as F
 from tinygrad_gpt import Tensor, manual_seed, no_grad
 from tinygrad_gpt.model import GPT, GPTConfig
 
+ROUNDING = 1e-7  # a few float32 steps of logits of size 0.1 to 0.3
+
 
 def sinusoidal(T, d):
     """Vaswani et al.'s table: PE[t, 2i] = sin(t w_i), PE[t, 2i+1] = cos(t w_i), w_i = 10000^(-2i/d)."""
@@ -57,16 +59,23 @@ def order_blindness(seed):
     a, b = np.array([[1, 2, 3, 4, 5]]), np.array([[3, 1, 4, 2, 5]])  # same last token, prefix reordered
     print("   last-position logits of [1 2 3 4 5] and [3 1 4 2 5], largest difference:")
     print(f"   {'':<10}{'learned positions':>18}{'position table zero':>21}")
-    diffs = {}
+    diffs, largest = {}, 0.0
     for n_layer in (1, 2):
         manual_seed(seed)
         model = GPT(GPTConfig(block_size=8, vocab_size=10, n_layer=n_layer, n_head=2, n_embd=16)).eval()
         with no_grad():
             with_pos = np.abs(model(a)[0].data[0, -1] - model(b)[0].data[0, -1]).max()
             model.transformer.wpe.weight.data[:] = 0
-            diffs[n_layer] = np.abs(model(a)[0].data[0, -1] - model(b)[0].data[0, -1]).max()
-        print(f"   {n_layer} layer{'s' if n_layer > 1 else ' '}  {with_pos:>18.2e}{diffs[n_layer]:>21.2e}")
-    return diffs[1] < 1e-6 < diffs[2]
+            logits = model(a)[0].data[0, -1]
+            diffs[n_layer] = np.abs(logits - model(b)[0].data[0, -1]).max()
+            largest = max(largest, np.abs(logits).max())
+        # a difference of a few float32 steps is rounding, and its digits depend on the BLAS kernel:
+        # print the bound, not the digits
+        zero = "below 1e-7" if diffs[n_layer] < ROUNDING else f"{diffs[n_layer]:.2e}"
+        print(f"   {n_layer} layer{'s' if n_layer > 1 else ' '}  {with_pos:>18.2e}{zero:>21}")
+    print(f"   (float32 rounding: the largest logit is {largest:.2f}, where one float32 step is "
+          f"{np.spacing(np.float32(largest)):.1e})")
+    return diffs[1] < ROUNDING < diffs[2]
 
 
 def two_heads(text, seed, beta):
@@ -77,7 +86,8 @@ def two_heads(text, seed, beta):
     content = np.array([emb[c] for c in text])                     # (T, 16)
     pe, w = sinusoidal(len(text), 16)
     R = shift_back(w)
-    print(f"   R PE[t] = PE[t-1] for every t: largest error {np.abs(pe[1:] @ R.T - pe[:-1]).max():.1e}")
+    error = np.abs(pe[1:] @ R.T - pe[:-1]).max()  # float64 rounding, its digits vary between CPUs
+    print(f"   R PE[t] = PE[t-1] for every t: largest error {'below 1e-14' if error < 1e-14 else f'{error:.1e}'}")
     # content head: q = beta e(c_t), k = e(c_s); position head: q = beta R PE[t], k = PE[s]
     a_content = causal_weights(beta * content, content)
     a_pos = causal_weights(beta * pe @ R.T, pe)

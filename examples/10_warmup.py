@@ -78,8 +78,11 @@ def plot(path, runs):
         steps = np.arange(len(hist["loss"]))
         axes[0].plot(steps, hist["loss"], color=color, lw=0.6, alpha=0.5)
         its = [it for it, _ in hist["evals"]]
-        axes[0].plot(its, [e["train"] for _, e in hist["evals"]], color=color, lw=2, label=f"{name}: train")
-        axes[0].plot(its, [e["val"] for _, e in hist["evals"]], color=color, lw=2, ls="--", label=f"{name}: val")
+        # the evaluations (every eval_interval steps) as dots on their lines
+        axes[0].plot(its, [e["train"] for _, e in hist["evals"]], color=color, lw=2, marker="o", ms=5,
+                     label=f"{name}: train")
+        axes[0].plot(its, [e["val"] for _, e in hist["evals"]], color=color, lw=2, ls="--", marker="s",
+                     ms=4, mfc="w", label=f"{name}: val")
         axes[1].plot(steps, hist["norm"], color=color, lw=0.8, label=name)
         axes[2].plot(steps, hist["lr"], color=color, lw=1.5, label=name)
     axes[0].set_ylabel("loss")

@@ -9,7 +9,7 @@ from ``tinygrad_gpt.autograd.hessian``: a backward through a recorded backward.
 It starts with the worked number of docs/11a-higher-order.md: the second derivative of tanh at
 0.5, from the engine and from the formula -2 tanh(x) (1 - tanh(x)^2).
 
-    python examples/13_newton.py --steps=8 --lr=0.001 --gd_steps=5000
+    python examples/17_newton.py --steps=8 --lr=0.001 --gd_steps=5000
 """
 import argparse
 import math
