@@ -27,8 +27,8 @@ import numpy as np
 
 import tinygrad_gpt.functional as F
 from tinygrad_gpt import Tensor, manual_seed
-from tinygrad_gpt.data import Dataset, load_text
-from tinygrad_gpt.model import GPT, GPTConfig, empty_gpt, parameter_shapes
+from tinygrad_gpt.text.data import Dataset, load_text
+from tinygrad_gpt.model import GPT, GPTConfig, parameter_shapes
 from tinygrad_gpt.rules import causal_mask
 from tinygrad_gpt.tokenizer import CharTokenizer
 
@@ -66,7 +66,7 @@ def connectivity(T=8, k=3):
     print(f"   T = {T}: recurrence {T - 1} steps, convolution of width {k} {conv_layers} layers, "
           f"attention 1 step ({len(edges)} edges in one causal layer, T(T+1)/2 = {T * (T + 1) // 2})")
     layers, C, heads, _ = GPT2["small"]
-    model = empty_gpt(GPTConfig(GPT2_CONTEXT, GPT2_VOCAB, layers, heads, C))
+    model = GPT(GPTConfig(GPT2_CONTEXT, GPT2_VOCAB, layers, heads, C), init=False)
     weights, attention = 6 * model.num_parameters(), 12 * layers * C * GPT2_CONTEXT
     assert weights + attention == model.flops_per_token()
     print(f"   GPT-2 small, training FLOPs per token: attention's comparisons 12 n_layer C T = {attention:,}, "
@@ -397,7 +397,7 @@ def compute(data=None):
         print(f"   {name}: {len(text):,} characters, {train:,} in the train split")
     for name, r in RECIPES.items():
         config = GPTConfig(r["block_size"], SHAKESPEARE_VOCAB, r["n_layer"], r["n_head"], r["n_embd"])
-        model = empty_gpt(config)
+        model = GPT(config, init=False)
         N = model.num_parameters()
         D = r["max_iters"] * r["batch_size"] * r["block_size"]
         print(f"   {name}: N = {N:,} (without wpe), D = {r['max_iters']} steps x {r['batch_size']} x "

@@ -25,11 +25,11 @@ import argparse
 import numpy as np
 
 from tinygrad_gpt import manual_seed, no_grad
-from tinygrad_gpt.data import Dataset, load_text
+from tinygrad_gpt.text.data import Dataset, load_text
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import clip_grad_norm_, cosine_lr
 from tinygrad_gpt.tokenizer import CharTokenizer
-from tinygrad_gpt.viz import attention_weights
+from tinygrad_gpt.commands.viz import attention_weights
 
 
 def windows_with_copies(train, T, B, copy_fraction, rng):
