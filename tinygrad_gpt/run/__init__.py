@@ -1,0 +1,1 @@
+"""The training run and what keeps it honest and visible."""

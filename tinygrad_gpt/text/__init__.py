@@ -1,0 +1,1 @@
+"""Text: tokenizers, datasets, and token shards prepared on disk."""
