@@ -43,13 +43,16 @@ from .fileio import file_op
 from .runlog import LOG_NAME, RunLog
 from .stopping import EXIT_CODES, Abort, StopSignals, signal_name
 from .fast.threads import cpu_threads
+from .run import telemetry
+from .text.folder import open_folder
+from .text.shards import ShardDataset
 
 
 @dataclass
 class TrainConfig:
     # data
     dataset: str = "pydoc"          # the built-in text: Python's docs, or tiny Shakespeare (downloaded once)
-    data: Optional[str] = None      # a UTF-8 text file to train on instead of a dataset
+    data: Optional[str] = None      # a UTF-8 text file, or a folder of shards (prepare's, llm.c's, nanoGPT's)
     out_dir: str = "out"            # where the checkpoint, log.jsonl and the lock go
     # model
     batch_size: int = 12            # sequences per micro-batch
@@ -74,10 +77,11 @@ class TrainConfig:
     eval_interval: int = 250        # estimate the losses and save a checkpoint every this many steps
     eval_iters: int = 50            # batches per loss estimate
     log_interval: int = 10          # print a loss line every this many steps (without a progress bar)
+    health_interval: int = 50       # log each parameter's gradient norm and update ratio every this many steps (0: never)
     always_save_checkpoint: bool = True  # save at every evaluation (False: only when val loss improves)
     init_from: str = "scratch"      # scratch | resume (out_dir's checkpoint) | a GPT-2 folder to fine-tune
     tokenizer: str = "char"         # characters, or a byte-level BPE trained on the data first (scratch runs only)
-    vocab_size: int = 1024          # the BPE's size for --tokenizer=bpe
+    vocab_size: int = 1024          # the BPE's size for --tokenizer=bpe; the ids' range for shards without a tokenizer
     # system
     device: str = backend.default_device()  # where the arrays live (default: $TINYGRAD_GPT_DEVICE or cpu)
     dtype: str = "float32"          # the parameters' and activations' float type
@@ -99,7 +103,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name} must be positive, got {getattr(self, name)}")
-        for name in ("warmup_iters", "sample_tokens"):
+        for name in ("warmup_iters", "sample_tokens", "health_interval"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name} must be >= 0, got {getattr(self, name)}")
         for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "ddp_bucket_mb"):
@@ -134,9 +138,11 @@ def estimate_loss(model, dataset, cfg, rng, comm=distributed.Single()):
         for split in ("train", "val"):
             losses = []
             for k in range(cfg.eval_iters):
+                if k % comm.size != comm.rank:  # another rank's batch: draw its windows, read nothing
+                    dataset.skip_batch(split, cfg.batch_size, rng)
+                    continue
                 x, y = dataset.get_batch(split, cfg.batch_size, rng)
-                if k % comm.size == comm.rank:
-                    losses.append(model(x, y)[1].item())
+                losses.append(model(x, y)[1].item())
             out[split] = float(np.mean(losses)) if comm.size == 1 else math.fsum(losses) / cfg.eval_iters
     model.train()
     if comm.size > 1:
@@ -158,17 +164,17 @@ class Progress:
         done = (it - self.start + 1) / max(1, self.total - self.start)
         return (time.time() - self.t0) / max(done, 1e-9) * (1 - done)
 
-    def update(self, it, loss):
+    def update(self, it, loss, speed=""):
         if not self.enabled:
             return
         done = (it - self.start + 1) / max(1, self.total - self.start)
         bar = "#" * int(30 * done)
-        self.stream.write(f"\r[{bar:<30}] {it + 1}/{self.total} loss {loss:.4f} eta {self.eta(it):4.0f}s ")
+        self.stream.write(f"\r[{bar:<30}] {it + 1}/{self.total} loss {loss:.4f} {speed} eta {self.eta(it):4.0f}s ")
         self.stream.flush()
 
     def clear(self):
         if self.enabled:
-            self.stream.write("\r" + " " * 79 + "\r")
+            self.stream.write("\r" + " " * 110 + "\r")
             self.stream.flush()
 
 
@@ -240,6 +246,8 @@ def _forget_out_dir(out_dir, made):
 
 
 def _load_data(cfg, tokenizer=None, tokenizer_source=None):
+    if cfg.data is not None and os.path.isdir(cfg.data):  # a folder of shards, read through memory maps
+        return open_folder(cfg.data, cfg.block_size, tokenizer, tokenizer_source, cfg.vocab_size)
     text, name = load_text(cfg.dataset, cfg.data)
     if tokenizer is None:
         tokenizer = (BPETokenizer.train(text, cfg.vocab_size) if cfg.tokenizer == "bpe"
@@ -448,12 +456,15 @@ def _share_inputs(comm, cfg, dataset, tokenizer, data_name, model_config):
     """Rank 0's tokenizer, model config and tokens on every rank (JSON and one buffer)."""
     info = comm.bcast_json(None if comm.rank else {
         "tokenizer": tokenizer.to_dict(), "model_config": model_config.to_dict(),
-        "block_size": cfg.block_size, "data_name": data_name})
-    ids = distributed.bcast_ids(comm, None if comm.rank else np.concatenate([dataset.train, dataset.val]))
+        "block_size": cfg.block_size, "data_name": data_name, "shards": isinstance(dataset, ShardDataset)})
+    ids = None if info["shards"] else distributed.bcast_ids(  # shards: each rank maps the files itself
+        comm, None if comm.rank else np.concatenate([dataset.train, dataset.val]))
     if comm.rank:
         cfg.block_size = info["block_size"]
         tokenizer, data_name = tokenizer_from_dict(info["tokenizer"]), info["data_name"]
-        model_config, dataset = GPTConfig(**info["model_config"]), Dataset(ids, cfg.block_size)
+        model_config = GPTConfig(**info["model_config"])
+        dataset = open_folder(cfg.data, cfg.block_size, tokenizer, "rank 0", check=False)[0] if info["shards"] \
+            else Dataset(ids, cfg.block_size)
     return dataset, tokenizer, data_name, model_config
 
 
@@ -529,6 +540,8 @@ def _loop(run, print_fn):
         if moved:
             print_fn(f"moved {moved} records that the checkpoint does not hold from {log.path} to {log.old_path}")
         log.open()
+        meter, health = telemetry.Meter.for_run(run.model, cfg, run.comm), telemetry.Health(cfg.health_interval)
+        log.write(meter.start_record(run.start_iter, cfg.device))  # peak_flops and flops_per_token, once
         for it in range(run.start_iter, cfg.max_iters + 1):
             lr = cosine_lr(it, cfg.learning_rate, cfg.warmup_iters, run.lr_decay_iters, cfg.min_lr)
             resumed_here = run.resumed and it == run.start_iter and not run.eval_pending
@@ -542,17 +555,25 @@ def _loop(run, print_fn):
             if it == cfg.max_iters:
                 break
             t0 = time.perf_counter()
-            step_args = (run.model, run.optimizer, run.dataset, cfg, lr, run.batch_rng)
+            optimizer = health.watch(run.optimizer, run.model, it)  # notes every health_interval steps
+            step_args = (run.model, optimizer, run.dataset, cfg, lr, run.batch_rng)
             loss, norm = _train_step(*step_args) if run.sync is None else _train_step(*step_args, sync=run.sync)
-            ms = round((time.perf_counter() - t0) * 1000, 2)
+            seconds = time.perf_counter() - t0
+            ms = round(seconds * 1000, 2)
             if not (math.isfinite(loss) and math.isfinite(norm)):
+                health.record(it, norm)
                 _nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn)
                 continue
-            log.write({"iter": it, "loss": loss, "lr": lr, "ms": ms})
-            progress.update(it, loss)
+            speed = meter.step(seconds)
+            log.write({"iter": it, "loss": loss, "lr": lr, "ms": ms, **speed})
+            record = health.record(it, norm)
+            if record is not None:
+                log.write(record)
+            progress.update(it, loss, telemetry.shown(speed))
             if it % cfg.log_interval == 0 and not progress.enabled:
                 left = _duration(progress.eta(it))
-                print_fn(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {ms:.1f} ms, {left} left")
+                print_fn(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {ms:.1f} ms, {telemetry.shown(speed)}, "
+                         f"{left} left")
     except AnomalyError as e:
         raise TrainingError(f"at iteration {it}: {e}") from None
     except FileError as e:
@@ -710,9 +731,10 @@ def _train_step(model, optimizer, dataset, cfg, lr, batch_rng, sync=None):
     n = cfg.gradient_accumulation_steps
     rank, size = (sync.comm.rank, sync.comm.size) if sync is not None else (0, 1)
     for j in range(n):
-        x, y = dataset.get_batch("train", cfg.batch_size, batch_rng)
-        if j % size != rank:  # another rank's micro-batch
+        if j % size != rank:  # another rank's micro-batch: draw its windows, read nothing
+            dataset.skip_batch("train", cfg.batch_size, batch_rng)
             continue
+        x, y = dataset.get_batch("train", cfg.batch_size, batch_rng)
         _, loss = model(x, y)
         part = loss.data.astype(np.float64) / n  # summed on the device: no wait per micro-batch
         total = part if total is None else total + part
