@@ -19,7 +19,7 @@ from tinygrad_gpt.serialization import CheckpointError, load_file, save_file
 from tinygrad_gpt.tokenizer import CharTokenizer
 from tinygrad_gpt.train import ConfigError, TrainConfig, TrainingError, stream, train
 
-TRAIN_KEYS = {"iter", "loss", "lr", "ms"}
+TRAIN_KEYS = {"iter", "loss", "lr", "ms", "tokens_per_s", "mfu"}  # tokens_per_s and mfu: run/telemetry.py
 EVAL_KEYS = {"iter", "train_loss", "val_loss"}
 
 

@@ -32,9 +32,9 @@ from .gradcheck_cli import GradcheckConfig, gradcheck
 from .viz import AttentionConfig, PlotConfig, attention, plot
 from .text.prepare import PrepareConfig, prepare, with_inputs
 
-COMMANDS = {"prepare": (PrepareConfig, prepare, "turn text files into token shards for train --data=DIR"),
-            "train": (TrainConfig, train, "train a GPT (the main job)"),
+COMMANDS = {"train": (TrainConfig, train, "train a GPT (the main job)"),
             "sample": (SampleConfig, sample, "generate text from a trained checkpoint"),
+            "prepare": (PrepareConfig, prepare, "turn text files into token shards for train --data=DIR"),
             "export": (ExportConfig, export, "write a checkpoint as a Hugging Face GPT-2 folder"),
             "gradcheck": (GradcheckConfig, gradcheck, "check every op's backward against central differences"),
             "plot": (PlotConfig, plot, "draw out_dir/loss.png from out_dir/log.jsonl"),

@@ -244,11 +244,16 @@ def _prepare(cfg, files, settings, print_fn):
                 splits={s: [{"name": n, "tokens": k} for n, k in splits[s]] for s in SPLITS})
     write_json(os.path.join(cfg.out_dir, META_NAME), meta)
     counts = {s: sum(k for _, k in splits[s]) for s in SPLITS}
-    print_fn(f"prepared {reader.pos / 1e6:,.1f} MB ({reader.documents:,} documents) with the {how} tokenizer: "
-             f"{counts['train']:,} train tokens in {len(splits['train'])} shards, {counts['val']:,} val tokens in "
-             f"{len(splits['val'])}, {dtype.name}; {seconds:.1f} s ({reader.pos / 1e6 / max(seconds, 1e-9):.1f} MB/s)")
+    print_fn(f"prepared {reader.pos / 1e6:,.1f} MB ({_count(reader.documents, 'document')}) with the {how} "
+             f"tokenizer: {counts['train']:,} train tokens in {_count(len(splits['train']), 'shard')}, "
+             f"{counts['val']:,} val tokens in {_count(len(splits['val']), 'shard')}, {dtype.name}; "
+             f"{seconds:.1f} s ({reader.pos / 1e6 / max(seconds, 1e-9):.1f} MB/s)")
     print_fn(f"train on it: python -m tinygrad_gpt train --data={cfg.out_dir}")
     return meta
+
+
+def _count(n, word):
+    return f"{n:,} {word}{'s' * (n != 1)}"
 
 
 def _encode(cfg, files, tokenizer, tok_path, cut, eot, total):
@@ -265,16 +270,18 @@ def _encode(cfg, files, tokenizer, tok_path, cut, eot, total):
             writers[split].write(ids)
             progress.update(reader.pos)
         shards = {s: writers[s].close() for s in SPLITS}
+        for s in SPLITS:
+            if not sum(k for _, k in shards[s]):
+                raise DataError(f"{files[0][0]}: the {s} split came out empty ({reader.pos:,} input bytes, "
+                                f"--val_fraction={cfg.val_fraction}); use more text or another --val_fraction")
+        for w in writers.values():
+            w.commit()
     except ChunkError as e:
         raise DataError(f"{e.tag[1]}: {e.message}") from None
     finally:
         for w in writers.values():
             w.abort()
         progress.close()
-    for s in SPLITS:
-        if not sum(k for _, k in shards[s]):
-            raise DataError(f"{files[0][0]}: the {s} split came out empty ({reader.pos:,} input bytes, "
-                            f"--val_fraction={cfg.val_fraction}); use more text or another --val_fraction")
     return shards, reader
 
 

@@ -72,15 +72,16 @@ def write_shard(path, ids, vocab_size):
 class ShardWriter:
     """One split's tokens, written as shards of ``shard_tokens`` tokens named PREFIX_SPLIT_NNNNNN.bin.
 
-    A shard grows under a temporary name (``.NAME.tmp``) and is renamed when complete, so a
-    killed run leaves no shard under a final name. ``shards`` lists (name, tokens) of those done.
+    Every shard is written under a temporary name (``.NAME.tmp``) and fsynced; ``commit()``
+    renames them all at the end, so a killed run leaves no shard under a final name.
+    ``shards`` lists (name, tokens) of those complete.
     """
 
     def __init__(self, folder, prefix, split, dtype, shard_tokens):
         self.folder, self.prefix, self.split = os.fspath(folder), prefix, split
         self.dtype, self.shard_tokens = np.dtype(dtype), int(shard_tokens)
         self.shards, self.tokens = [], 0
-        self._f = self._tmp = None
+        self._f = None
         self._n = 0
 
     def write(self, ids):
@@ -90,7 +91,7 @@ class ShardWriter:
             if self._f is None:
                 self._open()
             take = min(ids.size, self.shard_tokens - self._n)
-            with file_op("writing", self._tmp):
+            with file_op("writing", self._tmp(len(self.shards))):
                 self._f.write(memoryview(ids[:take]).cast("B"))
             self._n, self.tokens, ids = self._n + take, self.tokens + take, ids[take:]
             if self._n == self.shard_tokens:
@@ -102,35 +103,41 @@ class ShardWriter:
             self._finish()
         return self.shards
 
+    def commit(self):
+        """Give every complete shard its final name."""
+        for k, (name, _) in enumerate(self.shards):
+            with file_op("renaming", self._tmp(k)):
+                os.replace(self._tmp(k), os.path.join(self.folder, name))
+        fsync_dir(self.folder)
+
     def abort(self):
-        """Drop the shard in progress (its temporary file)."""
+        """Drop the shard in progress."""
         if self._f is not None:
             self._f.close()
-            os.remove(self._tmp)
+            os.remove(self._tmp(len(self.shards)))
             self._f = None
 
-    def _name(self):
-        return f"{self.prefix}_{self.split}_{len(self.shards):06d}.bin"
+    def _name(self, k):
+        return f"{self.prefix}_{self.split}_{k:06d}.bin"
+
+    def _tmp(self, k):
+        return os.path.join(self.folder, f".{self._name(k)}.tmp")
 
     def _open(self):
-        self._tmp = os.path.join(self.folder, f".{self._name()}.tmp")
-        with file_op("writing", self._tmp):
-            self._f = open(self._tmp, "wb")
+        with file_op("writing", self._tmp(len(self.shards))):
+            self._f = open(self._tmp(len(self.shards)), "wb")
             self._f.write(shard_header(0, self.dtype))  # the count goes in when the shard is complete
         self._n = 0
 
     def _finish(self):
-        name = self._name()
-        with file_op("writing", self._tmp):
+        with file_op("writing", self._tmp(len(self.shards))):
             self._f.seek(0)
             self._f.write(shard_header(self._n, self.dtype))
             self._f.flush()
             os.fsync(self._f.fileno())
             self._f.close()
-            self._f = None
-            os.replace(self._tmp, os.path.join(self.folder, name))
-        fsync_dir(self.folder)
-        self.shards.append((name, self._n))
+        self._f = None
+        self.shards.append((self._name(len(self.shards)), self._n))
 
 
 # ----------------------------------------------------------------------------- reading one file
