@@ -350,7 +350,7 @@ def train_peaks(folder, out, ranks=1):
         argv, env = mpi_command(ranks, options), mpi_env()
     result, peaks = memwatch.run_watched(argv, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    return sorted(p["anon_mb"] for p in peaks.values() if "tinygrad_gpt train" in p["command"])
+    return sorted(p["anon_mb"] for p in peaks.values() if p["command"].startswith(sys.executable + " -m tinygrad_gpt train"))
 
 
 @pytest.mark.skipif(not memwatch.available(), reason="needs Linux /proc")

@@ -91,17 +91,19 @@ def with_inputs(cfg, argv):
 # ----------------------------------------------------------------------------- the tokenizer
 
 def safe_cut(tokenizer):
-    """``cut(text)``: the last place where ``text`` may be split without changing its ids (0: none)."""
+    """``cut(text, limit=None)``: where ``text`` may be split without changing its ids: the last such
+    place up to ``limit`` (default: the end), else the first after it; 0 when there is none."""
     if isinstance(tokenizer, CharTokenizer):
-        return len
+        return lambda text, limit=None: len(text) if limit is None else min(limit, len(text))
     spaced = [s for s in tokenizer.special_tokens if regex.search(r"\s", s)]
     if spaced:
         raise ConfigError(f"--tokenizer={tokenizer!r}: the special token {spaced[0]!r} holds whitespace, so "
                           f"the text cannot be split safely for encoding")
-    last = regex.compile(r"(?r)\S(?=\s)")  # the same \s as GPT-2's pattern (the regex module's)
+    last, first = regex.compile(r"(?r)\S(?=\s)"), regex.compile(r"\S(?=\s)")  # GPT-2's \s (the regex module's)
 
-    def cut(text):
-        m = last.search(text)
+    def cut(text, limit=None):
+        limit = len(text) if limit is None else min(limit, len(text))
+        m = last.search(text, 0, limit + 1) or first.search(text, limit)
         return m.end() if m else 0
     return cut
 

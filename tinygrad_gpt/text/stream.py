@@ -73,8 +73,9 @@ def _complete(data):
 class Reader:
     """The inputs as pieces of text: ``(text, new_document, split, where)``.
 
-    ``pos`` counts the (decompressed) input bytes read so far. A piece that starts before byte
-    ``val_at`` belongs to the train split and the rest to val; text blocks never straddle it.
+    ``pos`` counts the (decompressed) input bytes read so far. A piece that ends by byte ``val_at``
+    belongs to the train split and the rest to val; text blocks never straddle it (a document of
+    JSON lines that does goes to val).
     """
 
     def __init__(self, files, val_at=None):
@@ -89,7 +90,8 @@ class Reader:
                 raise DataError(f"{path}: not a readable gzip file ({str(e)[:80] or type(e).__name__})") from None
 
     def _split(self):
-        return "train" if self.val_at is None or self.pos < self.val_at else "val"
+        """The split of the piece just read: train when it ends at or before ``val_at``."""
+        return "train" if self.val_at is None or self.pos <= self.val_at else "val"
 
     def _want(self):
         if self.val_at is not None and self.pos < self.val_at:
@@ -100,10 +102,10 @@ class Reader:
         pending, offset, first = b"", 0, True
         with _open(path) as f:
             while True:
-                split = self._split()
                 with file_op("reading", path):
                     block = f.read(self._want())
                 self.pos += len(block)
+                split = self._split()
                 data = pending + block
                 if first and (len(data) >= len(BOM) or not block) and data.startswith(BOM):
                     data, offset = data[len(BOM):], offset + len(BOM)  # a byte-order mark is not text
@@ -126,12 +128,12 @@ class Reader:
         with _open(path) as f:
             number = 0
             while True:
-                split = self._split()
                 with file_op("reading", path):
                     line = f.readline(MAX_LINE + 1)
                 if not line:
                     return
                 number, self.pos = number + 1, self.pos + len(line)
+                split = self._split()
                 if len(line) > MAX_LINE:
                     raise DataError(f"{path}, line {number}: longer than {MAX_LINE >> 20} MiB")
                 if number == 1 and line.startswith(BOM):
@@ -179,22 +181,20 @@ def input_size(files):
 
 def chunks(reader, cut, eot, target=CHUNK_CHARS):
     """Yield ``((split, where), text)``: the reader's pieces packed into chunks of about ``target``
-    characters, each ending where ``cut(text)`` allows, none spanning the val boundary.
+    characters, each ending where ``cut(text, target)`` allows, none spanning the val boundary.
 
     ``eot`` (the end-of-text token's text, or None) goes between documents. A chunk's ids are the
     same whether it is encoded alone or inside the whole text.
     """
-    buf, size, split, where, docs = [], 0, None, None, 0
-    check_at = target
+    buf, size, split, where, docs, check_at = [], 0, None, None, 0, target
     for text, new_doc, piece_split, piece_where in reader.pieces():
-        if split is not None and piece_split != split and buf:  # the val split starts here
+        if split is not None and piece_split != split and size:  # the val split starts here
             joined = "".join(buf)
-            end = len(joined) if new_doc and (eot is not None or cut is len) else cut(joined)
+            end = len(joined) if new_doc and eot is not None else cut(joined)
             if end:
                 yield (split, where), joined[:end]
-            buf, size, check_at = [joined[end:]] if end < len(joined) else [], len(joined) - end, target
-            where = piece_where if not buf else where
-        if not buf:
+            buf, size, check_at = [joined[end:]], len(joined) - end, target
+        if not size:
             where = piece_where
         split = piece_split
         if new_doc and docs and eot is not None:
@@ -204,15 +204,17 @@ def chunks(reader, cut, eot, target=CHUNK_CHARS):
         buf.append(text)
         size += len(text)
         if size >= check_at:
-            joined = "".join(buf)
-            end = cut(joined)
-            if end:
-                yield (split, where), joined[:end]
-                buf, size, check_at, where = [joined[end:]], len(joined) - end, target, piece_where
-            elif size > MAX_CHUNK_CHARS:
-                raise DataError(f"{where}: {size:,} characters without whitespace after a word: no place to "
-                                f"split the text for encoding")
-            else:
-                buf, check_at = [joined], 2 * size
-    if buf and size:
+            joined, start = "".join(buf), 0
+            while len(joined) - start >= check_at:
+                end = cut(joined[start:], target)
+                if not end:
+                    if len(joined) - start > MAX_CHUNK_CHARS:
+                        raise DataError(f"{where}: {len(joined) - start:,} characters without whitespace after a "
+                                        f"word: no place to split the text for encoding")
+                    check_at = 2 * (len(joined) - start)  # look again when twice as much has come
+                    break
+                yield (split, where), joined[start:start + end]
+                start, where, check_at = start + end, piece_where, target
+            buf, size = [joined[start:]], len(joined) - start
+    if size:
         yield (split, where), "".join(buf)
