@@ -34,7 +34,7 @@ def _status(pid):
     except OSError:
         return None
     return {"anon_mb": kb["RssAnon"] / 1024, "hwm_mb": kb.get("VmHWM", 0) / 1024, "name": fields["Name"].strip(),
-            "command": command}
+            "command": command, "ppid": int(fields["PPid"].split()[0])}
 
 
 def _children(pid):
@@ -67,7 +67,7 @@ def run_watched(argv, interval=0.005, timeout=600, **kwargs):
             if s is None:
                 continue
             seen = peaks.setdefault(pid, {"anon_mb": 0.0, "hwm_mb": 0.0})
-            seen.update(name=s["name"], command=s["command"])  # the last seen: after exec, not before
+            seen.update(name=s["name"], command=s["command"], ppid=s["ppid"])  # the last seen: after exec
             seen["anon_mb"] = max(seen["anon_mb"], s["anon_mb"])
             seen["hwm_mb"] = max(seen["hwm_mb"], s["hwm_mb"])
         time.sleep(interval)
@@ -76,3 +76,10 @@ def run_watched(argv, interval=0.005, timeout=600, **kwargs):
     out, err = proc.communicate()
     return subprocess.CompletedProcess(argv, proc.returncode, out.decode(errors="replace"),
                                        err.decode(errors="replace")), peaks
+
+
+def top(peaks, prefix):
+    """The processes whose command starts with ``prefix``, less those another of them started (a
+    fork that runs a helper program keeps its parent's command line until it has exec'd)."""
+    ours = {pid for pid, p in peaks.items() if p["command"].startswith(prefix)}
+    return [peaks[pid] for pid in ours if peaks[pid]["ppid"] not in ours]

@@ -328,19 +328,19 @@ def test_two_ranks_train_from_shards_exactly_as_one_process(tmp_path):
     assert_same_run(ref, two, rtol=1e-9)
 
 
-def big_folder(folder, tokens, vocab=50257):
-    """A folder of llm.c shards of random ids (no tokenizer: ids only), ``tokens`` in all."""
+def big_folder(folder, tokens, vocab=4096):
+    """A folder of llm.c shards (no tokenizer: ids only), ``tokens`` in all."""
     folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    per = 25_000_000
+    pattern = np.random.default_rng(0).integers(0, vocab, 1 << 20)
+    per = 20_000_000
     for k, start in enumerate(range(0, tokens, per)):
-        write_shard(folder / f"big_train_{k:06d}.bin", rng.integers(0, vocab, min(per, tokens - start)), vocab)
-    write_shard(folder / "big_val_000000.bin", rng.integers(0, vocab, 100_000), vocab)
+        write_shard(folder / f"big_train_{k:06d}.bin", np.resize(pattern, min(per, tokens - start)), vocab)
+    write_shard(folder / "big_val_000000.bin", pattern[:100_000], vocab)
     return folder
 
 
 def train_peaks(folder, out, ranks=1):
-    options = {"data": folder, "out_dir": out, "vocab_size": 50257, "n_layer": 1, "n_head": 2, "n_embd": 16,
+    options = {"data": folder, "out_dir": out, "vocab_size": 4096, "n_layer": 1, "n_head": 2, "n_embd": 16,
                "block_size": 32, "batch_size": 4, "max_iters": 20, "eval_interval": 10, "eval_iters": 2,
                "sample_tokens": 0, "progress": False, "gradient_accumulation_steps": 2}
     if ranks == 1:
@@ -350,7 +350,7 @@ def train_peaks(folder, out, ranks=1):
         argv, env = mpi_command(ranks, options), mpi_env()
     result, peaks = memwatch.run_watched(argv, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    return sorted(p["anon_mb"] for p in peaks.values() if p["command"].startswith(sys.executable + " -m tinygrad_gpt train"))
+    return sorted(p["anon_mb"] for p in memwatch.top(peaks, sys.executable + " -m tinygrad_gpt train"))
 
 
 @pytest.mark.skipif(not memwatch.available(), reason="needs Linux /proc")
