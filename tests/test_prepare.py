@@ -310,9 +310,9 @@ def peaks_of(tmp_path, name, megabytes, tokenizer):
 
 @pytest.mark.skipif(not memwatch.available(), reason="needs Linux /proc")
 def test_memory_does_not_grow_with_the_input(tmp_path, bpe):
-    """3 MB and 24 MB of text: every process (the main one and each worker) peaks the same."""
+    """6 MB and 24 MB of text: every process (the main one and each worker) peaks the same."""
     (tmp_path / "words.txt").write_text(sample_text(200_000, seed=9), encoding="utf-8")
-    small = peaks_of(tmp_path, "small", 3, bpe)
+    small = peaks_of(tmp_path, "small", 6, bpe)
     large = peaks_of(tmp_path, "large", 24, bpe)
     assert set(small) == set(large) == {"main", "worker"}
     for kind in small:
