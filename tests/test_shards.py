@@ -227,14 +227,14 @@ def test_a_tokenizer_that_does_not_match_the_shards_is_refused(tmp_path):
     tok = json.loads((folder / "tokenizer.json").read_text())
     tok["chars"][0], tok["chars"][1] = tok["chars"][1], tok["chars"][0]  # same size, other ids
     (folder / "tokenizer.json").write_text(json.dumps(tok))
-    with pytest.raises(DataError, match="tokenizer.json: its sha256 is not the tokenizer_sha256 in meta.json"):
+    with pytest.raises(DataError, match="tokenizer.json: its sha256 is not the tokenizer_sha256 in .*meta.json"):
         open_folder(folder, 8)
 
 
 def test_a_shard_that_meta_json_does_not_list_is_refused(tmp_path):
     folder = prepared(tmp_path)
     write_shard(folder / "d_train_000001.bin", [1, 2, 3], 65)
-    with pytest.raises(DataError, match="d_train_000001.bin: a shard that meta.json does not list"):
+    with pytest.raises(DataError, match="d_train_000001.bin: a shard that .*meta.json does not list"):
         open_folder(folder, 8)
 
 

@@ -92,10 +92,10 @@ def read_json(path):
         raise DataError(f"{path}: not a JSON document ({problem})") from None
 
 
-def read_tokenizer_file(path):
+def read_tokenizer_file(path, raw=None):
     """A tokenizer saved as JSON (``to_dict()``: char, bpe or ids); returns (tokenizer, its bytes)."""
     from ..tokenizer import tokenizer_from_dict
-    raw = read_small(path)
+    raw = read_small(path) if raw is None else raw
     try:
         return tokenizer_from_dict(json.loads(raw.decode("utf-8"))), raw
     except (ValueError, TypeError, KeyError, RecursionError) as e:
@@ -172,15 +172,16 @@ def read_meta(folder):
 
 def _meta_tokenizer(folder, meta):
     """The tokenizer meta.json names, whose bytes must have the sha256 meta.json records."""
-    path = os.path.join(folder, meta["tokenizer"])
+    path, meta_path = os.path.join(folder, meta["tokenizer"]), os.path.join(folder, META_NAME)
     if not os.path.exists(path):
-        raise DataError(f"{path}: missing; {os.path.join(folder, META_NAME)} names it as the shards' tokenizer")
-    tokenizer, raw = read_tokenizer_file(path)
+        raise DataError(f"{path}: missing; {meta_path} names it as the shards' tokenizer")
+    raw = read_small(path)
     if hashlib.sha256(raw).hexdigest() != meta["tokenizer_sha256"]:
-        raise DataError(f"{path}: its sha256 is not the tokenizer_sha256 in meta.json: it is not the "
+        raise DataError(f"{path}: its sha256 is not the tokenizer_sha256 in {meta_path}: it is not the "
                         f"tokenizer the shards were made with")
+    tokenizer = read_tokenizer_file(path, raw)[0]
     if tokenizer.vocab_size != meta["vocab_size"]:
-        raise DataError(f"{path}: {tokenizer.vocab_size} tokens, but meta.json says vocab_size={meta['vocab_size']}")
+        raise DataError(f"{path}: {tokenizer.vocab_size} tokens, but {meta_path} says vocab_size={meta['vocab_size']}")
     return tokenizer, path
 
 
@@ -194,9 +195,10 @@ def _listing(folder):
 def _prepared_files(folder, meta, names):
     """{split: [(path, dtype, count, offset)]} from meta.json, each header matching its entry."""
     listed = {entry["name"] for split in SPLITS for entry in meta["splits"][split]}
+    meta_path = os.path.join(folder, META_NAME)
     stray = [n for n in names if SHARD_RE.match(n) and n not in listed]
     if stray:
-        raise DataError(f"{os.path.join(folder, stray[0])}: a shard that meta.json does not list (was the "
+        raise DataError(f"{os.path.join(folder, stray[0])}: a shard that {meta_path} does not list (was the "
                         f"folder prepared twice?)")
     files = {}
     for split in SPLITS:
@@ -207,10 +209,10 @@ def _prepared_files(folder, meta, names):
                 raise DataError(f"{path}: missing; {os.path.join(folder, META_NAME)} lists it")
             dtype, count = read_header(path)
             if dtype.name != meta["dtype"]:
-                raise DataError(f"{path}: header field magic says {dtype.name} tokens, but meta.json says "
+                raise DataError(f"{path}: header field magic says {dtype.name} tokens, but {meta_path} says "
                                 f"{meta['dtype']}")
             if count != entry["tokens"]:
-                raise DataError(f"{path}: header field token count is {count:,} but meta.json lists "
+                raise DataError(f"{path}: header field token count is {count:,} but {meta_path} lists "
                                 f"{entry['tokens']:,} tokens for it")
             files[split].append((path, dtype, count, 1024))
     return files
