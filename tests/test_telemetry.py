@@ -47,8 +47,9 @@ def test_health_notes_norms_before_clipping_and_update_ratios():
     _, loss = model(x, np.roll(x, -1, axis=1))
     loss.backward()
     params = dict(model.named_parameters())
-    before_clip = {k: float(np.linalg.norm(p.grad)) for k, p in params.items()}
-    w0 = {k: p.data.copy() for k, p in params.items()}
+    host = backend.to_numpy
+    before_clip = {k: float(np.linalg.norm(host(p.grad))) for k, p in params.items()}
+    w0 = {k: host(p.data).copy() for k, p in params.items()}
     norm = clip_grad_norm_(model.parameters(), 0.01)  # clips hard: every gradient scaled down
     health = telemetry.Health(interval=5)
     assert health.watch(opt, model, 3) is opt  # not a health step
@@ -60,7 +61,7 @@ def test_health_notes_norms_before_clipping_and_update_ratios():
     for k in params:
         assert record["grad_norm"][k] == pytest.approx(before_clip[k], rel=1e-4), k
         if np.linalg.norm(w0[k]) > 0:
-            ratio = np.linalg.norm(params[k].data - w0[k]) / np.linalg.norm(w0[k])
+            ratio = np.linalg.norm(host(params[k].data) - w0[k]) / np.linalg.norm(w0[k])
             assert record["update_ratio"][k] == pytest.approx(ratio, rel=1e-5), k
         else:  # a bias that starts at zero has no ratio
             assert k not in record["update_ratio"]
