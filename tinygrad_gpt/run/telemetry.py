@@ -26,15 +26,15 @@ import numpy as np
 from .. import backend
 
 MAX_PEAK_SIZE = 8192  # the largest matmul timed: n x n float32 times n x n, 2 n^3 FLOPs
-LONG_ENOUGH = 0.01   # seconds: a product this slow is large enough to show the device's peak
+PEAK_SECONDS = 0.5   # a larger size is tried only while its product would take less than this
 _peaks = {}  # (device, n, threads) -> FLOP/s, measured once per process
 
 
-def measure_peak_flops(device, n=None, seconds=0.2, repeats=3):
-    """Float32 FLOP/s of ``device``: the fastest of at least ``repeats`` timed n x n matmuls (and as
-    many more as fit in ``seconds``), each 2 n^3 FLOPs. Without ``n``, n doubles from 512 until one
-    product takes LONG_ENOUGH or n reaches MAX_PEAK_SIZE: large on a GPU, modest on a CPU.
-    Kept for the rest of the process.
+def measure_peak_flops(device, n=None, repeats=3):
+    """Float32 FLOP/s of ``device``: the fastest of ``repeats`` timed n x n matmuls (2 n^3 FLOPs
+    each). Without ``n``, n doubles from 512 while the next size's product would take less than
+    PEAK_SECONDS (8 times this one's), up to MAX_PEAK_SIZE, and the best rate counts: a small
+    product on a CPU shows the threads' start-up more than the arithmetic. Kept for the process.
 
         >>> measure_peak_flops("cpu", n=256) > 1e8
         True
@@ -42,35 +42,32 @@ def measure_peak_flops(device, n=None, seconds=0.2, repeats=3):
     from ..fast.threads import cpu_threads
     key = (device, n, cpu_threads())
     if key not in _peaks:
-        size = n or 512
+        best, size = 0.0, n or 512
         while True:
-            a, b, out, took = _timed_product(device, size)
-            if n is not None or took >= LONG_ENOUGH or size >= MAX_PEAK_SIZE:
+            seconds = _timed_product(device, size, repeats)
+            best = max(best, 2.0 * size ** 3 / seconds)
+            if n is not None or size >= MAX_PEAK_SIZE or 8 * seconds > PEAK_SECONDS:
                 break
             size *= 2
-        xp = backend.xp_for(device)
-        best, tries, end = took, 1, time.perf_counter() + seconds
-        while tries < repeats or (time.perf_counter() < end and tries < 100):
-            t0 = time.perf_counter()
-            xp.matmul(a, b, out=out)
-            backend.synchronize(device)
-            best, tries = min(best, time.perf_counter() - t0), tries + 1
-        _peaks[key] = 2.0 * size ** 3 / best
+        _peaks[key] = best
     return _peaks[key]
 
 
-def _timed_product(device, n):
-    """Two random n x n float32 matrices on ``device``, their product's buffer, and the seconds of
-    one product after a first (warm-up) one."""
+def _timed_product(device, n, repeats):
+    """The fastest of ``repeats`` products of two random n x n float32 matrices on ``device``, in
+    seconds, after a first product that warms up (a GPU's kernels, the BLAS threads)."""
     xp = backend.xp_for(device)
     rng = np.random.default_rng(0)
     a, b = (backend.to_device(rng.standard_normal((n, n), dtype=np.float32), device) for _ in range(2))
-    out = xp.matmul(a, b)  # the first call warms up (a GPU's kernels, the BLAS threads)
+    out = xp.matmul(a, b)
     backend.synchronize(device)
-    t0 = time.perf_counter()
-    xp.matmul(a, b, out=out)
-    backend.synchronize(device)
-    return a, b, out, time.perf_counter() - t0
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        xp.matmul(a, b, out=out)
+        backend.synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def job_peak_flops(comm, device):
