@@ -1,6 +1,7 @@
 """Token shards: llm.c's format byte for byte, windows through memory maps, the three folder
 layouts, hostile shards refused with one line naming the file and the field, and training from
 a folder (one process, two MPI ranks, bounded memory)."""
+import hashlib
 import json
 import os
 import pickle
@@ -106,7 +107,8 @@ def test_llm_c_s_own_folders_train_with_an_id_tokenizer(tmp_path):
     assert isinstance(tok, IdTokenizer) and tok.vocab_size == 50 and "llm.c" in name
     assert ds.train[:5].tolist() == [0, 1, 2, 3, 4] and len(ds.val) == 40
     assert tokenizer_from_dict(tok.to_dict()).vocab_size == 50  # a checkpoint can keep it
-    with pytest.raises(DataError, match=r"x_train_000001.bin: token 40 is id 40, outside the vocabulary of 40 \(--vocab_size=40\)"):
+    with pytest.raises(DataError, match=r"x_train_000001.bin: token 40 is id 40, outside the vocabulary of 40 "
+                                        r"\(--vocab_size=40\)"):
         open_folder(folder, block_size=8, vocab_size=40)
 
 
@@ -260,11 +262,12 @@ TINY = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--batch_
 def test_train_and_resume_from_a_prepared_folder(tmp_path, capsys):
     folder = prepared(tmp_path)
     out = tmp_path / "out"
-    assert cli.main(["train", f"--data={folder}", f"--out_dir={out}", "--max_iters=4", "--eval_interval=2", *TINY]) == 0
+    argv = ["train", f"--data={folder}", f"--out_dir={out}", "--eval_interval=2", *TINY]
+    assert cli.main([*argv, "--max_iters=4"]) == 0
     printed = capsys.readouterr().out
-    assert "(prepared: 1 train and 1 val shard)" in printed and f"vocab {len(set((tmp_path / 'in.txt').read_text()))}" in printed
-    assert cli.main(["train", f"--data={folder}", f"--out_dir={out}", "--max_iters=6", "--eval_interval=2",
-                     "--init_from=resume", *TINY]) == 0
+    vocab = len(set((tmp_path / "in.txt").read_text()))
+    assert "(prepared: 1 train and 1 val shard)" in printed and f"vocab {vocab}" in printed
+    assert cli.main([*argv, "--max_iters=6", "--init_from=resume"]) == 0
     assert "resuming from" in capsys.readouterr().out
     other = prepared(tmp_path, "e")  # same text, but a folder whose tokenizer differs
     tok = json.loads((other / "tokenizer.json").read_text())
@@ -272,7 +275,6 @@ def test_train_and_resume_from_a_prepared_folder(tmp_path, capsys):
     tok["chars"].append("~")
     raw = (json.dumps(tok, ensure_ascii=False) + "\n").encode()
     (other / "tokenizer.json").write_bytes(raw)
-    import hashlib
     meta.update(vocab_size=len(tok["chars"]), tokenizer_sha256=hashlib.sha256(raw).hexdigest())
     (other / "meta.json").write_text(json.dumps(meta))
     code = cli.main(["train", f"--data={other}", f"--out_dir={out}", "--max_iters=8", "--init_from=resume", *TINY])

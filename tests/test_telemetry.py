@@ -73,7 +73,6 @@ def run(tmp_path_factory):
     """A tiny run with health every 3 steps, its printed lines, and its log."""
     folder = tmp_path_factory.mktemp("tele")
     text = write_text(folder / "input.txt")
-    lines = []
     code = cli.main(["train", f"--data={text}", f"--out_dir={folder / 'out'}", "--n_layer=1", "--n_head=2",
                      "--n_embd=16", "--block_size=16", "--batch_size=4", "--max_iters=7", "--eval_interval=7",
                      "--eval_iters=2", "--log_interval=2", "--health_interval=3", "--sample_tokens=0",

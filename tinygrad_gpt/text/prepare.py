@@ -47,7 +47,7 @@ class PrepareConfig:
     out_dir: str = "data"           # the folder that gets the shards, tokenizer.json and meta.json
     tokenizer: str = "char"         # char, bpe, or a saved tokenizer, prepared folder or GPT-2 folder
     vocab_size: int = 1024          # the BPE's size for --tokenizer=bpe
-    bpe_sample_mb: float = 8.0      # --tokenizer=bpe learns its merges from the first this many MB
+    bpe_sample_mb: float = 8.0      # --tokenizer=bpe learns its merges from the first this many MB (~20x in memory)
     val_fraction: float = 0.1       # the last this fraction of the input (by bytes) is the val split
     shard_tokens: int = 100_000_000  # tokens per shard (llm.c's 10^8)
     name: Optional[str] = None      # shard names start with this (None: the out_dir's name)

@@ -20,8 +20,6 @@ so a corpus of any size adds no anonymous memory to the process.
     >>> read_header("d/x_train_000000.bin")                                  # doctest: +SKIP
     (dtype('uint16'), 10)
 """
-import hashlib
-import json
 import mmap
 import os
 import re
