@@ -282,6 +282,41 @@ def test_train_and_resume_from_a_prepared_folder(tmp_path, capsys):
     assert code == 1 and f"{other / 'tokenizer.json'}: the shards' tokenizer" in err and "ckpt.safetensors" in err
 
 
+def losses(out):
+    with open(out / "log.jsonl", encoding="utf-8") as f:
+        return {(r["iter"], k): r[k] for r in map(json.loads, f) for k in ("loss", "val_loss") if k in r}
+
+
+def test_a_resumed_run_from_shards_is_the_uninterrupted_run(tmp_path):
+    folder = prepared(tmp_path)
+    flags = [f"--data={folder}", "--eval_interval=3", "--lr_decay_iters=6", "--max_iters=6", "--dtype=float64", *TINY]
+    assert cli.main(["train", f"--out_dir={tmp_path / 'a'}", *flags]) == 0
+    assert cli.main(["train", f"--out_dir={tmp_path / 'b'}", *flags[:-len(TINY)], "--max_iters=3", *TINY]) == 0
+    assert cli.main(["train", f"--out_dir={tmp_path / 'b'}", *flags, "--init_from=resume"]) == 0
+    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
+    assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=1e-12) for k in a), (a, b)
+
+
+def test_fine_tuning_a_gpt2_folder_on_shards_made_with_its_tokenizer(tmp_path, capsys):
+    from test_cli import write_text
+    text = write_text(tmp_path / "input.txt")
+    model = ["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16", "--max_iters=1", "--eval_interval=1",
+             "--eval_iters=1", "--sample_tokens=0", "--progress=False"]
+    assert cli.main(["train", f"--data={text}", f"--out_dir={tmp_path / 'bpe'}", "--tokenizer=bpe",
+                     "--vocab_size=300", *model]) == 0
+    assert cli.main(["export", f"--out_dir={tmp_path / 'bpe'}", f"--hf_dir={tmp_path / 'hf'}"]) == 0
+    assert cli.main(["prepare", str(text), f"--out_dir={tmp_path / 'd'}", f"--tokenizer={tmp_path / 'hf'}"]) == 0
+    assert cli.main(["train", f"--init_from={tmp_path / 'hf'}", f"--data={tmp_path / 'd'}",
+                     f"--out_dir={tmp_path / 'ft'}", *model]) == 0
+    assert cli.main(["prepare", str(text), f"--out_dir={tmp_path / 'c'}"]) == 0  # characters: other ids
+    capsys.readouterr()
+    assert cli.main(["train", f"--init_from={tmp_path / 'hf'}", f"--data={tmp_path / 'c'}",
+                     f"--out_dir={tmp_path / 'ft2'}", *model]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'c' / 'tokenizer.json'}: the shards' tokenizer" in err and str(tmp_path / "hf") in err
+    assert not (tmp_path / "ft2").exists()
+
+
 def test_another_rank_s_micro_batches_are_drawn_but_not_read(tmp_path):
     """A rank reads only its own windows; the batch stream advances as if it read them all."""
     from tinygrad_gpt import train as train_mod
