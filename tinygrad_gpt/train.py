@@ -77,7 +77,7 @@ class TrainConfig:
     eval_interval: int = 250        # estimate the losses and save a checkpoint every this many steps
     eval_iters: int = 50            # batches per loss estimate
     log_interval: int = 10          # print a loss line every this many steps (without a progress bar)
-    health_interval: int = 50       # log each parameter's gradient norm and update ratio every this many steps (0: never)
+    health_interval: int = 50       # log each parameter's gradient norm and update ratio this often (0: never)
     always_save_checkpoint: bool = True  # save at every evaluation (False: only when val loss improves)
     init_from: str = "scratch"      # scratch | resume (out_dir's checkpoint) | a GPT-2 folder to fine-tune
     tokenizer: str = "char"         # characters, or a byte-level BPE trained on the data first (scratch runs only)
