@@ -112,6 +112,15 @@ def test_llm_c_s_own_folders_train_with_an_id_tokenizer(tmp_path):
         open_folder(folder, block_size=8, vocab_size=40)
 
 
+def test_llm_c_s_unnumbered_names_are_read(tmp_path):
+    """llm.c's tinyshakespeare.py writes tiny_shakespeare_train.bin and tiny_shakespeare_val.bin."""
+    (tmp_path / "d").mkdir()
+    raw_shard(tmp_path / "d" / "tiny_shakespeare_val.bin", [7] * 20)
+    raw_shard(tmp_path / "d" / "tiny_shakespeare_train.bin", [8] * 30)
+    ds, _, _ = open_folder(tmp_path / "d", block_size=4, vocab_size=50257)
+    assert ds.train[:2].tolist() == [8, 8] and len(ds.val) == 20
+
+
 def test_llm_c_s_uint32_shards_are_read(tmp_path):
     folder = llmc_folder(tmp_path / "d", [70000, 3, 69999] * 10, [1, 2, 3] * 10, magic=20240801, version=7,
                          dtype="<u4")

@@ -4,8 +4,8 @@ Three layouts are read:
 
 - made by ``prepare``: ``meta.json`` lists every shard and its token count and names the
   tokenizer file with its sha256; the shards are llm.c's;
-- llm.c's own: ``*_train_NNNNNN.bin`` and ``*_val_NNNNNN.bin`` (a GPT-2 ``vocab.json`` and
-  ``merges.txt`` beside them are its tokenizer);
+- llm.c's own: ``*_train_NNNNNN.bin`` and ``*_val_NNNNNN.bin``, or ``*_train.bin`` and
+  ``*_val.bin`` (a GPT-2 ``vocab.json`` and ``merges.txt`` beside them are its tokenizer);
 - nanoGPT's: headerless uint16 ``train.bin`` and ``val.bin``.
 
 A folder without a tokenizer trains with ``IdTokenizer(--vocab_size)``: ids written as numbers.
@@ -220,11 +220,12 @@ def _prepared_files(folder, meta, names):
 
 def _llmc_files(folder, names):
     """{split: [...]} of llm.c's shards, in the order of their numbers."""
-    found = {split: sorted((m["n"], m["prefix"], n) for n in names if (m := SHARD_RE.match(n)) and
+    found = {split: sorted((m["n"] or "", m["prefix"], n) for n in names if (m := SHARD_RE.match(n)) and
                            m["split"] == split) for split in SPLITS}
     for split in SPLITS:
         if not found[split]:
-            raise DataError(f"{folder}: no {split} shards there (NAME_{split}_NNNNNN.bin, as llm.c names them)")
+            raise DataError(f"{folder}: no {split} shards there (NAME_{split}_NNNNNN.bin or NAME_{split}.bin, "
+                            f"as llm.c names them)")
     return {split: [(p, *read_header(p), 1024) for p in (os.path.join(folder, n) for *_, n in found[split])]
             for split in SPLITS}
 

@@ -33,7 +33,7 @@ from ..fileio import file_op, fsync_dir, write_atomic
 HEADER_INTS, HEADER_BYTES = 256, 1024
 MAGICS = {20240520: (1, np.dtype("<u2")), 20240801: (7, np.dtype("<u4"))}  # magic -> (version, token type)
 META_NAME, TOKENIZER_NAME, META_FORMAT = "meta.json", "tokenizer.json", "tinygrad_gpt shards"
-SHARD_RE = re.compile(r"^(?P<prefix>.+)_(?P<split>train|val)_(?P<n>\d{6})\.bin$")
+SHARD_RE = re.compile(r"^(?P<prefix>.+)_(?P<split>train|val)(?:_(?P<n>\d{6}))?\.bin$")  # llm.c: _NNNNNN optional
 SPLITS = ("train", "val")
 MAX_SHARD_TOKENS = 2 ** 31 - 1   # the header's int32 count
 CHECK_TOKENS = 1 << 22           # tokens per read when checking ids: a bounded buffer, whatever the file
