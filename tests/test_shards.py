@@ -387,7 +387,7 @@ def big_folder(folder, tokens, vocab=4096):
 
 def train_peaks(folder, out, ranks=1):
     options = {"data": folder, "out_dir": out, "vocab_size": 4096, "n_layer": 1, "n_head": 2, "n_embd": 16,
-               "block_size": 32, "batch_size": 4, "max_iters": 20, "eval_interval": 10, "eval_iters": 2,
+               "block_size": 32, "batch_size": 4, "max_iters": 10, "eval_interval": 5, "eval_iters": 2,
                "sample_tokens": 0, "progress": False, "gradient_accumulation_steps": 2}
     if ranks == 1:
         argv = [sys.executable, "-m", "tinygrad_gpt", "train"] + [f"--{k}={v}" for k, v in options.items()]
@@ -399,13 +399,18 @@ def train_peaks(folder, out, ranks=1):
     return sorted(p["anon_mb"] for p in memwatch.top(peaks, sys.executable + " -m tinygrad_gpt train"))
 
 
+@pytest.fixture(scope="module")
+def small_and_large(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sizes")
+    return big_folder(root / "small", 100_000), big_folder(root / "large", 40_000_000)
+
+
 @pytest.mark.skipif(not memwatch.available(), reason="needs Linux /proc")
 @pytest.mark.parametrize("ranks", [1, pytest.param(2, marks=needs_mpi)])
-def test_training_memory_does_not_grow_with_the_corpus(tmp_path, ranks):
-    """100 MB of shards cost no more anonymous memory than 0.2 MB: windows come from memory maps,
+def test_training_memory_does_not_grow_with_the_corpus(tmp_path, small_and_large, ranks):
+    """80 MB of shards cost no more anonymous memory than 0.2 MB: windows come from memory maps,
     and the ids are checked through a bounded buffer."""
-    small = train_peaks(big_folder(tmp_path / "small", 100_000), tmp_path / "o1", ranks)
-    large = train_peaks(big_folder(tmp_path / "large", 50_000_000), tmp_path / "o2", ranks)
+    small, large = (train_peaks(folder, tmp_path / name, ranks) for folder, name in zip(small_and_large, "ab"))
     assert len(small) == len(large) == ranks
     for s, l in zip(small, large):
         assert l < s + 16, (small, large)

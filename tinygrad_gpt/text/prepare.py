@@ -20,6 +20,7 @@ settings starts again cleanly, and one with other settings is refused.
     python -m tinygrad_gpt prepare input.txt --out_dir=data/shakespeare --tokenizer=char
     python -m tinygrad_gpt prepare stories/ --out_dir=data/stories --tokenizer=bpe --vocab_size=4096
 """
+import ctypes
 import hashlib
 import json
 import os
@@ -193,9 +194,31 @@ def write_json(path, obj):
 
 # ----------------------------------------------------------------------------- the command
 
+MMAP_THRESHOLD = 256 * 1024  # glibc: blocks this large come from mmap and go back to the OS when freed
+
+
+def keep_heap_flat():
+    """Fix glibc's mmap threshold for this process (as MALLOC_MMAP_THRESHOLD_ does for the workers).
+
+    By default glibc raises the threshold each time a large block is freed, up to 32 MiB, so
+    the chunks of text that stream through come from the heap, which fragments and grows with
+    the input; a fixed threshold keeps every process of prepare at the same peak for 4 MB or
+    1 GB of text (benchmarks/RESULTS.md, section 11). It changes the whole process, so importing
+    does nothing: the prepare command calls it. Returns True where it took effect (glibc)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    M_MMAP_THRESHOLD = -3
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
 def prepare(cfg, print_fn=print):
     """Prepare ``cfg.inputs`` into ``cfg.out_dir``; returns the meta.json written."""
     cfg.validate()
+    keep_heap_flat()
     files = list_inputs(cfg.inputs)
     folder, settings = cfg.out_dir, settings_of(cfg, files)
     made = not os.path.exists(folder)

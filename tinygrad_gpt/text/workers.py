@@ -79,6 +79,7 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)  # this package
         env.setdefault("OMP_NUM_THREADS", "1")
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", "262144")  # glibc: a flat heap (prepare.keep_heap_flat)
         self.proc = subprocess.Popen([sys.executable, "-m", "tinygrad_gpt.text.workers", tokenizer_file,
                                       dtype.str], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.requests = queue.Queue(maxsize=1)
