@@ -285,7 +285,14 @@ def test_the_progress_bar_shows_mb_per_second_and_time_left(monkeypatch):
     assert "25.0/100.0 MB 2.5 MB/s   30s left" in tty.text
     bar.close()
     assert tty.text.endswith("\r" + " " * 79 + "\r")  # the line is cleared at the end
-    assert not Progress(100e6, True, stream=open(os.devnull, "w")).enabled  # not a terminal: no bar
+    lines = []
+    with open(os.devnull, "w") as log:  # not a terminal: a line every 30 s instead of a bar
+        bar = Progress(100e6, True, stream=log, print_fn=lines.append)
+        now[0] += 10
+        bar.update(25e6)
+        now[0] += 30
+        bar.update(50e6)
+    assert lines == ["prepare: 50.0/100.0 MB 1.2 MB/s   40s left"]
 
 
 # ----------------------------------------------------------------------------- memory

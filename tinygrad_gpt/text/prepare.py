@@ -262,7 +262,7 @@ def _prepare(cfg, files, settings, print_fn):
     write_json(os.path.join(cfg.out_dir, META_NAME), meta)
     total = total if total is not None else input_size(files)
     eot = ENDOFTEXT if isinstance(tokenizer, BPETokenizer) and ENDOFTEXT in tokenizer.special_tokens else None
-    splits, reader = _encode(cfg, files, tokenizer, tok_path, cut, eot, total)
+    splits, reader = _encode(cfg, files, tokenizer, tok_path, cut, eot, total, print_fn)
     seconds = time.perf_counter() - t0
     meta.update(complete=True, eot=tokenizer.special_tokens[eot] if eot else None, input_bytes=reader.pos,
                 documents=reader.documents, seconds=round(seconds, 2),
@@ -281,7 +281,7 @@ def _count(n, word):
     return f"{n:,} {word}{'s' * (n != 1)}"
 
 
-def _encode(cfg, files, tokenizer, tok_path, cut, eot, total):
+def _encode(cfg, files, tokenizer, tok_path, cut, eot, total, print_fn):
     """Stream the inputs through the workers into the shard writers; returns ({split: shards}, reader)."""
     dtype = token_dtype(tokenizer.vocab_size)
     writers = {s: ShardWriter(cfg.out_dir, cfg.prefix(), s, dtype, cfg.shard_tokens) for s in SPLITS}
@@ -289,7 +289,7 @@ def _encode(cfg, files, tokenizer, tok_path, cut, eot, total):
     workers = cfg.workers or cores()
     if total < 4 * (1 << 20) and not cfg.workers:
         workers = 1  # a small input: starting processes would cost more than it saves
-    progress = Progress(total, cfg.progress)
+    progress = Progress(total, cfg.progress, print_fn=print_fn)
     try:
         for (split, where), ids in encode_all(chunks(reader, cut, eot), tokenizer, tok_path, dtype, workers):
             writers[split].write(ids)
@@ -311,24 +311,30 @@ def _encode(cfg, files, tokenizer, tok_path, cut, eot, total):
 
 
 class Progress:
-    """A one-line bar on a terminal: bytes read, MB/s and time left."""
+    """A one-line bar on a terminal: MB read, MB/s and time left; elsewhere the same as a printed
+    line every ``every`` seconds (none for a short run)."""
 
-    def __init__(self, total, enabled, stream=sys.stderr):
-        self.total, self.stream, self.t0, self.shown = max(1, total), stream, time.time(), 0.0
-        self.enabled = enabled and stream.isatty()
+    def __init__(self, total, enabled, stream=sys.stderr, print_fn=print, every=30.0):
+        self.total, self.stream, self.print_fn, self.every = max(1, total), stream, print_fn, every
+        self.t0 = self.shown = time.time()
+        self.tty = stream.isatty()
+        self.enabled = enabled
 
     def update(self, done):
         now = time.time()
-        if not self.enabled or now - self.shown < 0.5:
+        if not self.enabled or now - self.shown < (0.5 if self.tty else self.every):
             return
         self.shown, seconds = now, max(now - self.t0, 1e-9)
         rate, frac = done / seconds, min(1.0, done / self.total)
-        left = (self.total - done) / max(rate, 1e-9)
-        self.stream.write(f"\r[{'#' * int(30 * frac):<30}] {done / 1e6:,.1f}/{self.total / 1e6:,.1f} MB "
-                          f"{rate / 1e6:.1f} MB/s {left:4.0f}s left ")
-        self.stream.flush()
+        text = (f"{done / 1e6:,.1f}/{self.total / 1e6:,.1f} MB {rate / 1e6:.1f} MB/s "
+                f"{(self.total - done) / max(rate, 1e-9):4.0f}s left")
+        if self.tty:
+            self.stream.write(f"\r[{'#' * int(30 * frac):<30}] {text} ")
+            self.stream.flush()
+        else:
+            self.print_fn(f"prepare: {text}")
 
     def close(self):
-        if self.enabled:
+        if self.enabled and self.tty:
             self.stream.write("\r" + " " * 79 + "\r")
             self.stream.flush()
