@@ -6,7 +6,7 @@ input bytes read (``pos``); ``chunks(reader, cut, eot)`` packs the pieces into c
 end-of-text token's text between documents. Neither ever holds more than a chunk or a document.
 
     >>> files = list_inputs(["notes.txt", "stories/"])          # doctest: +SKIP
-    >>> for (split, where), text in chunks(Reader(files), len, None):   # doctest: +SKIP
+    >>> for (split, where), text in chunks(Reader(files), safe_cut(tokenizer), None):  # doctest: +SKIP
     ...     pass
 """
 import gzip
