@@ -310,3 +310,40 @@ def header_bytes_text(rng, path):
     at = rng.randrange(len(raw))
     path.write_bytes(raw[:at] if rng.random() < 0.5 else raw[:at] + b"\xff" + raw[at:])
     return f"{path.name} bytes at {at}"
+
+
+# ----------------------------------------------------------------------------- shard folders
+
+def shard_file(rng, path, vocab_size):
+    """Damage one llm.c shard: its header (magic, version, token count), its length, one token, or
+    the file itself (removed, or a folder in its place)."""
+    raw = bytearray(path.read_bytes())
+    kind = rng.choice(["header", "header", "count", "truncate", "append", "token", "token", "gone", "folder"])
+    if kind == "header":  # magic, version or token count: the first 12 bytes
+        for _ in range(rng.randint(1, 2)):
+            raw[rng.randrange(12)] = rng.randrange(256)
+        words = ["header field"]
+    elif kind == "count":
+        count = rng.choice([-1, 0, 1, 2 ** 31 - 1, (len(raw) - 1024) // 2 + 1, (len(raw) - 1024) // 2 - 1])
+        raw[8:12] = struct.pack("<i", count)
+        words = ["token count"]
+    elif kind == "truncate":
+        raw = raw[:rng.choice([0, 3, 12, 1023, 1024, 1025, len(raw) - 1, len(raw) - 2])]
+        words = ["header"]
+    elif kind == "append":
+        raw += bytes(rng.randrange(256) for _ in range(rng.choice([1, 2, 7, 1024])))
+        words = ["token count"]
+    elif kind == "token":
+        at = 1024 + 2 * rng.randrange((len(raw) - 1024) // 2)
+        value = rng.choice([vocab_size, vocab_size + 1, 65535, rng.randrange(vocab_size)])
+        raw[at:at + 2] = struct.pack("<H", value)
+        words = ["outside the vocabulary"]
+    elif kind == "gone":
+        path.unlink()
+        return "shard removed", ["missing"]
+    else:
+        path.unlink()
+        path.mkdir()
+        return "a folder in the shard's place", ["not a regular file"]
+    path.write_bytes(bytes(raw))
+    return f"shard {kind}", words

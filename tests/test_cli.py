@@ -25,7 +25,7 @@ from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint, save_che
 from tinygrad_gpt.commands.cli import UsageError, parse_flags
 from tinygrad_gpt.commands.sample import SampleConfig
 from tinygrad_gpt.errors import ConfigError
-from tinygrad_gpt.run.lock import LOCK_NAME
+from tinygrad_gpt.storage.lock import LOCK_NAME
 from tinygrad_gpt.run.train import TrainConfig
 
 pytestmark = pytest.mark.host_only(

@@ -22,7 +22,7 @@ from tinygrad_gpt.storage import fileio
 from tinygrad_gpt.run import train as train_mod
 from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint
 from tinygrad_gpt.storage.fileio import FileError, file_op, write_atomic
-from tinygrad_gpt.run.lock import LOCK_NAME
+from tinygrad_gpt.storage.lock import LOCK_NAME
 from tinygrad_gpt.run.runlog import held_by_checkpoint
 from tinygrad_gpt.tokenizer import CharTokenizer
 
@@ -349,7 +349,7 @@ def test_an_immutable_checkpoint(tmp_path, monkeypatch, capsys):
 
 
 def test_a_lock_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
-    from tinygrad_gpt.run.lock import LockError, RunLock
+    from tinygrad_gpt.storage.lock import LockError, RunLock
 
     def pwrite(*args):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

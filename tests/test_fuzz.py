@@ -34,12 +34,12 @@ from pathlib import Path
 
 import pytest
 
-from mutations import (data_values, dumps, header_bytes, header_bytes_text, merges_txt, metadata_field,
+from mutations import (data_values, dumps, header_bytes, header_bytes_text, merges_txt, metadata_field, shard_file,
                        mutate_json, prefer_checkpoint, read_st, st_bytes, tensor_entry, text_data, vocab_json)
 from test_cli import write_text
 from tinygrad_gpt import backend
 from tinygrad_gpt.commands import cli
-from tinygrad_gpt.run.lock import LOCK_NAME
+from tinygrad_gpt.storage.lock import LOCK_NAME
 
 CASES = int(os.environ.get("TINYGRAD_GPT_FUZZ_CASES", "500"))
 SEED = int(os.environ.get("TINYGRAD_GPT_FUZZ_SEED", "0"))
@@ -89,7 +89,7 @@ def run_cli(argv, seconds=CASE_SECONDS):
 
 def tree_hash(folder, lock=False):
     """A digest of every path and file's bytes under ``folder`` (None when it does not exist);
-    an empty lock file (``run/lock.py`` keeps it) counts only with ``lock=True``."""
+    an empty lock file (``storage/lock.py`` keeps it) counts only with ``lock=True``."""
     folder = Path(folder)
     if not folder.exists():
         return None
@@ -494,3 +494,71 @@ def test_a_corrupt_training_log_is_refused_by_plot(tmp_path, log):
     (tmp_path / "log.jsonl").write_bytes(log)
     code, stderr = run_cli(["plot", f"--out_dir={tmp_path}"])
     one_error(code, stderr, tmp_path / "log.jsonl")
+
+
+# ----------------------------------------------------------------------------- shard folders
+
+# A folder made by `prepare` (two train shards and a val shard, tokenizer.json, meta.json) has one
+# file mutated, then `train --data=DIR` runs on it from scratch or resumes beside it. The outcome is
+# judged as above: one error line naming the file (and the field), nothing written, no hang.
+SHARD_CASES = int(os.environ.get("TINYGRAD_GPT_FUZZ_SHARD_CASES", "40"))
+
+
+@pytest.fixture(scope="module")
+def shard_files(tmp_path_factory):
+    """A prepared folder and a checkpoint trained on it."""
+    root = tmp_path_factory.mktemp("shards")
+    text = write_text(root / "input.txt")
+    code, err = run_cli(["prepare", str(text), f"--out_dir={root / 'd'}", "--shard_tokens=2500"])
+    assert code == 0, err
+    code, err = run_cli(["train", f"--data={root / 'd'}", f"--out_dir={root / 'out'}", *MODEL, *RUN,
+                         "--max_iters=2", "--eval_interval=2"], seconds=120)
+    assert code == 0, err
+    return root
+
+
+def shard_case(rng, case_dir, root):
+    folder = case_dir / "d"
+    shutil.copytree(root / "d", folder)
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    names = [e["name"] for split in ("train", "val") for e in meta["splits"][split]]
+    target = rng.choice([folder / rng.choice(names)] * 5 + [folder / "meta.json"] * 3 + [folder / "tokenizer.json"])
+    if target.name == "meta.json":
+        tree, where, words = mutate_json(meta, rng, prefer=lambda p: "splits" in p or "vocab_size" in p)
+        target.write_text(dumps(tree), encoding="utf-8", errors="surrogatepass")
+        what = f"meta.json {list(where)}"
+    elif target.name == "tokenizer.json":  # any change breaks the sha256 that meta.json holds
+        tree, where, _ = mutate_json(json.loads(target.read_text(encoding="utf-8")), rng)
+        target.write_text(dumps(tree), encoding="utf-8", errors="surrogatepass")
+        what, words = f"tokenizer.json {list(where)}", []
+    else:
+        what, words = shard_file(rng, target, meta["vocab_size"])
+    out = case_dir / "out"
+    command = rng.choice(["scratch", "resume"])
+    if command == "resume":
+        shutil.copytree(root / "out", out)
+    argv = ["train", f"--data={folder}", f"--out_dir={out}", *MODEL, *RUN, "--max_iters=3", "--eval_interval=3"]
+    argv += ["--init_from=resume"] if command == "resume" else []
+    return what, argv, target, words, out
+
+
+def test_fuzz_shard_folders(shard_files, tmp_path):
+    rng = random.Random(f"{SEED}-shards")
+    failures, codes = [], {}
+    for i in range(SHARD_CASES):
+        case_dir = tmp_path / str(i)
+        what, argv, target, words, out = shard_case(rng, case_dir, shard_files)
+        data_before, out_before = tree_hash(case_dir / "d"), tree_hash(out)
+        t0 = time.perf_counter()
+        code, stderr = run_cli(argv)
+        problems = problems_of(code, stderr, target, words)
+        if code in (1, 2) and (tree_hash(out) != out_before or tree_hash(case_dir / "d") != data_before):
+            problems.append("the refusal changed the data folder or out_dir")
+        if tree_hash(case_dir / "d") != data_before:
+            problems.append("training wrote into the data folder")
+        failures += [f"case {i} [{what}] `{' '.join(argv[:2])}` ({time.perf_counter() - t0:.1f} s): {p}"
+                     for p in problems]
+        codes[code if isinstance(code, int) else "bad"] = codes.get(code if isinstance(code, int) else "bad", 0) + 1
+        shutil.rmtree(case_dir, ignore_errors=True)
+    assert not failures, f"{len(failures)} bad cases of {SHARD_CASES} (exit codes {codes}):\n" + "\n".join(failures[:25])
+    assert codes.get(1, 0) >= SHARD_CASES // 3, codes  # most mutations must be refused, not slip through

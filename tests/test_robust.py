@@ -28,7 +28,7 @@ from tinygrad_gpt import tensor as tensor_mod
 from tinygrad_gpt.run import train as train_mod
 from tinygrad_gpt.anomaly import AnomalyError, detect_anomaly
 from tinygrad_gpt.storage.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
-from tinygrad_gpt.run.lock import LOCK_NAME, LockError, RunLock
+from tinygrad_gpt.storage.lock import LOCK_NAME, LockError, RunLock
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.storage.serialization import CheckpointError, save_file
 from tinygrad_gpt.tensor import Tensor
@@ -327,7 +327,7 @@ def test_run_lock_in_process(tmp_path):
 
 def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
     """kill -9 drops the flock; the pid it leaves in the file is reported."""
-    script = (f"import os, sys; sys.path.insert(0, {ROOT!r}); from tinygrad_gpt.run.lock import RunLock\n"
+    script = (f"import os, sys; sys.path.insert(0, {ROOT!r}); from tinygrad_gpt.storage.lock import RunLock\n"
               f"RunLock({str(tmp_path)!r}).__enter__(); print('locked', flush=True); sys.stdin.read()")
     holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True)

@@ -21,7 +21,7 @@ from tinygrad_gpt.errors import ConfigError, TrainingError
 from tinygrad_gpt.run.streams import stream
 from tinygrad_gpt.run.train import TrainConfig, train
 
-TRAIN_KEYS = {"iter", "loss", "lr", "ms"}
+TRAIN_KEYS = {"iter", "loss", "lr", "ms", "tokens_per_s", "mfu"}  # tokens_per_s and mfu: run/telemetry.py
 EVAL_KEYS = {"iter", "train_loss", "val_loss"}
 
 

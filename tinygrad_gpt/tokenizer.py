@@ -166,4 +166,13 @@ def tokenizer_from_dict(d):
         return BPETokenizer.from_dict(d)
     if kind == "char":
         return CharTokenizer.from_dict(d)
-    raise ValueError(f"unknown tokenizer description: expected type 'char' or 'bpe', got {str(d)[:80]}")
+    if kind == "ids":  # shards that came without a tokenizer (text/folder.py)
+        from .text.folder import IdTokenizer
+        return IdTokenizer.from_dict(d)
+    raise ValueError(f"unknown tokenizer description: expected type 'char', 'bpe' or 'ids', got {str(d)[:80]}")
+
+
+def load_tokenizer(path):
+    """The tokenizer of a prepared folder, a saved tokenizer file, or a GPT-2 folder (text/folder.py)."""
+    from .text.folder import load_tokenizer as load
+    return load(path)

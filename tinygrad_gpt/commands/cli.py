@@ -30,9 +30,11 @@ from .sample import SampleConfig, sample
 from ..storage.pretrained import ExportConfig, export
 from .gradcheck import GradcheckConfig, gradcheck
 from .viz import AttentionConfig, PlotConfig, attention, plot
+from ..text.prepare import PrepareConfig, prepare, with_inputs
 
 COMMANDS = {"train": (TrainConfig, train, "train a GPT (the main job)"),
             "sample": (SampleConfig, sample, "generate text from a trained checkpoint"),
+            "prepare": (PrepareConfig, prepare, "turn text files into token shards for train --data=DIR"),
             "export": (ExportConfig, export, "write a checkpoint as a Hugging Face GPT-2 folder"),
             "gradcheck": (GradcheckConfig, gradcheck, "check every op's backward against central differences"),
             "plot": (PlotConfig, plot, "draw out_dir/loss.png from out_dir/log.jsonl"),
@@ -43,6 +45,9 @@ OPS_NOTE = ("--ops picks how the ops run: fast (the default), rules (each op's h
             "array code)\nor composed (primitive ops only); all three give the same numbers.")
 NOTES = {"train": "Training tunes glibc's allocator for this whole process: freed memory is kept for reuse (faster\n"
                   "steps; the process keeps its peak). TINYGRAD_GPT_TUNE_MALLOC=0 turns that off.\n" + OPS_NOTE,
+         "prepare": "A folder gives every .txt and .jsonl inside (and .gz of them). Each text file, and each line\n"
+                    "of a .jsonl file, is one document; the BPE's end-of-text token separates documents. Encoding\n"
+                    "runs on every core, in bounded memory.",
          "sample": OPS_NOTE,
          "gradcheck": OPS_NOTE + "\n--cases picks the cases to check, comma-separated (None: all)."}
 
@@ -180,6 +185,9 @@ def help_text(command):
     lines = [f"usage: python -m tinygrad_gpt {command} [RECIPE] [--key=value ...]", "", about, "",
              "RECIPE: a TOML file of key = value lines, or a shipped recipe's name; flags override it", "",
              "flags (with their defaults):"]
+    if command == "prepare":  # INPUT... instead of a recipe
+        lines[0], lines[4] = "usage: python -m tinygrad_gpt prepare INPUT... --out_dir=DIR [--key=value ...]", \
+            "INPUT: UTF-8 text files, folders, .jsonl files (the \"text\" of each line), .gz of either"
     defaults, helps = config_cls(), field_help(config_cls)
     choices = getattr(config_cls, "CHOICES", {})
     flags = [(f"--{f.name}={_shown(getattr(defaults, f.name))}", f.name) for f in dataclasses.fields(config_cls)]
@@ -228,7 +236,10 @@ def main(argv=None):
     try:
         if distributed.world().size > 1 and command != "train":
             raise UsageError(f"{command} runs in one process; only train runs on several (under MPI)")
-        cfg = parse_flags(config_cls, flags)
+        if command == "prepare":  # its arguments are its inputs, not a recipe
+            cfg = with_inputs(parse_flags(config_cls, [f for f in flags if f.startswith("-")]), flags)
+        else:
+            cfg = parse_flags(config_cls, flags)
         cfg.validate()
     except DistributedError as e:
         return _fail(str(e), 1)

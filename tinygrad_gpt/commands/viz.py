@@ -32,6 +32,7 @@ from ..storage.checkpoint import CKPT_NAME, checkpoint_tokenizer, load_checkpoin
 from ..errors import ConfigError, VizError
 from ..storage.fileio import file_op, write_atomic
 from ..tensor import no_grad, _RELEASED
+from ..run.telemetry import plot_health
 
 
 # ----------------------------------------------------------------------------- computation graphs
@@ -389,7 +390,7 @@ def plot_attention(model, tokenizer, text, out_png):
 
 @dataclass
 class PlotConfig:
-    out_dir: str = "out"            # reads out_dir/log.jsonl, writes out_dir/loss.png
+    out_dir: str = "out"            # reads out_dir/log.jsonl, writes out_dir/loss.png (and health.png)
 
     def validate(self):
         return self
@@ -400,6 +401,13 @@ def plot(cfg, print_fn=print):
     cfg.validate()
     out = plot_losses(os.path.join(cfg.out_dir, "log.jsonl"), os.path.join(cfg.out_dir, "loss.png"))
     print_fn(f"wrote {out}")
+    log = os.path.join(cfg.out_dir, "log.jsonl")
+    try:  # each parameter's gradient norm and update ratio, when the log has them (run/telemetry.py)
+        health = plot_health(read_log(log), _figure, save_figure, os.path.join(cfg.out_dir, "health.png"), log)
+    except ValueError as e:
+        raise VizError(str(e)) from None
+    if health is not None:
+        print_fn(f"wrote {health}")
     return out
 
 

@@ -6,12 +6,12 @@
 - ``resume.py``: what a checkpoint must hold to resume, and putting it back exactly.
 - ``outdir.py``: the out_dir, checked (a new run never replaces a checkpoint unasked), made,
   locked, and cleaned up after a run that saved nothing.
-- ``lock.py``: one run per out_dir at a time (a kept ``flock`` file).
 - ``finite.py``: NaN and infinity in losses, gradients and weights.
 - ``progress.py``, ``streams.py``: the progress bar; the run's random streams.
 - ``runlog.py``: the JSON-lines log of a run.
 - ``stopping.py``: SIGTERM and Ctrl-C, turned into a clean stop that saves.
 - ``distributed.py``, ``ranks.py``: data-parallel training over MPI ranks, and what they share.
+- ``telemetry.py``: the measured peak, tokens per second and MFU, each parameter's health.
 - ``settings.py``: process-wide settings a run opts into (thread count, allocator tuning); it
   imports nothing from the package, and the fast layer reads its thread count.
 

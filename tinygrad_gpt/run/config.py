@@ -12,7 +12,7 @@ from ..storage.pretrained import missing_folder
 
 POSITIVE = ("batch_size", "block_size", "n_layer", "n_head", "n_embd", "max_iters",
             "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval")
-NON_NEGATIVE = ("warmup_iters", "sample_tokens")
+NON_NEGATIVE = ("warmup_iters", "sample_tokens", "health_interval")
 FINITE = ("learning_rate", "min_lr", "weight_decay", "grad_clip", "ddp_bucket_mb")
 FRACTIONS = ("beta1", "beta2", "dropout")  # in [0, 1)
 

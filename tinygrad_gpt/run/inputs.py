@@ -4,6 +4,8 @@
 GPT; ``resume`` reads ``out_dir``'s checkpoint; a folder name reads a Hugging Face GPT-2 folder and
 its tokenizer. Everything is read and checked here before the run writes anything.
 """
+import os
+
 from ..errors import DataError
 from ..model import GPTConfig
 from ..storage.checkpoint import load_checkpoint
@@ -11,6 +13,7 @@ from ..storage.fileio import file_op
 from ..storage.pretrained import crop_block_size, from_pretrained, load_hf_tokenizer
 from ..text.bpe import BPETokenizer
 from ..text.data import Dataset, load_text
+from ..text.folder import open_folder
 from ..tokenizer import CharTokenizer
 from .resume import check_resumable
 
@@ -39,7 +42,10 @@ def read_inputs(cfg, ckpt_path):
 
 
 def load_data(cfg, tokenizer=None, tokenizer_source=None):
-    """(dataset, tokenizer, data name): the text encoded by ``tokenizer``, or by a new one."""
+    """(dataset, tokenizer, data name): the text encoded by ``tokenizer``, or by a new one; or a
+    folder of shards, read through memory maps."""
+    if cfg.data is not None and os.path.isdir(cfg.data):
+        return open_folder(cfg.data, cfg.block_size, tokenizer, tokenizer_source, cfg.vocab_size)
     text, name = load_text(cfg.dataset, cfg.data)
     if tokenizer is None:
         tokenizer = (BPETokenizer.train(text, cfg.vocab_size) if cfg.tokenizer == "bpe"

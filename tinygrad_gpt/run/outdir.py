@@ -10,7 +10,7 @@ import os
 
 from ..errors import ConfigError
 from ..storage.checkpoint import CKPT_NAME, checkpoint_summary
-from .lock import LOCK_NAME, RunLock
+from ..storage.lock import LOCK_NAME, RunLock
 from .runlog import LOG_NAME
 
 

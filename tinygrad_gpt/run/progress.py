@@ -16,17 +16,17 @@ class Progress:
         done = (it - self.start + 1) / max(1, self.total - self.start)
         return (time.time() - self.t0) / max(done, 1e-9) * (1 - done)
 
-    def update(self, it, loss):
+    def update(self, it, loss, speed=""):
         if not self.enabled:
             return
         done = (it - self.start + 1) / max(1, self.total - self.start)
         bar = "#" * int(30 * done)
-        self.stream.write(f"\r[{bar:<30}] {it + 1}/{self.total} loss {loss:.4f} eta {self.eta(it):4.0f}s ")
+        self.stream.write(f"\r[{bar:<30}] {it + 1}/{self.total} loss {loss:.4f} {speed} eta {self.eta(it):4.0f}s ")
         self.stream.flush()
 
     def clear(self):
         if self.enabled:
-            self.stream.write("\r" + " " * 79 + "\r")
+            self.stream.write("\r" + " " * 110 + "\r")
             self.stream.flush()
 
 

@@ -12,6 +12,8 @@ from .. import backend
 from ..errors import ConfigError
 from ..model import GPTConfig
 from ..text.data import Dataset
+from ..text.folder import open_folder
+from ..text.shards import ShardDataset
 from ..tokenizer import tokenizer_from_dict
 from . import distributed
 from .streams import dropout_seed
@@ -52,12 +54,15 @@ def share_inputs(comm, cfg, dataset, tokenizer, data_name, model_config):
     """Rank 0's tokenizer, model config and tokens on every rank (JSON and one buffer)."""
     info = comm.bcast_json(None if comm.rank else {
         "tokenizer": tokenizer.to_dict(), "model_config": model_config.to_dict(),
-        "block_size": cfg.block_size, "data_name": data_name})
-    ids = distributed.bcast_ids(comm, None if comm.rank else np.concatenate([dataset.train, dataset.val]))
+        "block_size": cfg.block_size, "data_name": data_name, "shards": isinstance(dataset, ShardDataset)})
+    ids = None if info["shards"] else distributed.bcast_ids(  # shards: each rank maps the files itself
+        comm, None if comm.rank else np.concatenate([dataset.train, dataset.val]))
     if comm.rank:
         cfg.block_size = info["block_size"]
         tokenizer, data_name = tokenizer_from_dict(info["tokenizer"]), info["data_name"]
-        model_config, dataset = GPTConfig(**info["model_config"]), Dataset(ids, cfg.block_size)
+        model_config = GPTConfig(**info["model_config"])
+        dataset = open_folder(cfg.data, cfg.block_size, tokenizer, "rank 0", check=False)[0] if info["shards"] \
+            else Dataset(ids, cfg.block_size)
     return dataset, tokenizer, data_name, model_config
 
 

@@ -1,7 +1,8 @@
 """A run's record, ``out_dir/log.jsonl``: one JSON object per line, and the side file beside it.
 
-Each training step adds ``{"iter", "loss", "lr", "ms"}`` and each evaluation
-``{"iter", "train_loss", "val_loss"}``. The log always tells the story of the run whose
+Each training step adds ``{"iter", "loss", "lr", "ms", "tokens_per_s", "mfu"}``, each evaluation
+``{"iter", "train_loss", "val_loss"}``, and the start of a run its constants (``peak_flops``, ...:
+run/telemetry.py). The log always tells the story of the run whose
 checkpoint sits beside it: when a run resumes from iteration N, the records the
 checkpoint does not hold (steps N and later, evaluations after N) are moved to
 ``log.old.jsonl``, appended there and never deleted; a new run from scratch moves the
@@ -21,11 +22,13 @@ OLD_LOG_NAME = "log.old.jsonl"
 
 
 def held_by_checkpoint(record, iteration):
-    """True when a checkpoint of ``iteration`` holds this record: a step before it, an evaluation at
-    or before it (a checkpoint is written right after the evaluation of its iteration)."""
+    """True when a checkpoint of ``iteration`` holds this record: a step before it, an evaluation (or
+    a run's start record) at or before it (a checkpoint is written right after the evaluation of its
+    iteration)."""
     if iteration is None or not isinstance(record, dict) or not isinstance(record.get("iter"), int):
         return False
-    return record["iter"] <= iteration if "val_loss" in record else record["iter"] < iteration
+    at_start = "val_loss" in record or "peak_flops" in record  # an evaluation, or a run's start record
+    return record["iter"] <= iteration if at_start else record["iter"] < iteration
 
 
 class RunLog:

@@ -37,7 +37,7 @@ from ..storage.pretrained import WEIGHTS_NAME
 from ..tensor import no_grad
 from ..text.bpe import BPETokenizer
 from ..text.data import Dataset
-from . import config, distributed, finite, ranks, resume
+from . import config, distributed, finite, ranks, resume, telemetry
 from .inputs import read_inputs
 from .outdir import OutDir
 from .progress import Progress, duration
@@ -51,7 +51,7 @@ from .streams import stream
 class TrainConfig:
     # data
     dataset: str = "pydoc"          # the built-in text: Python's docs, or tiny Shakespeare (downloaded once)
-    data: Optional[str] = None      # a UTF-8 text file to train on instead of a dataset
+    data: Optional[str] = None      # a UTF-8 text file, or a folder of shards (prepare's, llm.c's, nanoGPT's)
     out_dir: str = "out"            # where the checkpoint, log.jsonl and the lock go
     # model
     batch_size: int = 12            # sequences per micro-batch
@@ -76,11 +76,12 @@ class TrainConfig:
     eval_interval: int = 250        # estimate the losses and save a checkpoint every this many steps
     eval_iters: int = 50            # batches per loss estimate
     log_interval: int = 10          # print a loss line every this many steps (without a progress bar)
+    health_interval: int = 50       # log each parameter's gradient norm and update ratio this often (0: never)
     always_save_checkpoint: bool = True  # save at every evaluation (False: only when val loss improves)
     init_from: str = "scratch"      # scratch | resume (out_dir's checkpoint) | a GPT-2 folder to fine-tune
     overwrite: bool = False         # a new run may replace the checkpoint in out_dir (else it is refused)
     tokenizer: str = "char"         # characters, or a byte-level BPE trained on the data first (scratch runs only)
-    vocab_size: int = 1024          # the BPE's size for --tokenizer=bpe
+    vocab_size: int = 1024          # the BPE's size for --tokenizer=bpe; the ids' range for shards without a tokenizer
     # system
     device: str = backend.default_device()  # where the arrays live (default: $TINYGRAD_GPT_DEVICE or cpu)
     dtype: str = "float32"          # the parameters' and activations' float type
@@ -223,6 +224,30 @@ def _train(run, print_fn):
             run.sync.close()
 
 
+def _step(run, it, lr, log, progress, meter, health, print_fn):
+    """One training step, logged with its speed, and with the parameters' health when it is due."""
+    cfg = run.cfg
+    t0 = time.perf_counter()
+    optimizer = health.watch(run.optimizer, run.model, it)  # notes every health_interval steps
+    step_args = (run.model, optimizer, run.dataset, cfg, lr, run.batch_rng)
+    loss, norm = _train_step(*step_args) if run.sync is None else _train_step(*step_args, sync=run.sync)
+    seconds = time.perf_counter() - t0
+    ms = round(seconds * 1000, 2)
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        health.record(it, norm)
+        finite.nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn)
+        return
+    speed = meter.step(seconds)
+    log.write({"iter": it, "loss": loss, "lr": lr, "ms": ms, **speed})
+    record = health.record(it, norm)
+    if record is not None:
+        log.write(record)
+    progress.update(it, loss, telemetry.shown(speed))
+    if it % cfg.log_interval == 0 and not progress.enabled:
+        print_fn(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {ms:.1f} ms, {telemetry.shown(speed)}, "
+                 f"{duration(progress.eta(it))} left")
+
+
 def _loop(run, print_fn):
     """Iterations start_iter .. max_iters: evaluate and save on schedule, then step."""
     cfg = run.cfg
@@ -235,6 +260,8 @@ def _loop(run, print_fn):
         if moved:
             print_fn(f"moved {moved} records that the checkpoint does not hold from {log.path} to {log.old_path}")
         log.open()
+        meter, health = telemetry.Meter.for_run(run.model, cfg, run.comm), telemetry.Health(cfg.health_interval)
+        log.write(meter.start_record(run.start_iter, cfg.device))  # peak_flops and flops_per_token, once
         for it in range(run.start_iter, cfg.max_iters + 1):
             lr = cosine_lr(it, cfg.learning_rate, cfg.warmup_iters, run.lr_decay_iters, cfg.min_lr)
             resumed_here = run.resumed and it == run.start_iter and not run.eval_pending
@@ -247,18 +274,7 @@ def _loop(run, print_fn):
                 losses = _evaluate_and_save(run, it, log, print_fn)
             if it == cfg.max_iters:
                 break
-            t0 = time.perf_counter()
-            step_args = (run.model, run.optimizer, run.dataset, cfg, lr, run.batch_rng)
-            loss, norm = _train_step(*step_args) if run.sync is None else _train_step(*step_args, sync=run.sync)
-            ms = round((time.perf_counter() - t0) * 1000, 2)
-            if not (math.isfinite(loss) and math.isfinite(norm)):
-                finite.nonfinite_step(run, it, loss, norm, log, lr, ms, print_fn)
-                continue
-            log.write({"iter": it, "loss": loss, "lr": lr, "ms": ms})
-            progress.update(it, loss)
-            if it % cfg.log_interval == 0 and not progress.enabled:
-                left = duration(progress.eta(it))
-                print_fn(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {ms:.1f} ms, {left} left")
+            _step(run, it, lr, log, progress, meter, health, print_fn)
     except AnomalyError as e:
         raise TrainingError(f"at iteration {it}: {e}") from None
     except FileError as e:
@@ -296,9 +312,11 @@ def estimate_loss(model, dataset, cfg, rng, comm=distributed.Single()):
         for split in ("train", "val"):
             losses = []
             for k in range(cfg.eval_iters):
+                if k % comm.size != comm.rank:  # another rank's batch: draw its windows, read nothing
+                    dataset.skip_batch(split, cfg.batch_size, rng)
+                    continue
                 x, y = dataset.get_batch(split, cfg.batch_size, rng)
-                if k % comm.size == comm.rank:
-                    losses.append(model(x, y)[1].item())
+                losses.append(model(x, y)[1].item())
             out[split] = float(np.mean(losses)) if comm.size == 1 else math.fsum(losses) / cfg.eval_iters
     model.train()
     if comm.size > 1:
@@ -357,9 +375,10 @@ def _train_step(model, optimizer, dataset, cfg, lr, batch_rng, sync=None):
     n = cfg.gradient_accumulation_steps
     rank, size = (sync.comm.rank, sync.comm.size) if sync is not None else (0, 1)
     for j in range(n):
-        x, y = dataset.get_batch("train", cfg.batch_size, batch_rng)
-        if j % size != rank:  # another rank's micro-batch
+        if j % size != rank:  # another rank's micro-batch: draw its windows, read nothing
+            dataset.skip_batch("train", cfg.batch_size, batch_rng)
             continue
+        x, y = dataset.get_batch("train", cfg.batch_size, batch_rng)
         _, loss = model(x, y)
         part = loss.data.astype(np.float64) / n  # summed on the device: no wait per micro-batch
         total = part if total is None else total + part

@@ -186,6 +186,10 @@ class Dataset:
             raise DataError(f"unknown split {name!r}: expected 'train' or 'val'")
         return self.train if name == "train" else self.val
 
+    def skip_batch(self, split, batch_size, rng):
+        """Draw a batch's window starts as ``get_batch`` does, and read nothing (another rank's batch)."""
+        return rng.integers(0, max(1, len(self.split(split)) - self.block_size), size=batch_size)
+
     def get_batch(self, split, batch_size, rng):
         """Sample ``batch_size`` windows uniformly; return int64 arrays x, y of shape (B, T).
 
