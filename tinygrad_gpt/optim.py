@@ -17,6 +17,8 @@ import numpy as np
 
 from .backend import get_array_module, to_device, to_numpy
 
+MAX_STEP = 2 ** 53  # step counts beyond this are not exact as floats, and no run makes them
+
 
 class Optimizer:
     """Base class: parameter groups, per-parameter state, and (de)serialisation."""
@@ -96,7 +98,7 @@ class Optimizer:
             i = int(i)
             p = params[i]
             step = s.get("step", 0)
-            if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step <= 2 ** 53:
+            if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step <= MAX_STEP:
                 raise ValueError(f"{name}: step of parameter {i} must be an integer in [0, 2**53], got {step!r}")
             entry = {"step": int(step)}
             for key in self.state_keys:

@@ -14,7 +14,7 @@ kernel calls ``load()``, which imports numba and compiles the kernels once, or l
 from numba's on-disk cache (``cache=True``), so the first training step absorbs that time.
 
 Each kernel works on C-contiguous arrays (rows of a 2-D array, or a flat slice) and
-releases the GIL, so ``backend.for_chunks`` can hand blocks of them to two threads. If
+releases the GIL, so ``chunks.for_chunks`` can hand blocks of them to two threads. If
 numba is there but compiling fails, a warning says so and NumPy does the work.
 """
 import os

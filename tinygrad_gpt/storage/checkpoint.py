@@ -26,6 +26,7 @@ import numpy as np
 
 from ..backend import check_rng_state
 from ..model import GPT, GPTConfig, parameter_shapes
+from ..optim import MAX_STEP
 from .serialization import CheckpointError, is_int, json_problem, load_file, read_metadata, save_file
 from ..tokenizer import tokenizer_from_dict
 
@@ -206,7 +207,6 @@ def _check_floats(x, name, path):
         raise CheckpointError(f"{path}: {name} holds values that are not finite (nan or inf)")
 
 
-MAX_STEP = 2 ** 53  # step counts beyond this are not exact as floats, and no run makes them
 
 
 def _optimizer_state(info, tensors, path):
