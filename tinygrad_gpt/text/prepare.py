@@ -236,11 +236,12 @@ def prepare(cfg, print_fn=print):
                 raise
     except BaseException:
         if made:
-            with_removed_dir(folder)
+            remove_if_empty(folder)
         raise
 
 
-def with_removed_dir(folder):
+def remove_if_empty(folder):
+    """Remove ``folder`` if it is empty: a refused run leaves no folder it made."""
     try:
         os.rmdir(folder)
     except OSError:
