@@ -236,12 +236,13 @@ def prepare(cfg, print_fn=print):
                 raise
     except BaseException:
         if made:
-            with_removed_dir(folder)
+            remove_if_empty(folder)
         raise
 
 
-def with_removed_dir(folder):
-    """Remove a folder this run made, and the lock file it left there, if nothing else is in it."""
+def remove_if_empty(folder):
+    """Remove ``folder`` (a folder this run made) and the lock file it left there, if nothing else
+    is in it: a refused run leaves no folder it made."""
     for remove, path in ((os.remove, os.path.join(folder, LOCK_NAME)), (os.rmdir, folder)):
         try:
             remove(path)
