@@ -382,7 +382,7 @@ def test_a_file_system_that_refuses_flock_is_named(tmp_path, monkeypatch):
 
 def test_the_lock_is_short():
     """The lock is flock and a file, nothing more."""
-    assert len(open(os.path.join(ROOT, "tinygrad_gpt", "run", "lock.py")).read().splitlines()) <= 60
+    assert len(open(os.path.join(ROOT, "tinygrad_gpt", "storage", "lock.py")).read().splitlines()) <= 60
 
 
 # ----------------------------------------------------------------------------- non-finite losses and gradients
