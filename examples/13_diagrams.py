@@ -352,7 +352,7 @@ def draw_residual(plt, path, norms, branches):
     bx.axvline(1.0, color="k", lw=0.5, ls=":")
     bx.set_xlabel("norm, relative to the top")
     bx.set_title(f"an untrained GPT, {(n - 1) // 2} blocks: measured by backward")
-    bx.legend(fontsize=8, loc="upper right")
+    bx.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

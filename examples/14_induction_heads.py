@@ -26,6 +26,7 @@ import numpy as np
 
 from tinygrad_gpt import manual_seed, no_grad
 from tinygrad_gpt.text.data import Dataset, load_text
+from tinygrad_gpt.run import settings
 from tinygrad_gpt.model import GPT, GPTConfig
 from tinygrad_gpt.optim import clip_grad_norm_, cosine_lr
 from tinygrad_gpt.tokenizer import CharTokenizer
@@ -85,10 +86,13 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--probes", type=int, default=16, help="held-out passages to measure on")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for BLAS and the fast layer (the matrices here are small: one is fastest)")
     a = p.parse_args(argv)
     if a.block_size < 8 or a.block_size % 2:
         p.error(f"--block_size must be an even number of at least 8, got {a.block_size}")
 
+    settings.set_cpu_threads(a.threads)  # a command may set the process's threads; importing never does
     text, name = load_text("pydoc", a.data)
     tok = CharTokenizer.from_text(text)
     data = Dataset(tok.encode_array(text), a.block_size)
