@@ -112,9 +112,16 @@ def matmul(a, b):
     return np.matmul(a, b, out=empty(shape, a.dtype))
 
 
+def _same(a, b):
+    return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+            and a.dtype == b.dtype)
+
+
 def multiply(a, b):
-    """``a * b`` for NumPy arrays of one shape and dtype, into a pooled array."""
-    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
-            and a.dtype == b.dtype):
-        return a * b
-    return np.multiply(a, b, out=empty(a.shape, a.dtype))
+    """``a * b``, into a pooled array when both are NumPy arrays of one shape and dtype."""
+    return np.multiply(a, b, out=empty(a.shape, a.dtype)) if _same(a, b) else a * b
+
+
+def add(a, b):
+    """``a + b``, into a pooled array when both are NumPy arrays of one shape and dtype."""
+    return np.add(a, b, out=empty(a.shape, a.dtype)) if _same(a, b) else a + b
