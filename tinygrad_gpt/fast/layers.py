@@ -106,6 +106,33 @@ class GetItem(ops.GetItem):
         return SliceGrad(g, self.index, self.shape, self.order)
 
 
+# ----------------------------------------------------------------------------- outputs from the pool
+
+class Add(ops.Add):
+    """``ops.Add`` whose output, for two NumPy arrays of one shape and dtype (the residual
+    stream), comes from the workspace pool: the same sum, in an array kept across steps."""
+
+    def forward(self, x, y):
+        self.shapes = x.shape, y.shape
+        return workspace.add(x, y)
+
+
+class Reshape(ops.Reshape):
+    """``ops.Reshape`` whose copy, when x's layout needs one (heads merged back after
+    attention), goes into a pooled array; a view where there can be one, as the rule."""
+
+    def forward(self, x, shape):
+        self.shape = x.shape
+        if not isinstance(x, np.ndarray):
+            return x.reshape(shape)
+        try:
+            return np.reshape(x, shape, copy=False)
+        except ValueError:  # a copy is needed: C-ordered, as NumPy's reshape makes it
+            out = workspace.empty(x.shape, x.dtype)
+            np.copyto(out, x)
+            return out.reshape(shape)
+
+
 # ----------------------------------------------------------------------------- BLAS row and column sums
 
 def _softmax(x, axis, out=None, shift=True):

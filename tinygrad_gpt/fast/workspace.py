@@ -4,8 +4,9 @@ NumPy makes a fresh array for every activation and gradient. glibc serves blocks
 128 KiB with mmap, or from the top of a heap that it trims when they are freed, so without
 a process-wide allocator setting a training step pays a page fault on every 4 KiB page of
 every large array it makes, each step anew. Here the fast ops take their large output and
-scratch arrays from a pool kept per (shape, dtype): the pool holds each array it has made,
-and lends it again once nothing else refers to it. Any reference counts: a Tensor's data, a
+scratch arrays from a pool of byte buffers kept per size: the pool holds each buffer it has
+made, and lends it again (viewed with the shape and dtype asked for) once nothing else refers
+to it. Any reference counts: a Tensor's data, a
 view (its ``base``), an op's saved arrays, a gradient, a variable in the user's code, so an
 array is never lent while it may still be read. Memory stays near the step's peak: a step
 that needs as many arrays of a shape as the last one makes no new one.
@@ -17,8 +18,8 @@ from collections import OrderedDict
 import numpy as np
 
 POOLED_MIN = 1 << 17  # bytes: smaller blocks come from glibc's heap, which reuses them anyway
-POOL_MAX = 1 << 30    # bytes: above this, arrays no one holds are let go, least recent shape first
-_pool = OrderedDict()  # (shape, dtype) -> list of arrays, most recently used shape last
+POOL_MAX = 1 << 30    # bytes: above this, arrays no one holds are let go, least recent size first
+_pool = OrderedDict()  # size in bytes -> list of byte buffers, most recently used size last
 _bytes = 0
 _lock = threading.Lock()  # two threads must not both take one free array
 
@@ -50,11 +51,12 @@ def empty(shape, dtype, like=None):
     if size < POOLED_MIN:
         return np.empty(shape, dtype)
     with _lock:
-        return _take((shape, dtype.str), size)
+        return _take(size).view(dtype).reshape(shape)
 
 
-def _take(key, size):
-    """A free array of ``key`` from the pool, else a new one that the pool keeps."""
+def _take(size):
+    """A free buffer of ``size`` bytes from the pool, else a new one that the pool keeps."""
+    key = size
     arrays = _pool.get(key)
     if arrays is None:
         arrays = _pool[key] = []
@@ -63,7 +65,7 @@ def _take(key, size):
         for a in arrays:
             if sys.getrefcount(a) == _FREE:
                 return a
-    a = np.empty(key[0], key[1])
+    a = np.empty(size, np.uint8)
     arrays.append(a)
     _grow(size)
     return a
@@ -78,28 +80,33 @@ def empty_like(x):
 
 
 def _grow(size):
-    """Count ``size`` new bytes; past POOL_MAX, drop the free arrays of the least recent shapes."""
+    """Count ``size`` new bytes; past POOL_MAX, drop the free buffers of the least recent sizes."""
     global _bytes
     _bytes += size
-    if _bytes <= POOL_MAX:
-        return
-    for key in list(_pool):
-        arrays = _pool[key]
-        kept = [a for a in arrays if sys.getrefcount(a) > _FREE]
-        _bytes -= sum(a.nbytes for a in arrays) - sum(a.nbytes for a in kept)
-        if kept:
-            _pool[key] = kept
-        else:
-            del _pool[key]
-        if _bytes <= POOL_MAX // 2:
-            return
+    if _bytes > POOL_MAX:
+        for key in list(_pool):
+            _drop_free(key)
+            if _bytes <= POOL_MAX // 2:
+                return
 
 
-def clear():
-    """Let go of every pooled array (those still in use stay with their users)."""
+def _drop_free(key):
+    """Let go of the buffers of ``key`` bytes that no one holds."""
     global _bytes
-    _pool.clear()
-    _bytes = 0
+    kept = [a for a in _pool[key] if sys.getrefcount(a) > _FREE]
+    _bytes -= key * (len(_pool[key]) - len(kept))
+    if kept:
+        _pool[key] = kept
+    else:
+        del _pool[key]
+
+
+def release():
+    """Let go of the pooled buffers that no one holds, so that other work (writing a
+    checkpoint, say) may use their memory; the next training step makes them again."""
+    with _lock:
+        for key in list(_pool):
+            _drop_free(key)
 
 
 def matmul(a, b):
