@@ -4,7 +4,8 @@ setting, and of torch eager with SDPA, each contender in its own fresh process, 
     python benchmarks/step_faults.py --rounds=4 --config=cpu
 
 Contenders: ``lib`` (a plain library user: no process-wide setting), ``train`` (glibc's
-allocator tuned as the train command does, ``run.settings.tune_allocator``) and ``sdpa``
+allocator tuned as the train command does with TINYGRAD_GPT_TUNE_MALLOC=1,
+``run.settings.tune_allocator``) and ``sdpa``
 (torch eager, fused attention). Each child times ``--steps`` steps after ``--warmup`` and
 prints its median ms/step, minor faults per step (getrusage) and peak RSS. The parent prints
 every round and the median per-round ratios, which are what to read on a busy machine.
@@ -22,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def child(name, config, warmup, steps):
     # bench_train tunes the allocator at import unless this says no
-    os.environ["TINYGRAD_GPT_TUNE_MALLOC"] = "0" if name == "lib" else "1"
+    os.environ["TINYGRAD_GPT_TUNE_MALLOC"] = "0" if name == "lib" else "1"  # train: the opt-in
     sys.path.insert(0, HERE)
     import bench_train
     c = bench_train.CONFIGS[config]
