@@ -193,8 +193,8 @@ class BlockedAttention(rules.Attention):
         self.tiles = _query_tiles(Tq, Tk, self.mask is not None, tile)  # (a, b, keys seen)
         rows = self.tiles[-1][1]  # queries a tile: the last tile listed, from query 0, is whole
         self.blocks = _blocks(q3.shape[0], block or max(1, 4 * CHUNK // (rows * Tk)))
-        out = xp.empty((q3.shape[0], Tq, v.shape[-1]), dtype=q.dtype)    # (N, Tq, hv)
-        lse = xp.empty((q3.shape[0], Tq, 1), dtype=q.dtype)              # (N, Tq, 1)
+        out = workspace.empty((q3.shape[0], Tq, v.shape[-1]), q.dtype, like=q)  # (N, Tq, hv)
+        lse = workspace.empty((q3.shape[0], Tq, 1), q.dtype, like=q)            # (N, Tq, 1)
         for s in self.blocks:
             for a, b, kb in self.tiles:
                 att, small = self._scores(q3, k3, s, a, b, kb)           # (n, b - a, kb)
@@ -220,7 +220,7 @@ class BlockedAttention(rules.Attention):
         q3, k3, v3, out, lse = self.saved
         g3 = g.reshape(out.shape)
         row = _row_dots(g3, out)  # softmax's row sum, g . out, as in Attention
-        gq, gk, gv = xp.empty_like(q3), xp.empty_like(k3), xp.empty_like(v3)
+        gq, gk, gv = workspace.empty_like(q3), workspace.empty_like(k3), workspace.empty_like(v3)
         for s in self.blocks:
             for i, (a, b, kb) in enumerate(self.tiles):
                 att, _ = self._scores(q3, k3, s, a, b, kb, check=False)

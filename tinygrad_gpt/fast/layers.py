@@ -33,7 +33,7 @@ def gelu_arrays(x, out, d=None):
             xs = x[s]
             # the loop vectorises only when it writes where it does not read: in place, it
             # writes a scratch chunk, copied back while it is in cache
-            os = np.empty_like(xs) if out is None or in_place else out[s]
+            os = workspace.empty(xs.shape, xs.dtype) if out is None or in_place else out[s]
             kernels.gelu(xs, os, none if d is None else d[s])
             if in_place:
                 out[s] = os
