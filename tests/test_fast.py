@@ -250,3 +250,25 @@ def test_reshape(data, transpose):
     def fn(a):
         return (a.transpose(-1, -2) if transpose else a).reshape(-1) * 2.0
     same_as_rule(fn, [x], ops.Reshape, fast.Reshape)
+
+
+def test_the_pool_lends_a_buffer_only_when_nothing_holds_it(monkeypatch):
+    from tinygrad_gpt.fast import workspace
+    workspace.release()
+    a, b = workspace.empty((256, 256), np.float32), workspace.empty((256, 256), np.float32)
+    assert not np.shares_memory(a, b)
+    buffer = id(a.base)  # the pool keeps it alive, so its id stays its own
+    del a
+    c = workspace.empty((256, 256), np.float32)
+    assert id(c.base) == buffer  # lent again once free
+    view = c[1:]
+    del c
+    assert id(workspace.empty((256, 256), np.float32).base) != buffer  # a view still holds it
+    del view
+    # over the bound, idle buffers of sizes not asked for lately are let go; recent ones stay
+    monkeypatch.setattr(workspace, "POOL_MAX", 0)
+    monkeypatch.setattr(workspace, "RECENT", 1)
+    kept = workspace.empty((256, 256), np.float32)
+    workspace.empty((512, 256), np.float32)
+    assert {id(x) for x in workspace._pool[256 * 256 * 4]} == {id(kept.base), id(b.base)}
+    workspace.release()

@@ -18,9 +18,12 @@ from collections import OrderedDict
 import numpy as np
 
 POOLED_MIN = 1 << 17  # bytes: smaller blocks come from glibc's heap, which reuses them anyway
-POOL_MAX = 1 << 30    # bytes: above this, arrays no one holds are let go, least recent size first
+POOL_MAX = 1 << 30    # bytes: above this, idle buffers of sizes not asked for lately are let go
+RECENT = 4096         # requests: a size asked for within this many (several steps) is kept
 _pool = OrderedDict()  # size in bytes -> list of byte buffers, most recently used size last
 _bytes = 0
+_clock = 0  # requests so far
+_last = {}  # size -> _clock at its last request
 _lock = threading.Lock()  # two threads must not both take one free array
 
 
@@ -56,7 +59,10 @@ def empty(shape, dtype, like=None):
 
 def _take(size):
     """A free buffer of ``size`` bytes from the pool, else a new one that the pool keeps."""
+    global _clock
     key = size
+    _clock += 1
+    _last[key] = _clock
     arrays = _pool.get(key)
     if arrays is None:
         arrays = _pool[key] = []
@@ -83,11 +89,11 @@ def _grow(size):
     """Count ``size`` new bytes; past POOL_MAX, drop the free buffers of the least recent sizes."""
     global _bytes
     _bytes += size
-    if _bytes > POOL_MAX:
+    if _bytes > POOL_MAX:  # least recent sizes first; a step's own sizes are all recent
         for key in list(_pool):
-            _drop_free(key)
-            if _bytes <= POOL_MAX // 2:
+            if _clock - _last[key] < RECENT or _bytes <= POOL_MAX // 2:
                 return
+            _drop_free(key)
 
 
 def _drop_free(key):
@@ -98,7 +104,7 @@ def _drop_free(key):
     if kept:
         _pool[key] = kept
     else:
-        del _pool[key]
+        del _pool[key], _last[key]
 
 
 def release():
