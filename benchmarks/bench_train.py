@@ -32,7 +32,7 @@ from tinygrad_gpt.model import GPT, GPTConfig  # noqa: E402
 from tinygrad_gpt.optim import clip_grad_norm_  # noqa: E402
 from tinygrad_gpt.run.settings import tune_allocator_for_training  # noqa: E402
 
-tune_allocator_for_training()  # as the train command does: glibc keeps freed blocks for reuse
+tune_allocator_for_training()  # as the train command does: only with TINYGRAD_GPT_TUNE_MALLOC=1
 
 CONFIGS = {  # nanoGPT's shakespeare_char settings: the CPU one and the GPU one
     "cpu": dict(batch_size=12, block_size=64, n_layer=4, n_head=4, n_embd=128),

@@ -217,3 +217,58 @@ def test_gelu_arrays_in_chunks_matches_the_rule():
     rule = ops.Gelu([True])
     np.testing.assert_allclose(out, rule.forward(x), rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(d, rule.backward(np.ones_like(x)), rtol=1e-12, atol=1e-14)
+
+
+@S.SETTINGS
+@given(data=st.data(), broadcast=st.booleans())
+def test_add_from_the_pool(data, broadcast):
+    """Sums of one shape go into a pooled array (large ones; small ones too small to pool
+    take the same path), broadcast sums are the rule's."""
+    shape = data.draw(S.shapes(min_dims=1), label="shape")
+    x = data.draw(S.float_arrays(shape), label="x")
+    y = data.draw(S.float_arrays(shape[-1:] if broadcast else shape), label="y")
+    same_as_rule(lambda a, b: a + b, [x, y], ops.Add, fast.Add)
+
+
+def test_add_and_reshape_of_pooled_size_keep_their_values_apart():
+    """Arrays above the pool's threshold: two sums alive at once are two arrays, and a pooled
+    array is lent again only once nothing holds it (values and gradients match the rules)."""
+    rng = np.random.default_rng(0)
+    x, y = (rng.standard_normal((300, 128)).astype(np.float32) for _ in range(2))
+    same_as_rule(lambda a, b: ((a + b) * (a + b + b)).sum(), [x, y], ops.Add, fast.Add)
+    t = rng.standard_normal((4, 96, 128)).astype(np.float32)
+    same_as_rule(lambda a: a.transpose(1, 2).reshape(4, -1) * a.reshape(4, -1), [t], ops.Reshape, fast.Reshape)
+
+
+@S.SETTINGS
+@given(data=st.data(), transpose=st.booleans())
+def test_reshape(data, transpose):
+    """A view where the rule's reshape is a view, a pooled copy where it copies."""
+    shape = data.draw(S.shapes(min_dims=2), label="shape")
+    x = data.draw(S.float_arrays(shape), label="x")
+
+    def fn(a):
+        return (a.transpose(-1, -2) if transpose else a).reshape(-1) * 2.0
+    same_as_rule(fn, [x], ops.Reshape, fast.Reshape)
+
+
+def test_the_pool_lends_a_buffer_only_when_nothing_holds_it(monkeypatch):
+    from tinygrad_gpt.fast import workspace
+    workspace.release()
+    a, b = workspace.empty((256, 256), np.float32), workspace.empty((256, 256), np.float32)
+    assert not np.shares_memory(a, b)
+    buffer = id(a.base)  # the pool keeps it alive, so its id stays its own
+    del a
+    c = workspace.empty((256, 256), np.float32)
+    assert id(c.base) == buffer  # lent again once free
+    view = c[1:]
+    del c
+    assert id(workspace.empty((256, 256), np.float32).base) != buffer  # a view still holds it
+    del view
+    # over the bound, idle buffers of sizes not asked for lately are let go; recent ones stay
+    monkeypatch.setattr(workspace, "POOL_MAX", 0)
+    monkeypatch.setattr(workspace, "RECENT", 1)
+    kept = workspace.empty((256, 256), np.float32)
+    workspace.empty((512, 256), np.float32)
+    assert {id(x) for x in workspace._pool[256 * 256 * 4]} == {id(kept.base), id(b.base)}
+    workspace.release()

@@ -89,3 +89,7 @@ class Gradients(dict):
     def take(self, key):
         """The summed gradient of ``key`` (None if none arrived), removed from the dict."""
         return self.pop(key, None)
+
+    def leaf_copy(self, g, dtype):
+        """A fresh array of ``g``'s values in ``dtype``, for a leaf's ``.grad`` to own."""
+        return g.astype(dtype, copy=True)

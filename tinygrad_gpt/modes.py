@@ -25,6 +25,7 @@ import contextlib
 import warnings
 
 from . import fast, ops, optim, rules
+from .fast import workspace
 from .function import Function, Gradients
 
 
@@ -165,3 +166,10 @@ class mode(contextlib.ContextDecorator):
             warnings.warn(f"mode({self.mode.name!r}) was made but never entered, so nothing changed: "
                           f"write `with mode({self.mode.name!r}):` or call set_mode({self.mode.name!r})",
                           RuntimeWarning, stacklevel=2)
+
+
+def release_buffers():
+    """Let go of the fast layer's idle buffers (``fast.workspace``), whatever the mode: the
+    arrays it keeps from one training step to the next. Writing a checkpoint calls this, so
+    that its copies reuse that memory; the next step makes the buffers again."""
+    workspace.release()

@@ -310,7 +310,7 @@ class Tensor(TensorMethods):
                 continue
             ctx = t._ctx
             if ctx is None or retain_graph:
-                t._accumulate_grad(g)
+                t._accumulate_grad(g, grads)
             if ctx is None:
                 continue
             if ctx is _RELEASED:
@@ -338,9 +338,9 @@ class Tensor(TensorMethods):
         self._hooks.append(hook)
         return _Handle(self._hooks, hook)
 
-    def _accumulate_grad(self, g):
-        if self.grad is None:  # a fresh, writable array the tensor owns
-            self.grad = g.astype(self.dtype, copy=True)
+    def _accumulate_grad(self, g, grads=None):
+        if self.grad is None:  # a fresh, writable array the tensor owns (the mode's Gradients make it)
+            self.grad = g.astype(self.dtype, copy=True) if grads is None else grads.leaf_copy(g, self.dtype)
         else:
             self.grad = self.grad + g
         if self._hooks:

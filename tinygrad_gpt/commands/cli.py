@@ -43,8 +43,9 @@ COMMANDS = {"train": (TrainConfig, train, "train a GPT (the main job)"),
 SUBCOMMANDS = {"exercise": "write a gradient rule yourself and have it graded (exercise -h)"}
 OPS_NOTE = ("--ops picks how the ops run: fast (the default), rules (each op's hand-derived rule, plain "
             "array code)\nor composed (primitive ops only); all three give the same numbers.")
-NOTES = {"train": "Training tunes glibc's allocator for this whole process: freed memory is kept for reuse (faster\n"
-                  "steps; the process keeps its peak). TINYGRAD_GPT_TUNE_MALLOC=0 turns that off.\n" + OPS_NOTE,
+NOTES = {"train": "The fast ops keep their large arrays from step to step, so no process-wide setting is needed.\n"
+                  "TINYGRAD_GPT_TUNE_MALLOC=1 also tunes glibc's allocator for this whole process (an opt-in:\n"
+                  "freed memory is kept for reuse; the process keeps its peak).\n" + OPS_NOTE,
          "prepare": "A folder gives every .txt and .jsonl inside (and .gz of them). Each text file, and each line\n"
                     "of a .jsonl file, is one document; the BPE's end-of-text token separates documents. Encoding\n"
                     "runs on every core, in bounded memory.",

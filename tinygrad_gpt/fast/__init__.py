@@ -15,9 +15,11 @@ from .. import ops, rules
 from .adamw import AdamW
 from .attention import Attention, BlockedAttention, weights_outgrow_caches
 from .grads import InPlaceGradients, SliceGrad
-from .layers import Gelu, GetItem, LayerNorm, Linear, Softmax, gelu_arrays
+from .layers import Add, Gelu, GetItem, LayerNorm, Linear, Reshape, Softmax, gelu_arrays
 
 OPS = {
+    ops.Add: Add,
+    ops.Reshape: Reshape,
     ops.Gelu: Gelu,
     ops.GetItem: GetItem,
     rules.Linear: Linear,
@@ -26,5 +28,5 @@ OPS = {
     rules.Attention: Attention,
 }
 
-__all__ = ["OPS", "AdamW", "Attention", "BlockedAttention", "Gelu", "GetItem", "InPlaceGradients", "LayerNorm",
-           "Linear", "SliceGrad", "Softmax", "gelu_arrays", "weights_outgrow_caches"]
+__all__ = ["OPS", "AdamW", "Add", "Attention", "BlockedAttention", "Gelu", "GetItem", "InPlaceGradients", "LayerNorm",
+           "Linear", "Reshape", "SliceGrad", "Softmax", "gelu_arrays", "weights_outgrow_caches"]

@@ -15,6 +15,7 @@ from .. import rules
 from ..backend import device_of, get_array_module, random_uniform
 from ..function import sum_to
 from .chunks import CHUNK, CHUNKED_MIN
+from . import workspace
 from .layers import _row_dots, _row_sums, _softmax
 
 
@@ -32,7 +33,7 @@ def _scores(q, k, scale, mask, check=True):
     SCORE_CHECK_MIN scores or more (not in a generation step's tiny score arrays).
     """
     xp = get_array_module(q, k)
-    att = q @ xp.swapaxes(k, -1, -2)
+    att = workspace.matmul(q, xp.swapaxes(k, -1, -2))
     att *= scale
     small = (check and att.size >= SCORE_CHECK_MIN and device_of(att) == "cpu"
              and float(att.max()) <= SMALL_SCORE and float(att.min()) >= -SMALL_SCORE)
@@ -115,7 +116,7 @@ class Attention(rules.Attention):
         self.tiles = _query_tiles(Tq, Tk, mask is not None and dropout_p == 0
                                   and device_of(q) == "cpu")
         lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-        out = xp.empty(lead + (Tq, v.shape[-1]), dtype=q.dtype)     # (..., Tq, hv)
+        out = workspace.empty(lead + (Tq, v.shape[-1]), q.dtype, like=q)  # (..., Tq, hv)
         weights = []
         for a, b, kb in self.tiles:
             att, small = _scores(q[..., a:b, :], k[..., :kb, :], self.scale,
@@ -139,14 +140,12 @@ class Attention(rules.Attention):
         # g . out (sum_j (g . v_j) A_d_j = g . out), a (..., Tq, 1) product over hs, not Tk.
         row = _row_dots(g, out)
         lead = g.shape[:-2]
-        gq = xp.empty(lead + q.shape[-2:], dtype=g.dtype)
-        gk = xp.empty(lead + k.shape[-2:], dtype=g.dtype)
-        gv = xp.empty(lead + v.shape[-2:], dtype=g.dtype)
+        gq, gk, gv = (workspace.empty(lead + a.shape[-2:], g.dtype, like=g) for a in (q, k, v))
         for i, ((a, b, kb), (att, keep)) in enumerate(zip(self.tiles, weights)):
             g_t, q_t, k_t, v_t = g[..., a:b, :], q[..., a:b, :], k[..., :kb, :], v[..., :kb, :]
             # out = A_d @ v with A_d = A * keep / (1 - p):  gv = A_d^T @ g,  gA_d = g @ v^T
             att_d = att if keep is None else att * keep * (1 / (1 - self.dropout_p))
-            ga = g_t @ xp.swapaxes(v_t, -1, -2)
+            ga = workspace.matmul(g_t, xp.swapaxes(v_t, -1, -2))
             if keep is not None:  # dropout: d/dA (A * keep / (1 - p)) = keep / (1 - p)
                 ga *= keep
                 ga *= 1 / (1 - self.dropout_p)
@@ -194,8 +193,8 @@ class BlockedAttention(rules.Attention):
         self.tiles = _query_tiles(Tq, Tk, self.mask is not None, tile)  # (a, b, keys seen)
         rows = self.tiles[-1][1]  # queries a tile: the last tile listed, from query 0, is whole
         self.blocks = _blocks(q3.shape[0], block or max(1, 4 * CHUNK // (rows * Tk)))
-        out = xp.empty((q3.shape[0], Tq, v.shape[-1]), dtype=q.dtype)    # (N, Tq, hv)
-        lse = xp.empty((q3.shape[0], Tq, 1), dtype=q.dtype)              # (N, Tq, 1)
+        out = workspace.empty((q3.shape[0], Tq, v.shape[-1]), q.dtype, like=q)  # (N, Tq, hv)
+        lse = workspace.empty((q3.shape[0], Tq, 1), q.dtype, like=q)            # (N, Tq, 1)
         for s in self.blocks:
             for a, b, kb in self.tiles:
                 att, small = self._scores(q3, k3, s, a, b, kb)           # (n, b - a, kb)
@@ -221,7 +220,7 @@ class BlockedAttention(rules.Attention):
         q3, k3, v3, out, lse = self.saved
         g3 = g.reshape(out.shape)
         row = _row_dots(g3, out)  # softmax's row sum, g . out, as in Attention
-        gq, gk, gv = xp.empty_like(q3), xp.empty_like(k3), xp.empty_like(v3)
+        gq, gk, gv = workspace.empty_like(q3), workspace.empty_like(k3), workspace.empty_like(v3)
         for s in self.blocks:
             for i, (a, b, kb) in enumerate(self.tiles):
                 att, _ = self._scores(q3, k3, s, a, b, kb, check=False)

@@ -5,8 +5,11 @@ time. Here the second gradient makes a new array, which the engine then owns, an
 are added into it in place; the gradient of a slice (``SliceGrad``) is added into just its
 slice, so q, k and v, cut from one qkv tensor, write their gradients into one array.
 """
+import numpy as np
+
 from ..backend import get_array_module
 from ..function import Gradients
+from . import workspace
 
 
 class SliceGrad:
@@ -34,7 +37,13 @@ class SliceGrad:
     def dense(self):
         xp = get_array_module(self.values)
         inverse = sorted(range(len(self.order)), key=self.order.__getitem__)
-        out = xp.zeros([self.shape[i] for i in self.order], self.dtype).transpose(inverse)
+        shape = [self.shape[i] for i in self.order]
+        if xp is np:  # from the pool, zeroed
+            out = workspace.empty(shape, self.dtype)
+            out.fill(0)
+            out = out.transpose(inverse)
+        else:
+            out = xp.zeros(shape, self.dtype).transpose(inverse)
         out[self.index] = self.values
         return out
 
@@ -79,7 +88,7 @@ class InPlaceGradients(Gradients):
                 else:
                     total += earlier
             else:
-                total = earlier + gx
+                total = workspace.add(earlier, gx)
             self[key] = total
             self.owned.add(key)
 
@@ -87,3 +96,12 @@ class InPlaceGradients(Gradients):
         g = self.pop(key, None)
         self.owned.discard(key)
         return g.dense() if isinstance(g, SliceGrad) else g
+
+    def leaf_copy(self, g, dtype):
+        """``g`` copied into a pooled array (``workspace``) when it is a C-ordered NumPy array
+        of ``dtype``: a parameter's ``.grad`` is dropped by ``zero_grad`` and lent again."""
+        if isinstance(g, np.ndarray) and g.dtype == dtype and g.flags.c_contiguous:
+            out = workspace.empty(g.shape, dtype)
+            np.copyto(out, g)
+            return out
+        return super().leaf_copy(g, dtype)

@@ -9,7 +9,7 @@ import numpy as np
 from .. import ops, rules
 from ..backend import get_array_module
 from ..ops import GELU_C
-from . import kernels
+from . import kernels, workspace
 from .chunks import CHUNK, for_chunks
 from .grads import SliceGrad, memory_order
 
@@ -33,7 +33,7 @@ def gelu_arrays(x, out, d=None):
             xs = x[s]
             # the loop vectorises only when it writes where it does not read: in place, it
             # writes a scratch chunk, copied back while it is in cache
-            os = np.empty_like(xs) if out is None or in_place else out[s]
+            os = workspace.empty(xs.shape, xs.dtype) if out is None or in_place else out[s]
             kernels.gelu(xs, os, none if d is None else d[s])
             if in_place:
                 out[s] = os
@@ -76,14 +76,14 @@ class Gelu(ops.Gelu):
     def forward(self, x):
         self.shape = x.shape
         x = x.reshape(-1)  # flat, so chunks are plain slices (and 0-d input works)
-        out = get_array_module(x).empty_like(x)
+        out = workspace.empty_like(x)
         gelu_arrays(x, out)
         self.save_for_backward(x)
         return out.reshape(self.shape)
 
     def backward(self, g):
         (x,) = self.saved
-        d = get_array_module(x).empty_like(x)
+        d = workspace.empty_like(x)
         gelu_arrays(x, None, d)
         d *= g.reshape(-1)
         return d.reshape(self.shape)
@@ -104,6 +104,33 @@ class GetItem(ops.GetItem):
         if ops._is_advanced(self.index):
             return super().backward(g)
         return SliceGrad(g, self.index, self.shape, self.order)
+
+
+# ----------------------------------------------------------------------------- outputs from the pool
+
+class Add(ops.Add):
+    """``ops.Add`` whose output, for two NumPy arrays of one shape and dtype (the residual
+    stream), comes from the workspace pool: the same sum, in an array kept across steps."""
+
+    def forward(self, x, y):
+        self.shapes = x.shape, y.shape
+        return workspace.add(x, y)
+
+
+class Reshape(ops.Reshape):
+    """``ops.Reshape`` whose copy, when x's layout needs one (heads merged back after
+    attention), goes into a pooled array; a view where there can be one, as the rule."""
+
+    def forward(self, x, shape):
+        self.shape = x.shape
+        if not isinstance(x, np.ndarray):
+            return x.reshape(shape)
+        try:
+            return np.reshape(x, shape, copy=False)
+        except ValueError:  # a copy is needed: C-ordered, as NumPy's reshape makes it
+            out = workspace.empty(x.shape, x.dtype)
+            np.copyto(out, x)
+            return out.reshape(shape)
 
 
 # ----------------------------------------------------------------------------- BLAS row and column sums
@@ -164,13 +191,13 @@ class Linear(rules.Linear):
         x2 = x.reshape(-1, x.shape[-1])  # (N, in)
         self.save_for_backward(x2, weight)
         self.has_bias = bias is not None
-        out = x2 @ weight  # (N, out)
+        out = workspace.matmul(x2, weight)  # (N, out)
         if bias is not None:
             out += bias
         self.d = None
         if activation == "gelu":  # out = GELU(out), and d = GELU'(pre-activation) if needed
             if any(self.needs_grad):
-                self.d = get_array_module(out).empty_like(out)
+                self.d = workspace.empty_like(out)
             gelu_arrays(out.reshape(-1), out.reshape(-1), None if self.d is None else self.d.reshape(-1))
         return out.reshape(*x.shape[:-1], weight.shape[1])
 
@@ -178,10 +205,10 @@ class Linear(rules.Linear):
         x2, weight = self.saved
         g2 = g.reshape(-1, weight.shape[1])
         if self.d is not None:  # through the GELU first: d/dh GELU(h) = d
-            g2 = g2 * self.d
+            g2 = workspace.multiply(g2, self.d)
         # d/dx = g @ W^T,  d/dW = x^T @ g,  d/db = sum of g over the rows
-        gx = (g2 @ weight.T).reshape(self.shape) if self.needs_grad[0] else None
-        gw = x2.T @ g2 if self.needs_grad[1] else None
+        gx = workspace.matmul(g2, weight.T).reshape(self.shape) if self.needs_grad[0] else None
+        gw = workspace.matmul(x2.T, g2) if self.needs_grad[1] else None
         gb = _column_sums(g2) if self.has_bias and self.needs_grad[2] else None
         return (gx, gw, gb) if self.has_bias else (gx, gw)
 
@@ -205,7 +232,7 @@ class LayerNorm(rules.LayerNorm):
         xp = get_array_module(x, weight, bias)
         self.shape, C = x.shape, x.shape[-1]
         x2 = x.reshape(-1, C)                               # (N, C)
-        xhat, out = xp.empty_like(x2), xp.empty_like(x2)
+        xhat, out = workspace.empty_like(x2), workspace.empty_like(x2)
         rstd = xp.empty((x2.shape[0], 1), dtype=x.dtype)    # (N, 1)
         # row means as one matrix-vector product: several times faster than .mean(axis=-1)
         average = xp.full((C, 1), 1 / C, dtype=x.dtype)
@@ -238,7 +265,7 @@ class LayerNorm(rules.LayerNorm):
         xp = get_array_module(g)
         C = xhat.shape[1]
         g2 = g.reshape(xhat.shape)
-        gx = xp.empty_like(xhat) if self.needs_grad[0] else None
+        gx = workspace.empty_like(xhat) if self.needs_grad[0] else None
         average = xp.full((C, 1), 1 / C, dtype=xhat.dtype)  # row means, as in the forward
 
         def part(s):
@@ -261,7 +288,7 @@ class LayerNorm(rules.LayerNorm):
             return gws, gbs
         use_kernel = kernels.usable(g2, xhat, weight)
         if use_kernel:  # the kernel always writes gx: into scratch when it is not needed
-            gx_out = gx if gx is not None else xp.empty_like(xhat)
+            gx_out = gx if gx is not None else workspace.empty_like(xhat)
         parts = for_chunks(compiled if use_kernel else part, xhat.shape[0], g, chunk=max(1, CHUNK // C))
         gw = sum(p[0] for p in parts) if self.needs_grad[1] else None
         gb = sum(p[1] for p in parts) if self.has_bias and self.needs_grad[2] else None

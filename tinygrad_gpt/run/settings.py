@@ -2,7 +2,8 @@
 C heap keeps freed blocks.
 
 Both change the whole process, not just tinygrad_gpt's arrays, so importing the package never
-touches them: the ``train`` command opts in (``run/train.py``), and so do the benchmarks. This
+touches them: the ``train`` command sets the threads (``run/train.py``), and tunes the
+allocator only when TINYGRAD_GPT_TUNE_MALLOC=1 asks for it. This
 module imports nothing from the package; the fast layer reads ``cpu_threads()`` from here.
 
 Several processes on one machine (data-parallel ranks) each take their share of the cores,
@@ -89,8 +90,10 @@ def tune_allocator():
     step frees enough memory at the heap's top to be trimmed depends on where the last
     long-lived arrays happened to land, and a trimmed heap is faulted in again at every
     step. Freed memory is kept for reuse rather than returned to the OS: the process keeps
-    its peak. It changes the whole process, so importing tinygrad_gpt never calls it: the
-    ``train`` command does (unless the environment sets TINYGRAD_GPT_TUNE_MALLOC=0).
+    its peak. It changes the whole process, so importing tinygrad_gpt never calls it, and
+    the fast layer no longer needs it (its large arrays come from ``fast.workspace``, which
+    keeps them across steps): the ``train`` command calls it only when the environment sets
+    TINYGRAD_GPT_TUNE_MALLOC=1.
     """
     global tuned
     tuned = True
@@ -107,5 +110,6 @@ def tune_allocator():
 
 
 def tune_allocator_for_training():
-    """``tune_allocator()`` unless the environment sets TINYGRAD_GPT_TUNE_MALLOC=0."""
-    return os.environ.get("TINYGRAD_GPT_TUNE_MALLOC", "1") != "0" and tune_allocator()
+    """``tune_allocator()`` if the environment sets TINYGRAD_GPT_TUNE_MALLOC=1 (an opt-in);
+    returns whether it was applied."""
+    return os.environ.get("TINYGRAD_GPT_TUNE_MALLOC", "0") == "1" and tune_allocator()

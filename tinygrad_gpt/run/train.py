@@ -108,8 +108,9 @@ def train(cfg, print_fn=print):
     not replace a checkpoint there unless ``cfg.overwrite``. Every step's loss and gradient norm
     are checked: a non-finite one stops the run (or, with ``skip_nonfinite``, drops that step),
     and weights that are not finite are never saved. The ops run in mode ``cfg.ops``
-    (functional.mode). Training tunes glibc's allocator for the whole process
-    (``settings.tune_allocator``) unless the environment sets TINYGRAD_GPT_TUNE_MALLOC=0.
+    (functional.mode). With TINYGRAD_GPT_TUNE_MALLOC=1 in the environment, training tunes
+    glibc's allocator for the whole process (``settings.tune_allocator``); the fast layer
+    does not need it.
     """
     cfg.validate()
     comm = distributed.world()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import modes
 from ..backend import check_rng_state
 from ..model import GPT, GPTConfig, parameter_shapes
 from ..optim import MAX_STEP
@@ -53,7 +54,11 @@ class Checkpoint:
 
 
 def save_checkpoint(path, model, optimizer=None, extra=None):
-    """Write model, optimizer and ``extra`` (JSON-serialisable) to ``path`` atomically."""
+    """Write model, optimizer and ``extra`` (JSON-serialisable) to ``path`` atomically.
+
+    The fast layer's idle buffers are let go first (``modes.release_buffers``), so that the
+    copies written here reuse their memory instead of raising the process's peak."""
+    modes.release_buffers()
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "version": VERSION,
             "model_config": json.dumps(model.config.to_dict()),
