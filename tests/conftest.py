@@ -36,6 +36,10 @@ def pytest_addoption(parser):
         "--device", action="store", default=None, choices=DEVICE_CHOICES,
         help="device the engine tests run on: cpu or cuda "
              "(default: $TINYGRAD_GPT_DEVICE, else cpu)")
+    parser.addoption(
+        "--runslow", action="store_true", default=False,
+        help="also run the tests marked slow: long end-to-end runs of the examples that check the "
+             "docs' figures (CI runs them)")
 
 
 def pytest_configure(config):
@@ -62,6 +66,11 @@ def _why_no_gpu():
 
 
 def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--runslow"):
+        skip_slow = pytest.mark.skip(reason="a long end-to-end check: run it with --runslow")
+        for item in items:
+            if item.get_closest_marker("slow") is not None:
+                item.add_marker(skip_slow)
     name = requested_device(config)
     if name == "cuda":
         for item in items:
