@@ -129,3 +129,21 @@ def pytest_terminal_summary(terminalreporter, config):
         return
     which = "the CuPy stand-in" if getattr(backend._cupy, "STAND_IN", False) else "CuPy"
     terminalreporter.write_line(f"tests run on the device (cuda, {which}): {config._device_ran}")
+
+
+# the optional extra that installs each module a test may import and skip without
+EXTRAS = {"torch": "parity", "transformers": "parity", "tokenizers": "parity", "safetensors": "parity",
+          "matplotlib": "plot", "numba": "numba", "mpi4py": "mpi", "cupy": "cuda"}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test skipped for a missing optional module says which extra installs it."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        path, line, reason = report.longrepr
+        for module, extra in EXTRAS.items():
+            if f"could not import '{module}" in reason:
+                report.longrepr = (path, line, f"{reason} (the {extra} extra: pip install -e \".[{extra}]\")")
+                break

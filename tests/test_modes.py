@@ -168,7 +168,7 @@ def test_numba_is_imported_on_first_use_and_never_with_tinygrad_gpt_numba_0():
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
         assert result.returncode == 0, result.stderr
         if flag == "1" and result.stdout.strip() == "False False":
-            pytest.skip("numba is not installed")
+            pytest.skip("numba is not installed (the numba extra: pip install -e \".[numba]\")")
         assert result.stdout.strip() == expected
 
 

@@ -1465,7 +1465,7 @@ def test_layer_norm_kernels_match_numpy(data):
     and without bias, in float32 and float64; and their gradients pass the numerical check."""
     from tinygrad_gpt.fast import kernels
     if not kernels.load():
-        pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
+        pytest.skip("the numba kernels are not loaded (numba missing: the numba extra, pip install -e \".[numba]\"; or TINYGRAD_GPT_NUMBA=0)")
     lead = data.draw(S.shapes(min_dims=1, max_dims=2), label="lead")
     C = data.draw(st.integers(2, 9), label="C")
     x0 = data.draw(S.float_arrays(lead + (C,), bound=3.0), label="x")
@@ -1495,7 +1495,7 @@ def test_layer_norm_kernels_on_many_rows_and_bad_values():
     from tinygrad_gpt.fast import kernels
     from tinygrad_gpt.fast.chunks import CHUNKED_MIN
     if not kernels.load():
-        pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
+        pytest.skip("the numba kernels are not loaded (numba missing: the numba extra, pip install -e \".[numba]\"; or TINYGRAD_GPT_NUMBA=0)")
     C = 16
     rows = CHUNKED_MIN // C + 5
     x0, w0, b0, g0 = rand(rows, C, seed=7), rand(C, seed=8), rand(C, seed=9), rand(rows, C, seed=10)
@@ -1513,7 +1513,7 @@ def test_a_numba_that_cannot_compile_leaves_numpy_in_charge(monkeypatch):
     import importlib
     from tinygrad_gpt.fast import kernels
     if not kernels.load():
-        pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
+        pytest.skip("the numba kernels are not loaded (numba missing: the numba extra, pip install -e \".[numba]\"; or TINYGRAD_GPT_NUMBA=0)")
     numba = kernels.numba
 
     def broken(*args, **kwargs):
@@ -1544,7 +1544,7 @@ def test_gelu_kernel_is_close_to_exact():
     dense grid, the saturated tails included: as close as float32 allows, within 4e-7 of tanh."""
     from tinygrad_gpt.fast import kernels
     if not kernels.load():
-        pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
+        pytest.skip("the numba kernels are not loaded (numba missing: the numba extra, pip install -e \".[numba]\"; or TINYGRAD_GPT_NUMBA=0)")
     x = np.linspace(-30, 30, 600_001).astype(np.float32)
     out, d = np.empty_like(x), np.empty_like(x)
     kernels.gelu(x, out, d)
@@ -1565,7 +1565,7 @@ def test_gelu_kernel_on_inf_nan_and_huge_inputs():
     from tinygrad_gpt.fast import kernels
     from tinygrad_gpt.fast import gelu_arrays
     if not kernels.load():
-        pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
+        pytest.skip("the numba kernels are not loaded (numba missing: the numba extra, pip install -e \".[numba]\"; or TINYGRAD_GPT_NUMBA=0)")
     x = np.array([np.inf, -np.inf, np.nan, 0, 1e30, -1e30, 88, -88, 1e-30, -3.5], np.float32)
     results = []
     for on in (True, False):
@@ -1589,7 +1589,7 @@ def test_gelu_kernel_path_matches_numpy_in_float32(activation):
     gradients (to float32 accuracy) with the kernel on; float64 always takes the NumPy path."""
     from tinygrad_gpt.fast import kernels
     if not kernels.load():
-        pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
+        pytest.skip("the numba kernels are not loaded (numba missing: the numba extra, pip install -e \".[numba]\"; or TINYGRAD_GPT_NUMBA=0)")
     x0, w0, b0 = rand(70, 33, seed=1) * 3, rand(33, 40, seed=2) * 0.3, rand(40, seed=3)
     g0 = rand(70, 40 if activation == "linear_gelu" else 33, seed=4)
     results = []

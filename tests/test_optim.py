@@ -402,7 +402,7 @@ def test_adamw_kernel_leaves_non_contiguous_gradients_to_numpy(monkeypatch):
     NumPy path, with the same result as contiguous gradients through the kernel."""
     from tinygrad_gpt.fast import kernels
     if not kernels.load():
-        pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
+        pytest.skip("the numba kernels are not loaded (numba missing: the numba extra, pip install -e \".[numba]\"; or TINYGRAD_GPT_NUMBA=0)")
     used = []
     adamw = kernels.adamw
     monkeypatch.setattr(kernels, "adamw", lambda *a: used.append(1) or adamw(*a))
@@ -430,7 +430,7 @@ def test_adamw_group_update_equals_one_parameter_at_a_time(monkeypatch, compiled
     from tinygrad_gpt.fast import kernels
     from tinygrad_gpt.fast.chunks import CHUNK
     if compiled and not kernels.load():
-        pytest.skip("the numba kernels are not loaded (numba missing, or TINYGRAD_GPT_NUMBA=0)")
+        pytest.skip("the numba kernels are not loaded (numba missing: the numba extra, pip install -e \".[numba]\"; or TINYGRAD_GPT_NUMBA=0)")
     monkeypatch.setattr(kernels, "enabled", compiled)
     used = []
     if compiled:
