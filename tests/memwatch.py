@@ -67,7 +67,9 @@ def run_watched(argv, interval=0.005, timeout=600, **kwargs):
             if s is None:
                 continue
             seen = peaks.setdefault(pid, {"anon_mb": 0.0, "hwm_mb": 0.0})
-            seen.update(name=s["name"], command=s["command"], ppid=s["ppid"])  # the last seen: after exec
+            seen.update(name=s["name"], ppid=s["ppid"])
+            if s["command"] or "command" not in seen:  # the last seen (after exec), but an exiting
+                seen["command"] = s["command"]          # process's empty command line is no news
             seen["anon_mb"] = max(seen["anon_mb"], s["anon_mb"])
             seen["hwm_mb"] = max(seen["hwm_mb"], s["hwm_mb"])
         time.sleep(interval)
