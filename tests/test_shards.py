@@ -405,6 +405,8 @@ def small_and_large(tmp_path_factory):
     return big_folder(root / "small", 100_000), big_folder(root / "large", 40_000_000)
 
 
+@pytest.mark.host_only("it measures a CPU training process's host memory; the CuPy stand-in keeps its "
+                       "device arrays in host memory too")
 @pytest.mark.skipif(not memwatch.available(), reason="needs Linux /proc")
 @pytest.mark.parametrize("ranks", [1, pytest.param(2, marks=needs_mpi)])
 def test_training_memory_does_not_grow_with_the_corpus(tmp_path, small_and_large, ranks):
