@@ -147,6 +147,19 @@ def _download(url, path):
 
 # ----------------------------------------------------------------------------- batches
 
+def window_starts(split, n, T, batch_size, rng):
+    """``batch_size`` random start positions of (T + 1)-token windows in a split of ``n`` tokens,
+    as nanoGPT draws them; a split too short, a bad rng or batch size is refused."""
+    if n < T + 1:
+        raise DataError(f"the {split} split has {n} tokens, too few for block_size {T} "
+                        f"(it needs at least {T + 1}); use a smaller block_size or more text")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return rng.integers(0, n - T, size=batch_size)
+
+
 def split_tokens(ids, train_fraction=0.9):
     """Split a token array into (train, val): the first ``train_fraction`` and the rest.
 
@@ -188,7 +201,7 @@ class Dataset:
 
     def skip_batch(self, split, batch_size, rng):
         """Draw a batch's window starts as ``get_batch`` does, and read nothing (another rank's batch)."""
-        return rng.integers(0, max(1, len(self.split(split)) - self.block_size), size=batch_size)
+        return window_starts(split, len(self.split(split)), self.block_size, batch_size, rng)
 
     def get_batch(self, split, batch_size, rng):
         """Sample ``batch_size`` windows uniformly; return int64 arrays x, y of shape (B, T).
@@ -197,14 +210,7 @@ class Dataset:
         The same seeded ``numpy.random.Generator`` gives the same batches.
         """
         data, T = self.split(split), self.block_size
-        if len(data) < T + 1:
-            raise DataError(f"the {split} split has {len(data)} tokens, too few for block_size {T} "
-                            f"(it needs at least {T + 1}); use a smaller block_size or more text")
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
-        ix = rng.integers(0, len(data) - T, size=batch_size)  # start positions, as nanoGPT
+        ix = window_starts(split, len(data), T, batch_size, rng)
         idx = ix[:, None] + np.arange(T)                        # (B, T)
         x = data[idx].astype(np.int64)
         y = data[idx + 1].astype(np.int64)

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..storage.fileio import file_op, fsync_dir, write_atomic
+from .data import window_starts
 
 HEADER_INTS, HEADER_BYTES = 256, 1024
 MAGICS = {20240520: (1, np.dtype("<u2")), 20240801: (7, np.dtype("<u4"))}  # magic -> (version, token type)
@@ -269,15 +270,7 @@ class ShardDataset:
     def skip_batch(self, split, batch_size, rng):
         """Draw a batch's window starts and read nothing (another MPI rank reads that batch);
         returns the starts."""
-        data, T = self.split(split), self.block_size
-        if len(data) < T + 1:
-            raise DataError(f"the {split} split has {len(data)} tokens, too few for block_size {T} "
-                            f"(it needs at least {T + 1}); use a smaller block_size or more text")
-        if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
-        return rng.integers(0, len(data) - T, size=batch_size)  # start positions, as nanoGPT
+        return window_starts(split, len(self.split(split)), self.block_size, batch_size, rng)
 
     def get_batch(self, split, batch_size, rng):
         """``batch_size`` random windows: int64 x, y of shape (B, T), y being x shifted by one."""
